@@ -1,0 +1,3 @@
+//! PLACEHOLDER — helper "cpu" replaces this file.
+/// The multi-threaded CPU backend.
+pub struct CpuBackend;

@@ -1,0 +1,41 @@
+//! Collectives: how ranks agree and exchange packed buffers.
+//!
+//! The trait is deliberately small: the vote (an element-wise max of a few
+//! `u32`), a count exchange, and a variable-size all-gather of bytes. Every
+//! rank calls the same operations in the same order; each call returns within
+//! the collective's timeout, with [`crate::Error::Timeout`] naming the ranks
+//! that did not arrive, never hanging.
+//!
+//! Implementations: [`LocalCollective`] (W ranks as threads of one process,
+//! the embedded default) and, behind the `nccl` feature, an NCCL collective.
+
+pub mod gathered;
+pub mod local;
+
+pub use gathered::Gathered;
+pub use local::LocalCollective;
+
+use crate::error::Result;
+use std::time::Duration;
+
+/// A group of ranks that can vote and exchange bytes.
+pub trait Collective: Send {
+    /// This rank, in `0..world_size()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world_size(&self) -> usize;
+    /// The timeout every blocking call of this collective honours.
+    fn timeout(&self) -> Duration;
+
+    /// Element-wise maximum of `values` over all ranks, in place. Every rank
+    /// passes the same length.
+    fn all_reduce_max(&mut self, values: &mut [u32]) -> Result<()>;
+
+    /// Every rank's `value`, in rank order, written into `out` (resized to W).
+    fn all_gather_u64(&mut self, value: u64, out: &mut Vec<u64>) -> Result<()>;
+
+    /// Every rank's `send` bytes, concatenated in rank order into `out`.
+    /// `lens` holds every rank's send length as agreed by
+    /// [`Collective::all_gather_u64`]; `send.len()` must equal `lens[rank]`.
+    fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()>;
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backend;
+pub mod collective;
+pub mod config;
+pub mod error;
+pub mod sync;
+pub mod wire;
+
+pub use backend::{Backend, CpuBackend, StepStatus};
+pub use collective::{Collective, Gathered, LocalCollective};
+pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
+pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
+pub use sync::{SparseSync, StepReport};

@@ -1,0 +1,2 @@
+//! PLACEHOLDER — the `chronos-sync` command line.
+fn main() {}
