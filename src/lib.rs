@@ -5,9 +5,11 @@
 pub mod backend;
 pub mod collective;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod sync;
 pub mod wire;
+pub mod workload;
 
 pub use backend::{Backend, CpuBackend, StepStatus};
 pub use collective::{Collective, Gathered, LocalCollective};

@@ -1,0 +1,1 @@
+//! PLACEHOLDER — helper "coordinator" replaces this module.

@@ -1,0 +1,1 @@
+//! PLACEHOLDER — helper "hyperclean" replaces this module.
