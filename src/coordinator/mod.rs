@@ -103,9 +103,7 @@ mod store;
 mod timescale;
 
 pub use commit::{AppliedCommit, CommitOutcome, CommitRequest, RejectReason};
-pub use config::{
-    CoordinatorConfig, CoordinatorConfigBuilder, MemoryConfig, OuterOptimizer, TimescaleGroup,
-};
+pub use config::{CoordinatorConfig, CoordinatorConfigBuilder, MemoryConfig, OuterOptimizer, TimescaleGroup};
 pub use decay::StalenessDecay;
 pub use lease::Lease;
 pub use memory::{ContinuumMemory, Metric, Retrieved, similarity};
