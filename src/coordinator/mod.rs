@@ -95,6 +95,8 @@ mod config;
 pub mod decay;
 mod lease;
 mod memory;
+#[cfg(test)]
+mod model_tests;
 mod optimizer;
 mod service;
 mod snapshot;

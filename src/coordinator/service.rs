@@ -27,6 +27,12 @@ pub struct Coordinator {
     changed: Condvar,
 }
 
+// `Arc<Coordinator>` must cross threads: fail the build if it cannot.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Coordinator>();
+};
+
 /// `now + d`, saturating far in the future instead of overflowing.
 fn deadline(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))

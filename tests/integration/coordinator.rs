@@ -369,20 +369,23 @@ fn drive(coord: &Coordinator, rounds: u64, seed: u64, leases: &mut Vec<Lease>) {
     }
 }
 
-#[test]
-fn coordinator_snapshot_restore_continues_bitwise() {
-    let initial: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+/// Runs `first` scripted rounds, snapshots, restores, then runs the same
+/// `second` rounds on both and checks they stay bitwise identical. Returns
+/// whether the snapshot caught work in flight (pending commits or leases),
+/// the final version and the memory size.
+fn check_continuation(seed: u64, first: u64, second: u64) -> (bool, u64, usize) {
+    let initial: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37 + seed as f32).sin()).collect();
     let a = Coordinator::new(initial, rich_config()).unwrap();
     let mut leases_a = Vec::new();
-    drive(&a, 40, 1, &mut leases_a);
-    assert!(!a.pending_commits().is_empty() || !leases_a.is_empty(), "snapshot should catch work in flight");
+    drive(&a, first, seed, &mut leases_a);
+    let in_flight = !a.pending_commits().is_empty() || !leases_a.is_empty();
     let bytes = a.snapshot();
     let b = Coordinator::restore(&bytes, rich_config()).unwrap();
     assert_eq!(b.snapshot().len(), bytes.len());
     assert_eq!(b.stats(), a.stats());
     let mut leases_b = leases_a.clone();
-    drive(&a, 60, 2, &mut leases_a);
-    drive(&b, 60, 2, &mut leases_b);
+    drive(&a, second, seed + 1, &mut leases_a);
+    drive(&b, second, seed + 1, &mut leases_b);
     // Commit whatever is still out so both end with no active lease.
     for (i, (la, lb)) in leases_a.iter().zip(&leases_b).enumerate() {
         let g = fake_hypergradient(&la.params, 99);
@@ -390,16 +393,33 @@ fn coordinator_snapshot_restore_continues_bitwise() {
         let rb = b.commit(lb, request(900_000 + i as u64, g)).unwrap();
         assert_eq!(ra, rb);
     }
-    assert!(a.current_version() > 10);
     assert_eq!(bits(&a.outer_params()), bits(&b.outer_params()));
     assert_eq!(a.stats(), b.stats());
     assert_eq!(a.applied_log(), b.applied_log());
+    assert_eq!(a.pending_commits(), b.pending_commits());
     assert_eq!(a.timescale_status(), b.timescale_status());
     let q = a.outer_params();
     assert_eq!(a.retrieve(&q, 4, Metric::Cosine).unwrap(), b.retrieve(&q, 4, Metric::Cosine).unwrap());
-    assert!(a.stats().memory_entries == 6);
     // No lease is out, so the snapshots hold no clock reading: identical bytes.
     assert_eq!(a.snapshot(), b.snapshot());
+    (in_flight, a.current_version(), a.stats().memory_entries)
+}
+
+#[test]
+fn coordinator_snapshot_restore_continues_bitwise() {
+    let (in_flight, version, memory) = check_continuation(1, 40, 60);
+    assert!(in_flight, "the snapshot should catch work in flight");
+    assert!(version > 10, "version {version}");
+    assert_eq!(memory, 6, "memory fills to its capacity");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn coordinator_snapshot_restore_any_split(seed in 0u64..10_000, first in 0u64..50, second in 1u64..50) {
+        check_continuation(seed, first, second);
+    }
 }
 
 #[test]
