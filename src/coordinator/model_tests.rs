@@ -137,7 +137,7 @@ proptest! {
                     let i = i % m.leases.len();
                     let lease = m.leases[i].0.clone();
                     let req = CommitRequest { commit_id: id, hypergradient: vec![0.5, -0.25], validation_loss: 1.0 };
-                    let got = s.commit(&lease, &req, &config).expect("well-formed commit");
+                    let got = s.commit(&lease, req, &config).expect("well-formed commit");
                     let key = (lease.worker, id);
                     let staleness = m.version - lease.version;
                     let want = if let Some(&first) = m.answers.get(&key) {

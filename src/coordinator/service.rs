@@ -182,7 +182,7 @@ impl Coordinator {
     pub fn commit(&self, lease: &Lease, request: CommitRequest) -> Result<CommitOutcome> {
         let mut st = self.lock();
         self.expire(&mut st, Instant::now());
-        let out = st.commit(lease, &request, &self.config)?;
+        let out = st.commit(lease, request, &self.config)?;
         // A lease ended or a version was published: wake waiters.
         self.changed.notify_all();
         Ok(out)

@@ -147,7 +147,7 @@ impl MetaState {
 
     /// Answers a commit (see [`super::Coordinator::commit`] for the contract).
     /// On error nothing changed.
-    pub fn commit(&mut self, lease: &Lease, req: &CommitRequest, config: &CoordinatorConfig) -> Result<CommitOutcome> {
+    pub fn commit(&mut self, lease: &Lease, req: CommitRequest, config: &CoordinatorConfig) -> Result<CommitOutcome> {
         let key = (lease.worker, req.commit_id);
         if let Some(&first) = self.answers.get(&key) {
             self.counters.duplicate_commits += 1;
@@ -196,7 +196,7 @@ impl MetaState {
             checked_out: lease.version,
             weight,
             validation_loss: req.validation_loss,
-            hypergradient: req.hypergradient.clone(),
+            hypergradient: req.hypergradient,
         };
         let mut published = None;
         if self.pending.len() + 1 >= config.min_commits {
@@ -339,13 +339,13 @@ mod tests {
         let now = Instant::now();
         let mut s = MetaState::new(vec![1.0, 2.0], &c);
         let l = s.try_checkout(7, now, &c).unwrap();
-        let first = s.commit(&l, &req(1, &[0.5, 0.5]), &c).unwrap();
+        let first = s.commit(&l, req(1, &[0.5, 0.5]), &c).unwrap();
         assert_eq!(first, CommitOutcome::Accepted { weight: 1.0, staleness: 0, published: Some(1) });
         assert_eq!(&*s.params, &[0.5, 1.5]);
-        assert_eq!(s.commit(&l, &req(1, &[9.0, 9.0]), &c).unwrap(), first);
+        assert_eq!(s.commit(&l, req(1, &[9.0, 9.0]), &c).unwrap(), first);
         assert_eq!(&*s.params, &[0.5, 1.5]);
         assert_eq!(s.counters.duplicate_commits, 1);
-        let again = s.commit(&l, &req(2, &[0.5, 0.5]), &c).unwrap();
+        let again = s.commit(&l, req(2, &[0.5, 0.5]), &c).unwrap();
         assert!(matches!(again, CommitOutcome::Rejected { reason: RejectReason::LeaseAlreadyCommitted, .. }));
         assert_eq!(s.applied.as_ref().unwrap().len(), 1);
     }
@@ -359,16 +359,16 @@ mod tests {
         // Two commits at version 0 close round 1.
         let a = s.try_checkout(2, now, &c).unwrap();
         let b = s.try_checkout(3, now, &c).unwrap();
-        assert!(s.commit(&a, &req(1, &[1.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&a, req(1, &[1.0]), &c).unwrap().is_accepted());
         assert_eq!(s.pending.len(), 1);
-        s.commit(&b, &req(1, &[1.0]), &c).unwrap();
+        s.commit(&b, req(1, &[1.0]), &c).unwrap();
         assert_eq!(s.version, 1);
         assert_eq!(&*s.params, &[-1.0]);
         // Staleness 1 (weight 0.5) and 0 (weight 1): g = (0.5 * 4 + 1 * 1) / 1.5 = 2.
         let fresh = s.try_checkout(4, now, &c).unwrap();
-        let out = s.commit(&stale, &req(1, &[4.0]), &c).unwrap();
+        let out = s.commit(&stale, req(1, &[4.0]), &c).unwrap();
         assert_eq!(out, CommitOutcome::Accepted { weight: 0.5, staleness: 1, published: None });
-        s.commit(&fresh, &req(1, &[1.0]), &c).unwrap();
+        s.commit(&fresh, req(1, &[1.0]), &c).unwrap();
         assert_eq!(&*s.params, &[-3.0]);
     }
 
@@ -381,32 +381,32 @@ mod tests {
         let silent = s.try_checkout(2, t0, &c).unwrap();
         for w in 0..3 {
             let l = s.try_checkout(10 + w, t0, &c).unwrap();
-            s.commit(&l, &req(0, &[0.0]), &c).unwrap();
+            s.commit(&l, req(0, &[0.0]), &c).unwrap();
         }
-        let out = s.commit(&old, &req(0, &[0.0]), &c).unwrap();
+        let out = s.commit(&old, req(0, &[0.0]), &c).unwrap();
         assert_eq!(out, CommitOutcome::Rejected { staleness: 3, reason: RejectReason::TooStale { max_staleness: 2 } });
         assert_eq!(s.expire(t0 + Duration::from_millis(100), &c), 1);
-        let out = s.commit(&silent, &req(0, &[0.0]), &c).unwrap();
+        let out = s.commit(&silent, req(0, &[0.0]), &c).unwrap();
         assert!(matches!(out, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }));
         assert!(matches!(s.heartbeat(&silent, t0), Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. }))));
         // Bad input: typed errors, lease still usable afterwards.
         let l = s.try_checkout(3, t0, &c).unwrap();
         let before = (s.version, s.params.clone());
         assert!(matches!(
-            s.commit(&l, &req(5, &[0.0, 1.0]), &c),
+            s.commit(&l, req(5, &[0.0, 1.0]), &c),
             Err(Error::Coordinator(CoordinatorError::ShapeMismatch { expected: 1, actual: 2 }))
         ));
         assert!(matches!(
-            s.commit(&l, &req(5, &[f32::INFINITY]), &c),
+            s.commit(&l, req(5, &[f32::INFINITY]), &c),
             Err(Error::Coordinator(CoordinatorError::NonFinite { commit: 5 }))
         ));
         let forged = Lease { id: 999, ..l.clone() };
         assert!(matches!(
-            s.commit(&forged, &req(7, &[0.0]), &c),
+            s.commit(&forged, req(7, &[0.0]), &c),
             Err(Error::Coordinator(CoordinatorError::UnknownLease { lease: 999, .. }))
         ));
         assert_eq!((s.version, &s.params), (before.0, &before.1));
-        assert!(s.commit(&l, &req(5, &[0.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&l, req(5, &[0.0]), &c).unwrap().is_accepted());
     }
 
     #[test]
@@ -415,13 +415,13 @@ mod tests {
         let now = Instant::now();
         let mut s = MetaState::new(vec![-f32::MAX], &c);
         let l = s.try_checkout(1, now, &c).unwrap();
-        let r = s.commit(&l, &req(1, &[f32::MAX]), &c);
+        let r = s.commit(&l, req(1, &[f32::MAX]), &c);
         assert!(matches!(r, Err(Error::Coordinator(CoordinatorError::NonFinite { commit: 1 }))));
         assert_eq!(s.version, 0);
         assert_eq!(&*s.params, &[-f32::MAX]);
         assert!(s.pending.is_empty());
         assert!(s.answers.is_empty());
         // The lease is still usable with a sane result.
-        assert!(s.commit(&l, &req(1, &[-1.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&l, req(1, &[-1.0]), &c).unwrap().is_accepted());
     }
 }

@@ -93,7 +93,7 @@ fn coordinator_stress_16_threads() {
         .max_in_flight(MAX_IN_FLIGHT)
         .max_staleness(2)
         .lease_ttl(Duration::from_millis(25))
-        .checkout_timeout(Duration::from_secs(2))
+        .checkout_timeout(Duration::from_millis(10))
         .min_commits(2)
         .optimizer(OuterOptimizer::Sgd { lr: 0.05, momentum: 0.5 })
         .audit_log(true)
@@ -210,6 +210,8 @@ fn coordinator_stress_16_threads() {
     let deaths: u64 = tallies.iter().map(|t| t.deaths).sum();
     let retries: u64 = tallies.iter().map(|t| t.retries).sum();
     let backpressure: u64 = tallies.iter().map(|t| t.backpressure).sum();
+    assert_eq!(stats.backpressure_timeouts, backpressure);
+    assert_eq!(stats.duplicate_commits, retries);
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     for t in &tallies {
         for (k, v) in &t.rejected {
