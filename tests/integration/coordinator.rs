@@ -770,3 +770,23 @@ fn coordinator_retries_survive_a_restore() {
     assert_eq!(bits(&restored.outer_params()), bits(&params));
     assert_eq!(restored.stats().duplicate_commits, 1);
 }
+
+#[test]
+fn coordinator_restored_leases_keep_their_remaining_ttl() {
+    let config = || CoordinatorConfig::builder().lease_ttl(Duration::from_millis(1000)).build().unwrap();
+    let coord = Coordinator::new(vec![0.0; 3], config()).unwrap();
+    let idle = coord.checkout(1).unwrap();
+    let fresh = coord.checkout(2).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    coord.heartbeat(&fresh).unwrap();
+    let restored = Coordinator::restore(&coord.snapshot(), config()).unwrap();
+    assert_eq!(restored.stats().active_leases, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    // `idle` has been silent ~1.1 s across the restore, `fresh` ~0.5 s.
+    restored.heartbeat(&fresh).unwrap();
+    let late = restored.commit(&idle, request(0, vec![1.0; 3])).unwrap();
+    assert!(matches!(late, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }));
+    assert!(restored.commit(&fresh, request(0, vec![1.0; 3])).unwrap().is_accepted());
+    // Lease ids continue where the old coordinator stopped.
+    assert!(restored.checkout(3).unwrap().id > fresh.id);
+}
