@@ -116,53 +116,91 @@ fn mark<const CANDIDATES: bool>(state: &mut CpuState, hi: u32, bin: u32) {
                 .zip(state.cand_counts.par_chunks_mut(per_group)),
         )
         .zip(state.task_hists.par_chunks_mut(HIST_BINS));
-    let body = |(((acc, sel), (counts, cand_counts)), hist): (
-        ((&[f32], &mut [u32]), (&mut [u32], &mut [u32])),
-        &mut [u32],
-    ),
-                cand: Option<(&mut [u32], &mut [u16])>| {
-        let hist = table(hist);
-        hist.fill(0);
-        let mut cand = cand;
-        for (c, (acc, sel)) in acc
-            .chunks(CHUNK_ELEMS)
-            .zip(sel.chunks_mut(CHUNK_WORDS))
-            .enumerate()
-        {
-            let mut count = 0u32;
-            let mut found = 0usize;
-            let (keys, index) = match cand.as_mut() {
-                Some((keys, index)) => {
-                    (&mut keys[c * CHUNK_ELEMS..], &mut index[c * CHUNK_ELEMS..])
-                }
-                None => (&mut [][..], &mut [][..]),
-            };
-            for (w, (xs, word)) in acc.chunks(32).zip(sel.iter_mut()).enumerate() {
-                let (bits, mut cands) = mark_word::<CANDIDATES>(xs, hi, bin);
-                *word = bits;
-                count += bits.count_ones();
-                while cands != 0 {
-                    let j = cands.trailing_zeros() as usize;
-                    cands &= cands - 1;
-                    let k = key(xs[j]);
-                    keys[found] = k;
-                    index[found] = (32 * w + j) as u16;
-                    hist[((k >> 9) & 0x7ff) as usize] += 1;
-                    found += 1;
-                }
-            }
-            counts[c] = count;
-            cand_counts[c] = found as u32;
-        }
-    };
     if CANDIDATES {
-        work.zip(cand)
-            .for_each(|(w, (keys, index))| body(w, Some((keys, index))));
+        work.zip(cand).for_each(
+            |((((acc, sel), (counts, cand_counts)), hist), (keys, index))| {
+                mark_group::<true>(
+                    Group {
+                        acc,
+                        sel,
+                        counts,
+                        cand_counts,
+                        hist,
+                        keys,
+                        index,
+                    },
+                    hi,
+                    bin,
+                );
+            },
+        );
     } else {
-        work.for_each(|w| body(w, None));
+        work.for_each(|(((acc, sel), (counts, cand_counts)), hist)| {
+            let (keys, index) = (&mut [][..], &mut [][..]);
+            mark_group::<false>(
+                Group {
+                    acc,
+                    sel,
+                    counts,
+                    cand_counts,
+                    hist,
+                    keys,
+                    index,
+                },
+                hi,
+                bin,
+            );
+        });
     }
     let used = state.n.div_ceil(elems);
     sum_tables(&state.task_hists, used, &mut state.level_hist);
+}
+
+/// One task's share of [`mark`]: consecutive chunks and their outputs.
+struct Group<'a> {
+    acc: &'a [f32],
+    sel: &'a mut [u32],
+    counts: &'a mut [u32],
+    cand_counts: &'a mut [u32],
+    hist: &'a mut [u32],
+    /// Candidate slots of these chunks (empty without candidates).
+    keys: &'a mut [u32],
+    index: &'a mut [u16],
+}
+
+/// [`mark`] over one group of chunks.
+fn mark_group<const CANDIDATES: bool>(g: Group<'_>, hi: u32, bin: u32) {
+    let hist = table(g.hist);
+    hist.fill(0);
+    let chunks = g.acc.chunks(CHUNK_ELEMS).zip(g.sel.chunks_mut(CHUNK_WORDS));
+    for (c, (acc, sel)) in chunks.enumerate() {
+        let mut count = 0u32;
+        let mut found = 0usize;
+        let (keys, index) = if CANDIDATES {
+            (
+                &mut g.keys[c * CHUNK_ELEMS..],
+                &mut g.index[c * CHUNK_ELEMS..],
+            )
+        } else {
+            (&mut [][..], &mut [][..])
+        };
+        for (w, (xs, word)) in acc.chunks(32).zip(sel.iter_mut()).enumerate() {
+            let (bits, mut cands) = mark_word::<CANDIDATES>(xs, hi, bin);
+            *word = bits;
+            count += bits.count_ones();
+            while cands != 0 {
+                let j = cands.trailing_zeros() as usize;
+                cands &= cands - 1;
+                let k = key(xs[j]);
+                keys[found] = k;
+                index[found] = (32 * w + j) as u16;
+                hist[((k >> 9) & 0x7ff) as usize] += 1;
+                found += 1;
+            }
+        }
+        g.counts[c] = count;
+        g.cand_counts[c] = found as u32;
+    }
 }
 
 /// Bits of `key >= hi`, and with `CANDIDATES` bits of `key >> 20 == bin`,

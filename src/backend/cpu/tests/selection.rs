@@ -241,14 +241,15 @@ fn packing_is_repeatable_and_read_only() {
 #[test]
 fn every_stage_of_the_cut_search() {
     let n = 2 * 65_536 + 9;
-    let base = 1.0f32.to_bits();
-    let stages: [(&str, Box<dyn Fn(usize) -> f32>); 4] = [
+    const BASE: u32 = 0x3f80_0000; // 1.0
+    type Make = Box<dyn Fn(usize) -> f32>;
+    let stages: [(&str, Make); 4] = [
         // Distinct level-1 digits for the largest entries.
         (
             "level 1",
             Box::new(|i| {
                 if i % 1000 == 7 {
-                    f32::from_bits(base + ((i as u32 / 1000) << 20))
+                    f32::from_bits(BASE + ((i as u32 / 1000) << 20))
                 } else {
                     0.5
                 }
@@ -259,7 +260,7 @@ fn every_stage_of_the_cut_search() {
             "level 2",
             Box::new(|i| {
                 if i % 1000 == 7 {
-                    f32::from_bits(base + ((i as u32 / 1000) << 9))
+                    f32::from_bits(BASE + ((i as u32 / 1000) << 9))
                 } else {
                     0.5
                 }
@@ -270,7 +271,7 @@ fn every_stage_of_the_cut_search() {
             "level 3",
             Box::new(|i| {
                 if i % 1000 == 7 {
-                    f32::from_bits(base + (i as u32 / 1000))
+                    f32::from_bits(BASE + (i as u32 / 1000))
                 } else {
                     0.5
                 }
