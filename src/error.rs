@@ -337,7 +337,9 @@ pub enum CollectiveError {
 #[non_exhaustive]
 pub enum CoordinatorError {
     /// `max_in_flight` versions stayed checked out for the whole checkout timeout.
-    #[error("checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})")]
+    #[error(
+        "checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})"
+    )]
     Backpressure {
         /// Worker asking.
         worker: u64,
@@ -382,6 +384,22 @@ pub enum CoordinatorError {
     #[error("corrupt snapshot: {reason}")]
     CorruptSnapshot {
         /// What was wrong.
+        reason: String,
+    },
+    /// The lease stopped heartbeating for longer than the lease TTL and was
+    /// expired; its slot was freed.
+    #[error("lease {lease} of worker {worker} expired (no heartbeat within the lease TTL)")]
+    LeaseExpired {
+        /// Lease id.
+        lease: u64,
+        /// Worker.
+        worker: u64,
+    },
+    /// A well-formed snapshot does not fit the configuration it is restored
+    /// with (different parameter count, optimizer kind or timescale layout).
+    #[error("snapshot does not match the configuration: {reason}")]
+    SnapshotMismatch {
+        /// What differs.
         reason: String,
     },
 }
