@@ -52,7 +52,7 @@ pub struct CpuState {
     pub(super) block_sums: Vec<[f64; 2]>,
     /// Per-block non-finite counts.
     pub(super) block_bad: Vec<u32>,
-    /// One `HIST_BINS` histogram per reduction task.
+    /// `SUB_TABLES` histograms of `HIST_BINS` counters per reduction task.
     pub(super) task_hists: Vec<u32>,
     /// Histogram of the current cut-search level (levels 2 and 3).
     pub(super) level_hist: Vec<u32>,
@@ -129,7 +129,7 @@ impl CpuState {
             blocks_per_task,
             block_sums: vec![[0.0; 2]; blocks],
             block_bad: vec![0; blocks],
-            task_hists: vec![0; tasks * HIST_BINS],
+            task_hists: vec![0; tasks * fused::SUB_TABLES * HIST_BINS],
             level_hist: vec![0; HIST_BINS],
             chunk_counts: vec![0; chunks],
             cand_counts: vec![0; chunks],
