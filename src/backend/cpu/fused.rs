@@ -46,27 +46,20 @@ const TASK_TABLE: usize = SUB_TABLES * HIST_BINS;
 /// A task's `SUB_TABLES` tables as one fixed-size array (no bounds checks).
 #[inline]
 fn sub_tables(hist: &mut [u32]) -> &mut [u32; TASK_TABLE] {
-    hist.try_into()
-        .expect("task tables are SUB_TABLES * HIST_BINS counters long")
+    hist.try_into().expect("task tables are SUB_TABLES * HIST_BINS counters long")
 }
 
 /// Views a task's slice of the histogram tables as one fixed-size table, so
 /// that indexing it with a digit (always < `HIST_BINS`) needs no bounds check.
 #[inline]
 pub(super) fn table(hist: &mut [u32]) -> &mut [u32; HIST_BINS] {
-    hist.try_into()
-        .expect("histogram tables are HIST_BINS counters long")
+    hist.try_into().expect("histogram tables are HIST_BINS counters long")
 }
 
 /// Runs the fused pass: writes `acc + delta` into `state.spare` and its
 /// statistics into `state.spare_stats`, and returns the step status for `tau`.
 /// The caller checked both lengths against `state.n`.
-pub(super) fn accumulate(
-    state: &mut CpuState,
-    delta: &[f32],
-    theta: &[f32],
-    tau: f32,
-) -> StepStatus {
+pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau: f32) -> StepStatus {
     let bpt = state.blocks_per_task;
     let task_elems = bpt * BLOCK;
     let acc = &state.acc;
@@ -87,8 +80,7 @@ pub(super) fn accumulate(
                 .zip(delta[start..end].chunks(BLOCK))
                 .zip(acc[start..end].chunks(BLOCK))
                 .zip(theta[start..end].chunks(BLOCK));
-            for ((((out, d), a), t), (sum, bad)) in blocks.zip(sums.iter_mut().zip(bad.iter_mut()))
-            {
+            for ((((out, d), a), t), (sum, bad)) in blocks.zip(sums.iter_mut().zip(bad.iter_mut())) {
                 (*sum, *bad) = fused_block(d, a, t, out, hist);
             }
         });
@@ -101,11 +93,7 @@ pub(super) fn accumulate(
         bad = bad.saturating_add(*b);
     }
     let tasks = state.n.div_ceil(task_elems);
-    sum_tables(
-        &state.task_hists,
-        tasks * SUB_TABLES,
-        &mut state.spare_stats.hist1,
-    );
+    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.spare_stats.hist1);
     state.spare_stats.acc_sq = acc_sq as f32;
     state.spare_stats.valid = true;
     state.pending = true;
@@ -132,11 +120,7 @@ pub(super) fn acc_stats(state: &mut CpuState) {
         });
     let acc_sq = state.block_sums.iter().fold(0.0f64, |sum, s| sum + s[0]);
     let tasks = state.n.div_ceil(task_elems);
-    sum_tables(
-        &state.task_hists,
-        tasks * SUB_TABLES,
-        &mut state.stats.hist1,
-    );
+    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.stats.hist1);
     state.stats.acc_sq = acc_sq as f32;
     state.stats.valid = true;
 }
@@ -154,13 +138,7 @@ pub(super) fn sum_tables(tables: &[u32], tasks: usize, out: &mut [u32]) {
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
 /// non-finite count of `d` and `t`; adds the level-1 digits of `out` to `hist`.
 #[inline]
-fn fused_block(
-    d: &[f32],
-    a: &[f32],
-    t: &[f32],
-    out: &mut [f32],
-    hist: &mut [u32; TASK_TABLE],
-) -> ([f64; 2], u32) {
+fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; TASK_TABLE]) -> ([f64; 2], u32) {
     let mut sa = [0.0f64; LANES];
     let mut st = [0.0f64; LANES];
     let mut bad = [0u32; LANES];
