@@ -1,6 +1,7 @@
 //! Speed of the packed-delta codec on a 1%-dense n = 10^7 delta (about
 //! 100k entries, the default TopK ratio) and on a fully dense 2^20 delta
-//! (every chunk a bitmap): encode, full validation, and decode to owned.
+//! (every chunk a bitmap): encode, full validation, and decode to owned
+//! (fresh, and into reused vectors).
 
 use chronos_sync::WireDtype;
 use chronos_sync::wire::{PackedDelta, PackedView};
@@ -35,6 +36,8 @@ fn codec(c: &mut Criterion) {
         g.bench_function("encode_into", |b| b.iter(|| d.encode_into(black_box(&mut out))));
         g.bench_function("parse", |b| b.iter(|| PackedView::parse(black_box(&bytes)).map(|v| v.count())));
         g.bench_function("decode", |b| b.iter(|| PackedDelta::decode(black_box(&bytes))));
+        let mut owned = PackedDelta::empty(0, dtype);
+        g.bench_function("decode_into", |b| b.iter(|| owned.decode_into(black_box(&bytes))));
         g.finish();
     }
 }

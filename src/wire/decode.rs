@@ -97,13 +97,13 @@ fn term_sum(bytes: &[u8], first: usize) -> u32 {
     sum
 }
 
-/// Whether the low 16 bits of `bits` encode a non-finite 16-bit `dtype` value
-/// (exponent all ones), or, for f32, whether `bits` do.
-fn non_finite(bits: u32, dtype: WireDtype) -> bool {
+/// The exponent field of `dtype`'s wire bits: a value is non-finite exactly
+/// when all of these bits are set.
+fn exponent_mask(dtype: WireDtype) -> u32 {
     match dtype {
-        WireDtype::F32 => bits & 0x7f80_0000 == 0x7f80_0000,
-        WireDtype::F16 => bits & 0x7c00 == 0x7c00,
-        WireDtype::Bf16 => bits & 0x7f80 == 0x7f80,
+        WireDtype::F32 => 0x7f80_0000,
+        WireDtype::F16 => 0x7c00,
+        WireDtype::Bf16 => 0x7f80,
     }
 }
 
@@ -287,9 +287,21 @@ impl<'a> PackedView<'a> {
     /// Copies the entries into an owned [`PackedDelta`] (allocations sized by
     /// the validated count, which the buffer length bounds).
     pub fn to_delta(&self) -> PackedDelta {
+        let mut out = PackedDelta::empty(self.n(), self.dtype());
+        self.to_delta_into(&mut out);
+        out
+    }
+
+    /// [`PackedView::to_delta`] into `out`, reusing its vectors' capacity.
+    pub fn to_delta_into(&self, out: &mut PackedDelta) {
         let count = self.count() as usize;
-        let mut indices = Vec::with_capacity(count);
-        let mut values = Vec::with_capacity(count);
+        out.n = self.n();
+        out.dtype = self.dtype();
+        let PackedDelta { indices, values, .. } = out;
+        indices.clear();
+        values.clear();
+        indices.reserve(count);
+        values.reserve(count);
         // Dispatch on the index kind and dtype once per chunk, not per entry.
         for chunk in self.chunks().filter(|c| c.count() > 0) {
             let base = chunk.base();
@@ -322,7 +334,6 @@ impl<'a> PackedView<'a> {
                 ),
             }
         }
-        PackedDelta { n: self.n(), dtype: self.dtype(), indices, values }
     }
 
     /// `c < num_chunks()` is the caller's promise (checked by slicing).
@@ -356,13 +367,22 @@ impl<'a> PackedView<'a> {
 
 /// Index of the first non-finite value in `values` (whole values of `dtype`).
 fn first_non_finite(values: &[u8], dtype: WireDtype) -> Option<usize> {
-    match dtype {
-        WireDtype::F32 => {
-            values.chunks_exact(4).position(|v| non_finite(u32::from_le_bytes([v[0], v[1], v[2], v[3]]), dtype))
-        }
-        WireDtype::F16 | WireDtype::Bf16 => {
-            values.chunks_exact(2).position(|v| non_finite(u32::from(u16::from_le_bytes([v[0], v[1]])), dtype))
-        }
+    let mask = exponent_mask(dtype);
+    let bad = |bits: u32| bits & mask == mask;
+    let f32_bits = |v: &[u8]| u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+    let half_bits = |v: &[u8]| u32::from(u16::from_le_bytes([v[0], v[1]]));
+    // Branch-free OR over the block first (it vectorises); the position is
+    // only searched for when a bad value is present.
+    let any = match dtype.size() {
+        4 => values.chunks_exact(4).fold(false, |a, v| a | bad(f32_bits(v))),
+        _ => values.chunks_exact(2).fold(false, |a, v| a | bad(half_bits(v))),
+    };
+    if !any {
+        return None;
+    }
+    match dtype.size() {
+        4 => values.chunks_exact(4).position(|v| bad(f32_bits(v))),
+        _ => values.chunks_exact(2).position(|v| bad(half_bits(v))),
     }
 }
 

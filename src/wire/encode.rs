@@ -210,6 +210,13 @@ impl PackedDelta {
     pub fn decode(bytes: &[u8]) -> Result<PackedDelta, WireError> {
         super::decode::decode(bytes)
     }
+
+    /// Decodes and fully validates `bytes` into `self`, reusing its vectors'
+    /// capacity. On error `self` is left exactly as it was.
+    pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        super::decode::PackedView::parse(bytes)?.to_delta_into(self);
+        Ok(())
+    }
 }
 
 /// Total bytes of a buffer for dense length `n`, `dtype` and the per-chunk
@@ -378,6 +385,23 @@ mod tests {
         d.encode_into(&mut out);
         assert_eq!(out.as_ptr(), ptr);
         assert_eq!(out, d.encode());
+    }
+
+    #[test]
+    fn decode_into_reuses_capacity_and_keeps_state_on_error() {
+        let a =
+            PackedDelta::new(100_000, WireDtype::F16, (0..5000).map(|i| 17 * i).collect(), vec![0.5; 5000]).unwrap();
+        let b = PackedDelta::new(10, WireDtype::F32, vec![2, 9], vec![1.0, -1.0]).unwrap();
+        let mut out = a.clone();
+        let ptr = out.indices.as_ptr();
+        out.decode_into(&b.encode()).unwrap();
+        assert_eq!(out, b);
+        assert_eq!(out.indices.as_ptr(), ptr);
+        let mut bad = a.encode();
+        bad[40] ^= 1;
+        let before = out.clone();
+        assert!(out.decode_into(&bad).is_err());
+        assert_eq!(out, before);
     }
 
     #[test]
