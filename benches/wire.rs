@@ -1,70 +1,43 @@
-//! The wire encoder (`PackedDelta::encode_into`) and decoder
-//! (`wire::validate`, and `wire::decode` into an owned `PackedDelta`) at
-//! several densities, bf16 values.
-//!
-//! Traffic models: encode reads the entries (8 B index + 4 B value) and
-//! writes the packed bytes; validate reads the packed bytes; decode reads
-//! the packed bytes and writes the entries (12 B each).
-//!
-//! `cargo bench --bench wire [-- --quick]`.
-
-#[path = "support/mod.rs"]
-mod support;
+//! Speed of the packed-delta codec on a 1%-dense n = 10^7 delta (about
+//! 100k entries, the default TopK ratio) and on a fully dense 2^20 delta
+//! (every chunk a bitmap): encode, full validation, and decode to owned.
 
 use chronos_sync::WireDtype;
-use chronos_sync::wire::{self, PackedDelta};
-use criterion::Criterion;
+use chronos_sync::wire::{PackedDelta, PackedView};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use support::config::{self, size_label};
-use support::data::SplitMix;
-use support::roofline::{self, Group};
 
-const DENSITIES: [f64; 4] = [0.001, 0.01, 0.1, 1.0];
+/// Every element independently with probability `p` (deterministic).
+fn delta(n: u64, p: f64, dtype: WireDtype) -> PackedDelta {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let cut = (p * u64::MAX as f64) as u64;
+    let indices: Vec<u64> = (0..n).filter(|_| next() <= cut).collect();
+    let values = indices.iter().map(|&i| (i % 1000) as f32 * 1e-3 - 0.5).collect();
+    PackedDelta::new(n, dtype, indices, values).expect("valid delta")
+}
 
-/// Each index kept with probability `density`, values ~N(0, 1).
-fn random_delta(n: usize, density: f64, seed: u64) -> PackedDelta {
-    let mut rng = SplitMix::new(seed);
-    let cut = (density * (1u64 << 53) as f64) as u64;
-    let mut indices = Vec::new();
-    let mut values = Vec::new();
-    for i in 0..n as u64 {
-        if density >= 1.0 || rng.next_u64() >> 11 < cut {
-            indices.push(i);
-            values.push(rng.normal());
-        }
+fn codec(c: &mut Criterion) {
+    for (name, n, p, dtype) in [
+        ("sparse1pct_1e7_bf16", 10_000_000u64, 0.01, WireDtype::Bf16),
+        ("dense_2p20_f32", 1 << 20, 1.0, WireDtype::F32),
+    ] {
+        let d = delta(n, p, dtype);
+        let bytes = d.encode();
+        let mut g = c.benchmark_group(format!("wire/{name}"));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        let mut out = Vec::new();
+        g.bench_function("encode_into", |b| b.iter(|| d.encode_into(black_box(&mut out))));
+        g.bench_function("parse", |b| b.iter(|| PackedView::parse(black_box(&bytes)).map(|v| v.count())));
+        g.bench_function("decode", |b| b.iter(|| PackedDelta::decode(black_box(&bytes))));
+        g.finish();
     }
-    PackedDelta::new(n as u64, WireDtype::Bf16, indices, values).expect("valid delta")
 }
 
-fn bench_wire(c: &mut Criterion) {
-    let mut g = Group::new(c, "wire");
-    for n in config::sizes() {
-        for d in DENSITIES {
-            let delta = random_delta(n, d, 5);
-            let count = delta.indices.len() as u64;
-            let bytes = delta.encode();
-            let packed = bytes.len() as u64;
-            let tag = format!("{}%/{}", d * 100.0, size_label(n));
-            let mut out = Vec::with_capacity(bytes.len());
-            g.bench(&format!("encode/{tag}"), 12 * count + packed, || {
-                delta.encode_into(&mut out);
-                black_box(out.len());
-            });
-            g.bench(&format!("validate/{tag}"), packed, || {
-                wire::validate(black_box(&bytes), n as u64, WireDtype::Bf16).expect("valid");
-            });
-            g.bench(&format!("decode/{tag}"), packed + 12 * count, || {
-                black_box(wire::decode(black_box(&bytes)).expect("valid"));
-            });
-        }
-    }
-    g.finish();
-}
-
-fn main() {
-    let mut c = config::criterion();
-    roofline::bench_stream(&mut c);
-    bench_wire(&mut c);
-    c.final_summary();
-    roofline::print_summary("wire encoder / decoder");
-}
+criterion_group!(benches, codec);
+criterion_main!(benches);
