@@ -7,7 +7,7 @@
 //! the packed bytes and writes the entries (12 B each).
 //!
 //! `cargo bench --bench codec [-- --quick]` (`benches/wire.rs` is the wire
-//! helper's fixed-size codec bench; this one sweeps sizes and densities with the roofline)..
+//! helper's fixed-size codec bench; this one sweeps sizes and densities with the roofline).
 
 #[path = "support/mod.rs"]
 mod support;

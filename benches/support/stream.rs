@@ -52,7 +52,9 @@ impl Stream {
     /// no pass is served from cache. Pages are touched here, not in the timing.
     pub fn new() -> Stream {
         let elems = ((4 * llc_bytes()) / 4).next_power_of_two().max(1 << 24);
-        Stream { a: vec![0.0; elems], b: vec![1.0; elems], c: vec![2.0; elems] }
+        // Non-zero fills: `vec![0.0; n]` maps lazily zeroed pages, which the
+        // first timed pass would fault in.
+        Stream { a: vec![0.5; elems], b: vec![1.0; elems], c: vec![2.0; elems] }
     }
 
     /// Elements per array.
