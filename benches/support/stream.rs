@@ -1,0 +1,91 @@
+//! A STREAM-like bandwidth probe run in the same process as the kernels:
+//! `copy` (`a = b`) and `triad` (`a = b + s * c`) over buffers several times
+//! larger than the last-level cache, split into the same kind of rayon loop
+//! over fixed blocks, on the same (global) pool, as the CPU backend's passes.
+//!
+//! Traffic model (STREAM's convention, which every kernel's model here
+//! follows too: compulsory bytes only, no write-allocate reads):
+//! copy = 8 B/element (read `b`, write `a`), triad = 12 B/element
+//! (read `b` and `c`, write `a`).
+
+use rayon::prelude::*;
+
+/// Elements per rayon task, as in the backend's passes.
+const BLOCK: usize = 1 << 16;
+/// The LLC size assumed when sysfs does not say.
+const FALLBACK_LLC_BYTES: usize = 32 << 20;
+/// Compulsory bytes per element of `copy`.
+pub const COPY_BYTES_PER_ELEM: u64 = 8;
+/// Compulsory bytes per element of `triad`.
+pub const TRIAD_BYTES_PER_ELEM: u64 = 12;
+
+/// Size of the largest CPU cache in bytes, from Linux sysfs (any CPU's
+/// `cache/index*/size`), or 32 MiB when that is unavailable.
+pub fn llc_bytes() -> usize {
+    let mut best = 0usize;
+    for idx in 0..8 {
+        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{idx}/size");
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let text = text.trim();
+        let (digits, mult) = match text.chars().last() {
+            Some('K') => (&text[..text.len() - 1], 1usize << 10),
+            Some('M') => (&text[..text.len() - 1], 1 << 20),
+            Some('G') => (&text[..text.len() - 1], 1 << 30),
+            _ => (text, 1),
+        };
+        if let Ok(v) = digits.parse::<usize>() {
+            best = best.max(v * mult);
+        }
+    }
+    if best == 0 { FALLBACK_LLC_BYTES } else { best }
+}
+
+/// The three STREAM arrays.
+pub struct Stream {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Stream {
+    /// Arrays of at least 4x the LLC each (and at least 2^24 elements), so
+    /// no pass is served from cache. Pages are touched here, not in the timing.
+    pub fn new() -> Stream {
+        let elems = ((4 * llc_bytes()) / 4).next_power_of_two().max(1 << 24);
+        // Non-zero fills: `vec![0.0; n]` maps lazily zeroed pages, which the
+        // first timed pass would fault in.
+        Stream { a: vec![0.5; elems], b: vec![1.0; elems], c: vec![2.0; elems] }
+    }
+
+    /// Elements per array.
+    pub fn len(&self) -> usize {
+        self.a.len()
+    }
+
+    /// Compulsory bytes of one `copy`.
+    pub fn copy_bytes(&self) -> u64 {
+        self.len() as u64 * COPY_BYTES_PER_ELEM
+    }
+
+    /// Compulsory bytes of one `triad`.
+    pub fn triad_bytes(&self) -> u64 {
+        self.len() as u64 * TRIAD_BYTES_PER_ELEM
+    }
+
+    /// `a = b`.
+    pub fn copy(&mut self) {
+        self.a.par_chunks_mut(BLOCK).zip(self.b.par_chunks(BLOCK)).for_each(|(a, b)| a.copy_from_slice(b));
+    }
+
+    /// `a = b + s * c` (separate multiply and add, as STREAM specifies).
+    pub fn triad(&mut self) {
+        let s = std::hint::black_box(3.0f32);
+        self.a.par_chunks_mut(BLOCK).zip(self.b.par_chunks(BLOCK)).zip(self.c.par_chunks(BLOCK)).for_each(
+            |((a, b), c)| {
+                for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                    *a = *b + s * *c;
+                }
+            },
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Zero heap allocations per step after warm-up.
+//!
+//! A separate test binary because it installs a counting
+//! `#[global_allocator]`, and without libtest's harness (`harness = false`)
+//! because the count is process-wide (the work runs on rayon's threads and on
+//! rank threads) and libtest's own threads allocate while tests run.
+//!
+//! For 1 and 2 in-process ranks (`LocalCollective`) and every selection rule,
+//! each `SparseSync<CpuBackend, LocalCollective>` runs warm-up steps that
+//! include syncs, then more steps with the counter armed: syncs forced every
+//! third step (non-triggering and syncing steps), and a configuration that
+//! triggers every step. Any allocation on the step's path fails the test
+//! (rayon's injector blocks are counted apart and only bounded, see
+//! `is_rayon_injector`), and the failure prints the
+//! distinct allocation sites with their counts (the innermost frames below
+//! the allocator). `CHRONOS_ALLOC_FULL_TRACES=1` prints each site's whole
+//! backtrace; `CHRONOS_ALLOC_TRACES=0` turns the site search off.
+
+use chronos_sync::{Collective, CpuBackend, LocalCollective, Selection, SparseSync, SyncConfig, WireDtype};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::Duration;
+
+/// Elements per vector: several wire chunks and several rayon tasks per thread.
+const N: usize = 1 << 18;
+const WARMUP_STEPS: usize = 9;
+const MEASURED_STEPS: usize = 12;
+/// Distinct allocation sites kept for the report.
+const MAX_SITES: usize = 16;
+/// Allocations per window whose backtrace is taken (symbolizing is slow).
+const MAX_CLASSIFIED: u64 = 200;
+/// Frames shown per site.
+const SITE_FRAMES: usize = 6;
+
+struct Counting;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations made by rayon's global injector queue (see `is_rayon_injector`).
+static RAYON_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// `(site, count, first backtrace)` per distinct allocation site.
+static SITES: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
+static WANT_TRACES: AtomicBool = AtomicBool::new(true);
+
+thread_local! {
+    /// Set while this thread is inside the hook, so that the hook's own
+    /// allocations (the backtrace) are neither counted nor traced.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note_alloc() {
+    if !ARMED.load(Ordering::Relaxed) {
+        return;
+    }
+    let reentered = IN_HOOK.try_with(|h| h.replace(true)).unwrap_or(true);
+    if reentered {
+        return;
+    }
+    let classified = ALLOCS.load(Ordering::Relaxed) + RAYON_ALLOCS.load(Ordering::Relaxed) < MAX_CLASSIFIED;
+    if classified && WANT_TRACES.load(Ordering::Relaxed) {
+        let trace = std::backtrace::Backtrace::force_capture().to_string();
+        let site = allocation_site(&trace);
+        if is_rayon_injector(&site) {
+            RAYON_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        } else {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, count, _)) = sites.iter_mut().find(|(s, _, _)| *s == site) {
+            *count += 1;
+        } else if sites.len() < MAX_SITES {
+            sites.push((site, 1, trace));
+        }
+    } else {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = IN_HOOK.try_with(|h| h.set(false));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// hook only counts and never touches the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The first `SITE_FRAMES` frames of `trace` below the allocator itself
+/// (function names only), which tell where an allocation comes from.
+fn allocation_site(trace: &str) -> String {
+    let frames = trace
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.split_once(": ").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit())))
+        .map(|l| l.split_once(": ").map(|(_, f)| f).unwrap_or(l))
+        .skip_while(|f| {
+            ["std::backtrace", "alloc::", "core::", "<alloc::", "alloc_test", "__rust", "<alloc::Counting"]
+                .iter()
+                .any(|p| f.starts_with(p))
+                || f.contains("note_alloc")
+                || f.contains("GlobalAlloc")
+        });
+    frames.take(SITE_FRAMES).collect::<Vec<_>>().join(" <- ")
+}
+
+/// Rayon's global pool takes jobs from threads outside it through a
+/// crossbeam `Injector`, which allocates one block per 63 jobs pushed (and
+/// frees it once drained): an amortized cost of rayon itself, not of a
+/// step's code path, counted apart and bounded in `main`.
+fn is_rayon_injector(site: &str) -> bool {
+    site.starts_with("crossbeam_deque::deque::Block<T>::new") && site.contains("rayon_core::registry::Registry::inject")
+}
+
+fn arm() {
+    ALLOCS.store(0, Ordering::SeqCst);
+    RAYON_ALLOCS.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+/// Stops counting; returns `(allocations, rayon injector allocations)`.
+fn disarm() -> (u64, u64) {
+    ARMED.store(false, Ordering::SeqCst);
+    (ALLOCS.load(Ordering::SeqCst), RAYON_ALLOCS.load(Ordering::SeqCst))
+}
+
+/// Fills `buf` with uniform values in `[-scale/2, scale/2)` from `seed` (an LCG, no allocation).
+fn fill(buf: &mut [f32], seed: u64, scale: f32) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for x in buf {
+        s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        *x = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale;
+    }
+}
+
+struct Case {
+    name: &'static str,
+    config: SyncConfig,
+}
+
+fn cases() -> Vec<Case> {
+    let forced = |sel| {
+        SyncConfig::builder()
+            .adaptive(false)
+            .threshold(1e30)
+            .max_threshold(1e30)
+            .max_accumulation_steps(3)
+            .selection(sel)
+            .wire_dtype(WireDtype::Bf16)
+            .build()
+            .expect("valid config")
+    };
+    vec![
+        Case { name: "TopK 1%, sync every 3rd step", config: forced(Selection::TopK { ratio: 0.01 }) },
+        Case {
+            name: "TopKApprox 5%, sync every 3rd step",
+            config: forced(Selection::TopKApprox { ratio: 0.05, slack: 0.5 }),
+        },
+        Case { name: "Threshold 2 rms, sync every 3rd step", config: forced(Selection::Threshold { rel: 2.0 }) },
+        Case {
+            name: "Dense f32, sync every 3rd step",
+            config: {
+                let mut c = forced(Selection::Dense);
+                c.wire_dtype = WireDtype::F32;
+                c
+            },
+        },
+        Case {
+            name: "default config, threshold 0 (triggers every step)",
+            config: SyncConfig::builder()
+                .adaptive(false)
+                .threshold(0.0)
+                .min_threshold(0.0)
+                .build()
+                .expect("valid config"),
+        },
+    ]
+}
+
+/// Runs `case` on `world` ranks; returns the allocations counted during the
+/// measured steps (step path, rayon injector) and how many of them synced.
+fn run_case(case: &Case, world: usize) -> ((u64, u64), usize) {
+    let collectives = LocalCollective::group(world, Duration::from_secs(60)).expect("group");
+    let barrier = Barrier::new(world + 1);
+    let synced = AtomicU64::new(0);
+    let mut count = (0, 0);
+    std::thread::scope(|s| {
+        for c in collectives {
+            let (barrier, synced) = (&barrier, &synced);
+            std::thread::Builder::new()
+                .name(format!("rank-{}", c.rank()))
+                .spawn_scoped(s, move || {
+                    let rank = c.rank() as u64;
+                    let mut sync = SparseSync::new(CpuBackend::new(), c, N, case.config.clone()).expect("new");
+                    let mut theta = vec![0.0f32; N];
+                    fill(&mut theta, 1, 2.0);
+                    let mut delta = vec![0.0f32; N];
+                    for t in 0..WARMUP_STEPS + MEASURED_STEPS {
+                        fill(&mut delta, 100 * rank + t as u64 % 4, 1e-3);
+                        if t == WARMUP_STEPS {
+                            barrier.wait(); // warm-up done on every rank
+                            barrier.wait(); // counter armed
+                        }
+                        let report = sync.step(&delta, &mut theta).expect("step");
+                        if t >= WARMUP_STEPS && report.synced && rank == 0 {
+                            synced.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    barrier.wait(); // measured steps done
+                    barrier.wait(); // counter disarmed: dropping `sync` may allocate
+                })
+                .expect("spawn rank");
+        }
+        barrier.wait();
+        arm();
+        barrier.wait();
+        barrier.wait();
+        count = disarm();
+        barrier.wait();
+    });
+    (count, synced.load(Ordering::Relaxed) as usize)
+}
+
+fn main() {
+    WANT_TRACES.store(std::env::var("CHRONOS_ALLOC_TRACES").map(|v| v != "0").unwrap_or(true), Ordering::Relaxed);
+
+    // The counter itself must see an allocation, or a zero below means nothing.
+    arm();
+    let probe = std::hint::black_box(vec![1u8; 64]);
+    let (seen, _) = disarm();
+    drop(probe);
+    assert!(seen >= 1, "the counting allocator did not see a Vec allocation");
+    SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+
+    let mut failures = Vec::new();
+    for world in [1, 2] {
+        for case in cases() {
+            let ((allocs, rayon), synced) = run_case(&case, world);
+            // At most one injector block per 4 rank-steps (a step injects a
+            // handful of jobs; a block holds 63).
+            let rayon_ok = rayon * 4 <= (MEASURED_STEPS * world) as u64;
+            let verdict = if allocs == 0 && rayon_ok { "ok" } else { "FAILED" };
+            println!(
+                "alloc: W={world} {:<52} {MEASURED_STEPS} steps ({synced:>2} synced): {allocs} allocations \
+                 (+{rayon} rayon injector blocks) ... {verdict}",
+                case.name
+            );
+            let mixed = synced > 0 && synced < MEASURED_STEPS;
+            assert!(
+                mixed || case.name.starts_with("default"),
+                "{}: the measured steps must mix syncs and non-syncs",
+                case.name
+            );
+            if allocs != 0 || !rayon_ok {
+                failures.push(format!(
+                    "W={world} {}: {allocs} allocations (+{rayon} rayon) in {MEASURED_STEPS} steps",
+                    case.name
+                ));
+                for (site, n, trace) in SITES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                    println!("    {n} x {site}");
+                    if std::env::var_os("CHRONOS_ALLOC_FULL_TRACES").is_some() {
+                        println!("{trace}");
+                    }
+                }
+            }
+            SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+    if !failures.is_empty() {
+        eprintln!("heap allocations after warm-up:\n  {}", failures.join("\n  "));
+        std::process::exit(1);
+    }
+    println!("alloc: zero heap allocations per step after warm-up in every case");
+}
