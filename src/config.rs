@@ -86,6 +86,19 @@ impl Selection {
             _ => None,
         }
     }
+
+    /// The most entries one packed buffer can hold under this rule for a
+    /// vector of `n` entries.
+    pub fn max_entries(&self, n: usize) -> usize {
+        match *self {
+            Selection::TopK { .. } => self.k(n).unwrap_or(n),
+            Selection::TopKApprox { slack, .. } => {
+                let k = self.k(n).unwrap_or(n);
+                ((k as f64 * (1.0 + slack)).floor() as usize).clamp(k, n.max(1))
+            }
+            Selection::Threshold { .. } | Selection::Dense => n,
+        }
+    }
 }
 
 /// Everything that controls one [`crate::SparseSync`]. Build with

@@ -15,6 +15,12 @@ impl Gathered {
         Self::default()
     }
 
+    /// Makes room for `bytes` in total without a later reallocation.
+    pub fn reserve_total(&mut self, bytes: usize, ranks: usize) {
+        self.bytes.reserve(bytes.saturating_sub(self.bytes.len()));
+        self.offsets.reserve((ranks + 1).saturating_sub(self.offsets.len()));
+    }
+
     /// Empties the buffer, keeping its capacity, and reserves room for `lens`.
     pub fn reset(&mut self, lens: &[u64]) {
         self.bytes.clear();

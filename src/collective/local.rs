@@ -321,6 +321,14 @@ fn ranks_where(flags: &[bool], value: bool) -> Vec<usize> {
 }
 
 impl Collective for LocalCollective {
+    fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
+        // Only this rank writes its slot; the lock waits out any reader of a
+        // round still draining.
+        let mut slot = self.shared.slots[self.rank].write().unwrap_or_else(|e| e.into_inner());
+        let len = slot.len();
+        slot.reserve(max_bytes_per_rank.saturating_sub(len));
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }

@@ -38,4 +38,12 @@ pub trait Collective: Send {
     /// `lens` holds every rank's send length as agreed by
     /// [`Collective::all_gather_u64`]; `send.len()` must equal `lens[rank]`.
     fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()>;
+
+    /// A hint that no rank will send more than `max_bytes_per_rank` bytes in
+    /// [`Collective::all_gather_bytes`], so implementations can allocate their
+    /// staging once, up front, instead of growing it during steps. Correctness
+    /// never depends on it.
+    fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
+        let _ = max_bytes_per_rank;
+    }
 }

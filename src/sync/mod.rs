@@ -30,6 +30,7 @@ pub struct SparseSync<B: Backend, C: Collective> {
     vote: Vec<u32>,
     lens: Vec<u64>,
     gathered: Gathered,
+    validator: wire::Validator,
 }
 
 impl<B: Backend, C: Collective> SparseSync<B, C> {
@@ -45,6 +46,15 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
             return Err(crate::error::CollectiveError::InvalidRank { rank: collective.rank(), world }.into());
         }
         let state = backend.create_state(n, &config)?;
+        // Receive space for the worst case of the rule, allocated once: a
+        // step never grows a buffer.
+        let max_bytes =
+            wire::layout::max_packed_bytes(n as u64, config.wire_dtype, config.selection.max_entries(n) as u64)
+                as usize;
+        let mut collective = collective;
+        collective.reserve_payload(max_bytes);
+        let mut gathered = Gathered::new();
+        gathered.reserve_total(max_bytes.saturating_mul(world), world);
         Ok(SparseSync {
             backend,
             collective,
@@ -55,7 +65,8 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
             since: 0,
             vote: vec![0; 1 + world],
             lens: Vec::with_capacity(world),
-            gathered: Gathered::new(),
+            gathered,
+            validator: wire::Validator::for_len(n as u64),
         })
     }
 
@@ -147,7 +158,8 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
         self.collective.all_gather_u64(sent, &mut self.lens)?;
         self.collective.all_gather_bytes(packed, &self.lens, &mut self.gathered)?;
         for (r, bytes) in self.gathered.iter() {
-            wire::validate(bytes, self.n as u64, self.config.wire_dtype)
+            self.validator
+                .validate(bytes, self.n as u64, self.config.wire_dtype)
                 .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
         }
         let weight = self.config.apply_weight.unwrap_or(1.0 / world as f32);

@@ -79,6 +79,38 @@ pub fn validate(bytes: &[u8], n: u64, dtype: WireDtype) -> Result<(), WireError>
     PackedView::parse_for(bytes, n, dtype).map(|_| ())
 }
 
+/// Reusable validation: [`validate`] without a per-call allocation once the
+/// scratch has held a layout with as many chunks (what a per-step caller such
+/// as [`crate::SparseSync`] needs).
+#[derive(Debug, Default)]
+pub struct Validator {
+    index_offsets: Vec<u64>,
+    entry_offsets: Vec<u64>,
+}
+
+impl Validator {
+    /// A validator whose scratch already fits buffers for `n` elements.
+    pub fn for_len(n: u64) -> Self {
+        let chunks = usize::try_from(crate::wire::layout::num_chunks(n)).unwrap_or(0);
+        Validator { index_offsets: Vec::with_capacity(chunks + 1), entry_offsets: Vec::with_capacity(chunks) }
+    }
+
+    /// Same checks and errors as [`validate`].
+    pub fn validate(&mut self, bytes: &[u8], n: u64, dtype: WireDtype) -> Result<(), WireError> {
+        let index_offsets = std::mem::take(&mut self.index_offsets);
+        let entry_offsets = std::mem::take(&mut self.entry_offsets);
+        let view = PackedView::parse_reusing(bytes, index_offsets, entry_offsets)?;
+        let (found_n, found_dtype) = (view.n(), view.dtype());
+        let layout = view.into_layout();
+        self.index_offsets = layout.index_offsets;
+        self.entry_offsets = layout.entry_offsets;
+        if found_n != n || found_dtype != dtype {
+            return Err(WireError::Mismatch { n, dtype, found_n, found_dtype });
+        }
+        Ok(())
+    }
+}
+
 /// Fully validates `bytes` and copies its entries out.
 pub fn decode(bytes: &[u8]) -> Result<PackedDelta, WireError> {
     Ok(PackedView::parse(bytes)?.to_delta())
@@ -131,6 +163,17 @@ impl<'a> PackedView<'a> {
     /// [`WireError::BitmapCount`]; [`WireError::NonFiniteValue`]; and
     /// [`WireError::ChecksumMismatch`], checked last.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Self::parse_reusing(bytes, Vec::new(), Vec::new())
+    }
+
+    /// [`PackedView::parse`] building the layout in the given vectors
+    /// (cleared first), so that a caller validating buffer after buffer can
+    /// hand back [`PackedView::into_layout`]'s vectors and allocate nothing.
+    fn parse_reusing(
+        bytes: &'a [u8],
+        mut index_offsets: Vec<u64>,
+        mut entry_offsets: Vec<u64>,
+    ) -> Result<Self, WireError> {
         let Header { n, dtype, count } = read_header(bytes)?;
         let have = bytes.len() as u64;
         // num_chunks(n) <= 2^48, so this cannot overflow.
@@ -142,8 +185,10 @@ impl<'a> PackedView<'a> {
         // the buffer length and the vectors below are too.
         let chunks = ((table_end - HEADER_BYTES as u64) / 4) as usize;
         let table = &bytes[HEADER_BYTES..table_end as usize];
-        let mut index_offsets = Vec::with_capacity(chunks + 1);
-        let mut entry_offsets = Vec::with_capacity(chunks);
+        index_offsets.clear();
+        entry_offsets.clear();
+        index_offsets.reserve(chunks + 1);
+        entry_offsets.reserve(chunks);
         let mut at = table_end;
         let mut entries = 0u64;
         for (c, slot) in table.chunks_exact(4).enumerate() {
@@ -261,6 +306,11 @@ impl<'a> PackedView<'a> {
     /// Where every section sits (validated).
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Gives up the view, returning its layout (to reuse its allocations).
+    pub fn into_layout(self) -> Layout {
+        self.layout
     }
 
     /// Number of chunks, `ceil(n / 65536)`, including those with no entries.

@@ -99,3 +99,15 @@ impl Layout {
         *self.index_offsets.last().expect("index_offsets is never empty")
     }
 }
+
+/// An upper bound on the bytes of any buffer for `n` elements of `dtype`
+/// holding at most `max_entries` entries (for preallocating receive space).
+pub const fn max_packed_bytes(n: u64, dtype: WireDtype, max_entries: u64) -> u64 {
+    let chunks = num_chunks(n);
+    // A chunk's index section is at most its list (<= 2 * count + 2 bytes)
+    // and at most its bitmap (<= len / 8 + 4 bytes).
+    let as_lists = 2 * max_entries + 2 * chunks;
+    let as_bitmaps = n / 8 + 4 * chunks;
+    let index = if as_lists < as_bitmaps { as_lists } else { as_bitmaps };
+    index_base(n) + index + values_bytes(max_entries, dtype)
+}

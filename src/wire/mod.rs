@@ -12,5 +12,5 @@ mod encode;
 pub mod layout;
 pub mod quantize;
 
-pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, decode, peek_count, validate};
+pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, Validator, decode, peek_count, validate};
 pub use encode::{PackedDelta, encoded_len};
