@@ -1,2 +1,6 @@
-//! PLACEHOLDER — the `chronos-sync` command line.
-fn main() {}
+//! The `chronos-sync` command line.
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -8,10 +8,18 @@
 //! - [`hypergrad`]: implicit differentiation (CG on Hessian-vector products)
 //!   and an unrolled reverse-mode reference.
 //! - [`ridge`]: ridge regression's log-regularization, a closed-form check.
+//! - [`problem`]: the mapped problem, the single-process baselines, the detection score.
+//! - [`system`]: `W` worker threads, `SparseSync` over `LocalCollective`, the coordinator.
+//! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
+//! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
 
 pub mod data;
 pub mod hypergrad;
 pub mod model;
+pub mod problem;
+pub mod report;
 pub mod ridge;
 pub mod rng;
+pub mod system;
+pub mod variants;

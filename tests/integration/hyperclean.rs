@@ -86,3 +86,114 @@ fn ridge_hypergradient_matches_closed_form_to_1e6() {
     assert!(RidgeProblem::diabetes(0, 3).is_err());
     assert!(RidgeProblem::diabetes(442, 3).is_err());
 }
+
+mod system_run {
+    use chronos_sync::workload::data::SplitSpec;
+    use chronos_sync::workload::problem::{Problem, ProblemSpec, baselines};
+    use chronos_sync::workload::system::{OuterMode, SystemConfig, run};
+    use chronos_sync::workload::variants;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A shortened run of the three configurations on a smaller feature map.
+    #[test]
+    fn three_configurations_order_bytes_and_keep_accuracy() {
+        let spec = ProblemSpec { split: SplitSpec::default(), features: 511, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        let cfg = SystemConfig { workers: 3, rounds: 15, inner_steps: 8, final_steps: 30, ..SystemConfig::default() };
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut runs = Vec::new();
+        for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3)] {
+            let c = Arc::clone(&commits);
+            runs.push(run(&problem, &cfg, &v, Arc::new(move || { c.fetch_add(1, Ordering::Relaxed); })).unwrap());
+        }
+        let (dense, seed, best) = (&runs[0], &runs[1], &runs[2]);
+        assert_eq!(commits.load(Ordering::Relaxed), 3 * 15 * 3, "one commit per worker per round");
+        for m in &runs {
+            assert_eq!(m.steps, 15 * 8 + 30);
+            assert_eq!(m.accepted + m.rejected, 45);
+            assert_eq!(m.bytes_per_worker.len(), 3);
+            assert_eq!(m.bytes_per_worker.iter().sum::<u64>(), m.bytes_total);
+            assert_eq!(m.syncs, m.syncs_triggered + m.syncs_forced);
+            assert!(m.collective_calls == m.steps + 2 * m.syncs);
+        }
+        // Dense syncs every step, the outer loop is synchronous: never stale.
+        assert_eq!(dense.syncs, dense.steps);
+        assert_eq!(dense.rejected, 0);
+        assert_eq!(dense.staleness.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(dense.outer_steps, 15);
+        // Bytes: dense > seed and dense >= 10x best.
+        assert!(seed.bytes_total < dense.bytes_total, "{} vs {}", seed.bytes_total, dense.bytes_total);
+        assert!(best.bytes_total * 10 <= dense.bytes_total, "{} vs {}", best.bytes_total, dense.bytes_total);
+        // Accuracy band: the sparse runs stay close to dense, and all beat
+        // training on the noisy labels.
+        let noisy = baselines(&problem, cfg.mu, 150)[0].test_accuracy;
+        for m in [seed, best] {
+            assert!((m.test_accuracy - dense.test_accuracy).abs() <= 0.03, "{}: {} vs dense {}", m.name, m.test_accuracy, dense.test_accuracy);
+        }
+        for m in &runs {
+            assert!(m.test_accuracy >= noisy + 0.03, "{}: {} vs noisy {}", m.name, m.test_accuracy, noisy);
+            assert!(m.detection.f1 > 0.7, "{}: F1 {}", m.name, m.detection.f1);
+        }
+        assert!(matches!(variants::seed().outer, OuterMode::BoundedAsync { .. }));
+    }
+
+    #[test]
+    fn bad_configuration_is_a_typed_error() {
+        let spec = ProblemSpec { features: 0, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        for cfg in [
+            SystemConfig { workers: 0, ..SystemConfig::default() },
+            SystemConfig { mu: 0.0, ..SystemConfig::default() },
+            SystemConfig { momentum: 1.0, ..SystemConfig::default() },
+            SystemConfig { jitter: f64::NAN, ..SystemConfig::default() },
+        ] {
+            let err = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap_err();
+            assert!(matches!(err, chronos_sync::Error::InvalidConfig { .. }), "{err}");
+        }
+        assert!(Problem::digits(&ProblemSpec { bandwidth: -1.0, ..ProblemSpec::default() }).is_err());
+    }
+}
+
+mod command_line {
+    use std::process::Command;
+
+    fn bin() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_chronos-sync"))
+    }
+
+    #[test]
+    fn help_documents_every_option() {
+        let out = bin().args(["hyperclean", "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for opt in [
+            "--out", "--seed", "--train", "--val", "--flip", "--features", "--bandwidth", "--workers", "--rounds",
+            "--inner-steps", "--final-steps", "--mu", "--inner-lr", "--momentum", "--outer-lr", "--cg-iters",
+            "--jitter", "--best-ratio", "--best-threshold", "--baseline-iters", "--timeout-secs", "--no-progress",
+        ] {
+            assert!(text.contains(opt), "--help lacks {opt}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_clear_errors() {
+        for args in [
+            &["hyperclean", "--workers", "0"][..],
+            &["hyperclean", "--mu=-1"],
+            &["hyperclean", "--flip", "1.5"],
+            &["hyperclean", "--momentum", "1"],
+            &["hyperclean", "--best-ratio", "abc"],
+            &["hyperclean", "--no-such-option"],
+        ] {
+            let out = bin().args(args).output().unwrap();
+            assert!(!out.status.success(), "{args:?} succeeded");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("error"), "{args:?}: {err}");
+        }
+        // Sizes that do not fit the data set: a typed error from the library, exit status 1.
+        let out = bin().args(["hyperclean", "--train", "1500", "--val", "297", "--no-progress"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no test example"));
+    }
+}
