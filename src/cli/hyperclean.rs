@@ -131,7 +131,12 @@ fn momentum_f64(s: &str) -> Result<f64, String> {
 /// Runs the comparison and writes the files.
 pub fn run(args: &Args) -> CliResult {
     let spec = ProblemSpec {
-        split: SplitSpec { train: args.train as usize, val: args.val as usize, flip_fraction: args.flip, seed: args.seed },
+        split: SplitSpec {
+            train: args.train as usize,
+            val: args.val as usize,
+            flip_fraction: args.flip,
+            seed: args.seed,
+        },
         features: args.features as usize,
         bandwidth: args.bandwidth,
         ..ProblemSpec::default()
@@ -159,11 +164,8 @@ pub fn run(args: &Args) -> CliResult {
 
     let mut runs = Vec::new();
     for variant in [variants::dense(), variants::seed(), best] {
-        let bar = if args.no_progress {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new((cfg.rounds * cfg.workers) as u64)
-        };
+        let bar =
+            if args.no_progress { ProgressBar::hidden() } else { ProgressBar::new((cfg.rounds * cfg.workers) as u64) };
         bar.set_style(
             ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} commits ({elapsed})")
                 .map_err(|e| e.to_string())?

@@ -37,7 +37,12 @@ impl LabeledSet {
         for &i in idx {
             features.extend_from_slice(self.row(i));
         }
-        LabeledSet { features, dim: self.dim, labels: idx.iter().map(|&i| self.labels[i]).collect(), classes: self.classes }
+        LabeledSet {
+            features,
+            dim: self.dim,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes,
+        }
     }
 }
 
@@ -49,7 +54,11 @@ pub fn load_digits() -> Result<LabeledSet> {
     if raw.data.len() != raw.num_samples * dim || raw.target.len() != raw.num_samples {
         return Err(Error::InvalidConfig {
             field: "digits",
-            reason: format!("bundled data set has inconsistent shape ({} values, {} targets)", raw.data.len(), raw.target.len()),
+            reason: format!(
+                "bundled data set has inconsistent shape ({} values, {} targets)",
+                raw.data.len(),
+                raw.target.len()
+            ),
         });
     }
     let mut labels = Vec::with_capacity(raw.num_samples);

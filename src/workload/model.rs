@@ -350,9 +350,9 @@ pub fn gram_top_eigenvalue(d: &Design, weights: &[f64], denom: f64, iters: usize
     let mut lambda = 0.0;
     for _ in 0..iters {
         let mut out = vec![0.0; d.dim];
-        for i in 0..d.len() {
+        for (i, w) in weights.iter().enumerate().take(d.len()) {
             let row = d.row(i);
-            axpy(weights[i] / denom * dot(row, &v), row, &mut out);
+            axpy(w / denom * dot(row, &v), row, &mut out);
         }
         let norm = dot(&out, &out).sqrt();
         if norm == 0.0 {

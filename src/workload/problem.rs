@@ -96,11 +96,7 @@ impl Detection {
             }
         }
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        Detection {
-            precision: ratio(tp, tp + fp),
-            recall: ratio(tp, tp + fneg),
-            f1: ratio(2 * tp, 2 * tp + fp + fneg),
-        }
+        Detection { precision: ratio(tp, tp + fp), recall: ratio(tp, tp + fneg), f1: ratio(2 * tp, 2 * tp + fp + fneg) }
     }
 }
 

@@ -106,10 +106,7 @@ pub fn render_table(r: &Report) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let col = |f: &dyn Fn(&RunMetrics) -> String| r.runs.iter().map(f).collect::<Vec<_>>();
     rows.push(("bytes on the wire (total)".into(), col(&|m| human_bytes(m.bytes_total))));
-    rows.push((
-        "bytes per worker".into(),
-        col(&|m| human_bytes(m.bytes_total / m.workers.max(1) as u64)),
-    ));
+    rows.push(("bytes per worker".into(), col(&|m| human_bytes(m.bytes_total / m.workers.max(1) as u64))));
     rows.push(("vs dense".into(), {
         let dense = r.runs.first().map_or(1, |d| d.bytes_total.max(1));
         col(&|m| format!("{:.1}x fewer", dense as f64 / m.bytes_total.max(1) as f64))
@@ -126,9 +123,10 @@ pub fn render_table(r: &Report) -> String {
     rows.push(("modeled wall-clock @ 100 Gb/s".into(), col(&|m| format!("{:.2} s", m.modeled_100g_s))));
     rows.push(("validation accuracy".into(), col(&|m| format!("{:.2} %", 100.0 * m.val_accuracy))));
     rows.push(("test accuracy".into(), col(&|m| format!("{:.2} %", 100.0 * m.test_accuracy))));
-    rows.push(("flipped-label F1 (P / R)".into(), col(&|m| {
-        format!("{:.3} ({:.2} / {:.2})", m.detection.f1, m.detection.precision, m.detection.recall)
-    })));
+    rows.push((
+        "flipped-label F1 (P / R)".into(),
+        col(&|m| format!("{:.3} ({:.2} / {:.2})", m.detection.f1, m.detection.precision, m.detection.recall)),
+    ));
 
     let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..r.runs.len())

@@ -50,7 +50,8 @@ impl RidgeProblem {
         y.iter_mut().for_each(|v| *v = (*v - mean) / sd);
         let mut order: Vec<usize> = (0..n).collect();
         SplitMix64::new(seed).shuffle(&mut order);
-        let rows = |idx: &[usize]| -> Vec<f64> { idx.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].to_vec()).collect() };
+        let rows =
+            |idx: &[usize]| -> Vec<f64> { idx.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].to_vec()).collect() };
         let targets = |idx: &[usize]| -> Vec<f64> { idx.iter().map(|&i| y[i]).collect() };
         Ok(RidgeProblem {
             x_train: rows(&order[..train]),

@@ -289,7 +289,8 @@ pub fn run(
 
     let reports: Vec<Vec<StepReport>> = outputs.iter().map(|o| o.reports.clone()).collect();
     let steps = reports[0].len();
-    let mut m = RunMetrics { name: variant.name.clone(), workers: w, steps: steps as u64, wall_s, ..RunMetrics::default() };
+    let mut m =
+        RunMetrics { name: variant.name.clone(), workers: w, steps: steps as u64, wall_s, ..RunMetrics::default() };
     m.bytes_per_worker = reports.iter().map(|r| r.iter().map(|s| s.bytes_sent + s.control_bytes).sum()).collect();
     m.bytes_total = m.bytes_per_worker.iter().sum();
     m.control_bytes = reports.iter().flatten().map(|s| s.control_bytes).sum();
@@ -346,10 +347,8 @@ impl TimedBarrier {
         let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
         *arrived += 1;
         self.all_in.notify_all();
-        let (guard, res) = self
-            .all_in
-            .wait_timeout_while(arrived, timeout, |a| *a < self.parties)
-            .unwrap_or_else(|e| e.into_inner());
+        let (guard, res) =
+            self.all_in.wait_timeout_while(arrived, timeout, |a| *a < self.parties).unwrap_or_else(|e| e.into_inner());
         if res.timed_out() && *guard < self.parties {
             return Err(Error::Timeout { op: "hyperclean final barrier", missing: Vec::new(), after: timeout });
         }
@@ -461,8 +460,7 @@ impl WorkerContext {
                 let delay = t0.elapsed().mul_f64(cfg.jitter * 0.5 * (slowness + rng.next_f64()));
                 std::thread::sleep(delay);
                 commit_id += 1;
-                let request =
-                    CommitRequest { commit_id, hypergradient: full, validation_loss: hg.val_loss as f32 };
+                let request = CommitRequest { commit_id, hypergradient: full, validation_loss: hg.val_loss as f32 };
                 let outcome = self.coordinator.commit(&l, request)?;
                 (self.on_commit)();
                 if synchronous {

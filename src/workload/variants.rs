@@ -24,11 +24,8 @@ pub fn dense() -> Variant {
 /// asynchrony (staleness <= 2, 3 versions in flight, an outer step every
 /// two commits).
 pub fn seed() -> Variant {
-    let sync = SyncConfig {
-        selection: Selection::TopK { ratio: 0.01 },
-        wire_dtype: WireDtype::F32,
-        ..SyncConfig::default()
-    };
+    let sync =
+        SyncConfig { selection: Selection::TopK { ratio: 0.01 }, wire_dtype: WireDtype::F32, ..SyncConfig::default() };
     Variant {
         name: "seed (top-1% f32)".into(),
         sync,

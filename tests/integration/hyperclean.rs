@@ -3,7 +3,9 @@
 //! three sync configurations.
 
 use chronos_sync::workload::data::{SplitSpec, load_digits, split_and_flip};
-use chronos_sync::workload::hypergrad::{CgOptions, InnerProblem, implicit_hypergradient, unrolled_hypergradient, validation_loss_grad};
+use chronos_sync::workload::hypergrad::{
+    CgOptions, InnerProblem, implicit_hypergradient, unrolled_hypergradient, validation_loss_grad,
+};
 use chronos_sync::workload::model::{Design, FeatureMap, fit, gram_top_eigenvalue};
 use chronos_sync::workload::ridge::RidgeProblem;
 use chronos_sync::workload::rng::SplitMix64;
@@ -105,7 +107,17 @@ mod system_run {
         let mut runs = Vec::new();
         for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3)] {
             let c = Arc::clone(&commits);
-            runs.push(run(&problem, &cfg, &v, Arc::new(move || { c.fetch_add(1, Ordering::Relaxed); })).unwrap());
+            runs.push(
+                run(
+                    &problem,
+                    &cfg,
+                    &v,
+                    Arc::new(move || {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }),
+                )
+                .unwrap(),
+            );
         }
         let (dense, seed, best) = (&runs[0], &runs[1], &runs[2]);
         assert_eq!(commits.load(Ordering::Relaxed), 3 * 15 * 3, "one commit per worker per round");
@@ -129,7 +141,13 @@ mod system_run {
         // training on the noisy labels.
         let noisy = baselines(&problem, cfg.mu, 150)[0].test_accuracy;
         for m in [seed, best] {
-            assert!((m.test_accuracy - dense.test_accuracy).abs() <= 0.03, "{}: {} vs dense {}", m.name, m.test_accuracy, dense.test_accuracy);
+            assert!(
+                (m.test_accuracy - dense.test_accuracy).abs() <= 0.03,
+                "{}: {} vs dense {}",
+                m.name,
+                m.test_accuracy,
+                dense.test_accuracy
+            );
         }
         for m in &runs {
             assert!(m.test_accuracy >= noisy + 0.03, "{}: {} vs noisy {}", m.name, m.test_accuracy, noisy);
@@ -168,9 +186,28 @@ mod command_line {
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         for opt in [
-            "--out", "--seed", "--train", "--val", "--flip", "--features", "--bandwidth", "--workers", "--rounds",
-            "--inner-steps", "--final-steps", "--mu", "--inner-lr", "--momentum", "--outer-lr", "--cg-iters",
-            "--jitter", "--best-ratio", "--best-threshold", "--baseline-iters", "--timeout-secs", "--no-progress",
+            "--out",
+            "--seed",
+            "--train",
+            "--val",
+            "--flip",
+            "--features",
+            "--bandwidth",
+            "--workers",
+            "--rounds",
+            "--inner-steps",
+            "--final-steps",
+            "--mu",
+            "--inner-lr",
+            "--momentum",
+            "--outer-lr",
+            "--cg-iters",
+            "--jitter",
+            "--best-ratio",
+            "--best-threshold",
+            "--baseline-iters",
+            "--timeout-secs",
+            "--no-progress",
         ] {
             assert!(text.contains(opt), "--help lacks {opt}");
         }
