@@ -1,4 +1,5 @@
-//! The `chronos-sync` command line.
+//! The `chronos-sync` command line: see `chronos-sync --help`.
+
 mod cli;
 
 fn main() -> std::process::ExitCode {

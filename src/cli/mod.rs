@@ -1,8 +1,12 @@
-//! Command-line parsing and dispatch (minimal version until the core
-//! helper's command line lands; each subcommand is one module with
-//! `pub struct Args` and `pub fn run(args: &Args) -> CliResult`).
+//! Command-line parsing and dispatch.
+//!
+//! Each subcommand is one module with `pub struct Args` (a `clap::Args`) and
+//! `pub fn run(args: &Args) -> CliResult`. Adding one is two lines: its `mod`
+//! declaration and one line in the `subcommands!` list below.
 
 mod hyperclean;
+mod simulate;
+mod synthetic;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -11,11 +15,30 @@ use std::process::ExitCode;
 /// process exits with status 1.
 pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// The subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Data hyper-cleaning on the bundled digits (see `hyperclean --help`).
-    Hyperclean(hyperclean::Args),
+/// Declares the `Command` enum (one variant per subcommand, its help text
+/// taken from the module's `Args`) and its dispatch to `module::run`.
+macro_rules! subcommands {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        /// The subcommands.
+        #[derive(Debug, clap::Subcommand)]
+        pub enum Command {
+            $($variant($module::Args),)*
+        }
+
+        impl Command {
+            /// Runs the chosen subcommand.
+            pub fn run(&self) -> CliResult {
+                match self {
+                    $(Command::$variant(args) => $module::run(args),)*
+                }
+            }
+        }
+    };
+}
+
+subcommands! {
+    Simulate => simulate,
+    Hyperclean => hyperclean,
 }
 
 /// chronos-sync: significance-triggered sparse synchronization for
@@ -31,10 +54,7 @@ pub struct Cli {
 /// Parses the command line, runs the subcommand, and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Hyperclean(args) => hyperclean::run(args),
-    };
-    match result {
+    match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -45,5 +65,16 @@ pub fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

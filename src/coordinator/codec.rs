@@ -12,11 +12,7 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
             k += 1;
         }
         table[i] = c;
@@ -36,10 +32,7 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
 }
 
 pub(crate) fn corrupt(reason: impl Into<String>) -> Error {
-    CoordinatorError::CorruptSnapshot {
-        reason: reason.into(),
-    }
-    .into()
+    CoordinatorError::CorruptSnapshot { reason: reason.into() }.into()
 }
 
 /// Appends little-endian values.
@@ -134,50 +127,26 @@ impl<'a> Reader<'a> {
     /// huge allocation).
     pub fn count(&mut self, min_item: usize, what: &str) -> Result<usize> {
         let c = self.u64(what)?;
-        let fits = usize::try_from(c)
-            .ok()
-            .filter(|&c| c.saturating_mul(min_item.max(1)) <= self.remaining());
-        fits.ok_or_else(|| {
-            corrupt(format!(
-                "{what} = {c} does not fit in the {} bytes left",
-                self.remaining()
-            ))
-        })
+        let fits = usize::try_from(c).ok().filter(|&c| c.saturating_mul(min_item.max(1)) <= self.remaining());
+        fits.ok_or_else(|| corrupt(format!("{what} = {c} does not fit in the {} bytes left", self.remaining())))
     }
 
     /// `len` f32 values.
     pub fn f32s(&mut self, len: usize, what: &str) -> Result<Vec<f32>> {
-        let bytes = self.take(
-            len.checked_mul(4)
-                .ok_or_else(|| corrupt(format!("{what} too long")))?,
-            what,
-        )?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let bytes = self.take(len.checked_mul(4).ok_or_else(|| corrupt(format!("{what} too long")))?, what)?;
+        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     /// `len` f16 values.
     pub fn f16s(&mut self, len: usize, what: &str) -> Result<Vec<half::f16>> {
-        let bytes = self.take(
-            len.checked_mul(2)
-                .ok_or_else(|| corrupt(format!("{what} too long")))?,
-            what,
-        )?;
-        Ok(bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-            .collect())
+        let bytes = self.take(len.checked_mul(2).ok_or_else(|| corrupt(format!("{what} too long")))?, what)?;
+        Ok(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect())
     }
 
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<()> {
         if self.remaining() != 0 {
-            return Err(corrupt(format!(
-                "{} trailing bytes after the state",
-                self.remaining()
-            )));
+            return Err(corrupt(format!("{} trailing bytes after the state", self.remaining())));
         }
         Ok(())
     }

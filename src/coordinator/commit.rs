@@ -37,13 +37,9 @@ impl std::fmt::Display for RejectReason {
             RejectReason::TooStale { max_staleness } => {
                 write!(f, "too stale (max staleness {max_staleness})")
             }
-            RejectReason::LeaseExpired => {
-                f.write_str("lease expired: no heartbeat within the lease TTL")
-            }
+            RejectReason::LeaseExpired => f.write_str("lease expired: no heartbeat within the lease TTL"),
             RejectReason::LeaseReleased => f.write_str("lease was released before the commit"),
-            RejectReason::LeaseAlreadyCommitted => {
-                f.write_str("lease already carried another commit")
-            }
+            RejectReason::LeaseAlreadyCommitted => f.write_str("lease already carried another commit"),
         }
     }
 }

@@ -40,22 +40,14 @@ pub enum OuterOptimizer {
 
 impl Default for OuterOptimizer {
     fn default() -> Self {
-        OuterOptimizer::Sgd {
-            lr: 0.01,
-            momentum: 0.9,
-        }
+        OuterOptimizer::Sgd { lr: 0.01, momentum: 0.9 }
     }
 }
 
 impl OuterOptimizer {
     /// Adam with the usual defaults (`beta1 0.9, beta2 0.999, eps 1e-8`).
     pub fn adam(lr: f32) -> Self {
-        OuterOptimizer::Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        OuterOptimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
     /// The base learning rate.
     pub fn lr(&self) -> f32 {
@@ -116,11 +108,7 @@ pub struct MemoryConfig {
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        MemoryConfig {
-            capacity: 256,
-            compress_after: 32,
-            recency_decay: 0.05,
-        }
+        MemoryConfig { capacity: 256, compress_after: 32, recency_decay: 0.05 }
     }
 }
 
@@ -181,10 +169,7 @@ impl Default for CoordinatorConfig {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+    Error::InvalidConfig { field, reason: reason.into() }
 }
 
 fn check_lr(field: &'static str, lr: f32) -> Result<()> {
@@ -204,9 +189,7 @@ fn check_unit(field: &'static str, v: f32) -> Result<()> {
 impl CoordinatorConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> CoordinatorConfigBuilder {
-        CoordinatorConfigBuilder {
-            config: CoordinatorConfig::default(),
-        }
+        CoordinatorConfigBuilder { config: CoordinatorConfig::default() }
     }
 
     /// Checks every field against its documented range (timescale ranges are
@@ -231,10 +214,7 @@ impl CoordinatorConfig {
         for s in 0..=self.max_staleness.min(1 << 20) {
             let w = self.decay.weight(s);
             if !(w.is_finite() && w > 0.0) {
-                return Err(invalid(
-                    "decay",
-                    format!("weight({s}) = {w}; must be finite and > 0"),
-                ));
+                return Err(invalid("decay", format!("weight({s}) = {w}; must be finite and > 0")));
             }
         }
         match self.optimizer {
@@ -242,30 +222,19 @@ impl CoordinatorConfig {
                 check_lr("optimizer.lr", lr)?;
                 check_unit("optimizer.momentum", momentum)?;
             }
-            OuterOptimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
+            OuterOptimizer::Adam { lr, beta1, beta2, eps } => {
                 check_lr("optimizer.lr", lr)?;
                 check_unit("optimizer.beta1", beta1)?;
                 check_unit("optimizer.beta2", beta2)?;
                 if !(eps.is_finite() && eps > 0.0) {
-                    return Err(invalid(
-                        "optimizer.eps",
-                        format!("must be finite and > 0, got {eps}"),
-                    ));
+                    return Err(invalid("optimizer.eps", format!("must be finite and > 0, got {eps}")));
                 }
             }
         }
         let mut ranges: Vec<&Range<usize>> = Vec::with_capacity(self.timescales.len());
         for g in &self.timescales {
             if g.range.start >= g.range.end {
-                return Err(invalid(
-                    "timescales.range",
-                    format!("{:?} is empty", g.range),
-                ));
+                return Err(invalid("timescales.range", format!("{:?} is empty", g.range)));
             }
             if g.every == 0 {
                 return Err(invalid("timescales.every", "must be >= 1"));
@@ -277,18 +246,12 @@ impl CoordinatorConfig {
         ranges.sort_by_key(|r| r.start);
         for w in ranges.windows(2) {
             if w[0].end > w[1].start {
-                return Err(invalid(
-                    "timescales.range",
-                    format!("{:?} overlaps {:?}", w[0], w[1]),
-                ));
+                return Err(invalid("timescales.range", format!("{:?} overlaps {:?}", w[0], w[1])));
             }
         }
         let m = &self.memory;
         if !(m.recency_decay.is_finite() && m.recency_decay >= 0.0) {
-            return Err(invalid(
-                "memory.recency_decay",
-                format!("must be finite and >= 0, got {}", m.recency_decay),
-            ));
+            return Err(invalid("memory.recency_decay", format!("must be finite and >= 0, got {}", m.recency_decay)));
         }
         Ok(())
     }
@@ -410,62 +373,23 @@ mod tests {
     fn bad_fields_are_named() {
         let b = CoordinatorConfig::builder;
         assert_eq!(field_of(b().max_in_flight(0).build()), "max_in_flight");
-        assert_eq!(
-            field_of(b().checkout_timeout(Duration::ZERO).build()),
-            "checkout_timeout"
-        );
+        assert_eq!(field_of(b().checkout_timeout(Duration::ZERO).build()), "checkout_timeout");
         assert_eq!(field_of(b().lease_ttl(Duration::ZERO).build()), "lease_ttl");
         assert_eq!(field_of(b().min_commits(0).build()), "min_commits");
         assert_eq!(field_of(b().dedup_capacity(0).build()), "dedup_capacity");
-        assert_eq!(
-            field_of(b().decay(Linear { horizon: 2.0 }).build()),
-            "decay"
-        );
+        assert_eq!(field_of(b().decay(Linear { horizon: 2.0 }).build()), "decay");
         let sgd = |lr, momentum| OuterOptimizer::Sgd { lr, momentum };
-        assert_eq!(
-            field_of(b().optimizer(sgd(f32::NAN, 0.0)).build()),
-            "optimizer.lr"
-        );
-        assert_eq!(
-            field_of(b().optimizer(sgd(0.1, 1.0)).build()),
-            "optimizer.momentum"
-        );
-        let adam = OuterOptimizer::Adam {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 0.0,
-        };
+        assert_eq!(field_of(b().optimizer(sgd(f32::NAN, 0.0)).build()), "optimizer.lr");
+        assert_eq!(field_of(b().optimizer(sgd(0.1, 1.0)).build()), "optimizer.momentum");
+        let adam = OuterOptimizer::Adam { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 0.0 };
         assert_eq!(field_of(b().optimizer(adam).build()), "optimizer.eps");
-        let g = |range: Range<usize>, every| TimescaleGroup {
-            range,
-            every,
-            lr: 0.1,
-            momentum: 0.0,
-            warmup: 0,
-        };
-        assert_eq!(
-            field_of(b().timescale(g(3..3, 1)).build()),
-            "timescales.range"
-        );
-        assert_eq!(
-            field_of(b().timescale(g(0..3, 0)).build()),
-            "timescales.every"
-        );
-        assert_eq!(
-            field_of(b().timescale(g(0..3, 1)).timescale(g(2..5, 1)).build()),
-            "timescales.range"
-        );
-        let mem = MemoryConfig {
-            recency_decay: -1.0,
-            ..MemoryConfig::default()
-        };
+        let g = |range: Range<usize>, every| TimescaleGroup { range, every, lr: 0.1, momentum: 0.0, warmup: 0 };
+        assert_eq!(field_of(b().timescale(g(3..3, 1)).build()), "timescales.range");
+        assert_eq!(field_of(b().timescale(g(0..3, 0)).build()), "timescales.every");
+        assert_eq!(field_of(b().timescale(g(0..3, 1)).timescale(g(2..5, 1)).build()), "timescales.range");
+        let mem = MemoryConfig { recency_decay: -1.0, ..MemoryConfig::default() };
         assert_eq!(field_of(b().memory(mem).build()), "memory.recency_decay");
-        let ok = b()
-            .timescale(g(0..3, 1))
-            .timescale(g(3..5, 2))
-            .build()
-            .unwrap();
+        let ok = b().timescale(g(0..3, 1)).timescale(g(3..5, 2)).build().unwrap();
         assert!(ok.validate_for(5).is_ok());
         assert!(ok.validate_for(4).is_err());
     }

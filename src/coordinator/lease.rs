@@ -111,14 +111,7 @@ impl LeaseTable {
     pub fn open(&mut self, worker: u64, version: u64, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.insert_active(
-            id,
-            Active {
-                worker,
-                version,
-                last_heartbeat: now,
-            },
-        );
+        self.insert_active(id, Active { worker, version, last_heartbeat: now });
         id
     }
 
@@ -158,10 +151,7 @@ impl LeaseTable {
 
     pub fn lookup(&self, id: u64) -> Lookup {
         if let Some(a) = self.active.get(&id) {
-            return Lookup::Active {
-                worker: a.worker,
-                version: a.version,
-            };
+            return Lookup::Active { worker: a.worker, version: a.version };
         }
         match self.ended.get(&id) {
             Some(&(worker, how)) => Lookup::Ended { worker, how },
@@ -227,13 +217,7 @@ mod tests {
         assert_eq!(t.versions_in_flight(), 1);
         t.end(b, Ended::Released);
         assert_eq!(t.versions_in_flight(), 0);
-        assert_eq!(
-            t.lookup(a),
-            Lookup::Ended {
-                worker: 1,
-                how: Ended::Committed
-            }
-        );
+        assert_eq!(t.lookup(a), Lookup::Ended { worker: 1, how: Ended::Committed });
         assert_eq!(t.lookup(99), Lookup::Unknown);
     }
 
@@ -247,13 +231,7 @@ mod tests {
         assert!(t.heartbeat(b, t0 + Duration::from_millis(5)));
         assert_eq!(t.next_expiry(ttl), Some(t0 + ttl));
         assert_eq!(t.expire(t0 + ttl, ttl), 1);
-        assert_eq!(
-            t.lookup(a),
-            Lookup::Ended {
-                worker: 1,
-                how: Ended::Expired
-            }
-        );
+        assert_eq!(t.lookup(a), Lookup::Ended { worker: 1, how: Ended::Expired });
         assert!(matches!(t.lookup(b), Lookup::Active { .. }));
         assert!(!t.heartbeat(a, t0 + ttl));
     }

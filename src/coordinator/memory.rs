@@ -52,11 +52,7 @@ impl Stored {
     fn compress(&mut self) {
         if let Stored::F32(v) = self {
             let max = f16::MAX.to_f32();
-            *self = Stored::F16(
-                v.iter()
-                    .map(|&x| f16::from_f32(x.clamp(-max, max)))
-                    .collect(),
-            );
+            *self = Stored::F16(v.iter().map(|&x| f16::from_f32(x.clamp(-max, max))).collect());
         }
     }
 
@@ -113,12 +109,7 @@ fn shape(expected: usize, actual: usize) -> crate::Error {
 impl ContinuumMemory {
     /// An empty memory for vectors of length `dim`.
     pub fn new(dim: usize, config: MemoryConfig) -> Self {
-        ContinuumMemory {
-            config,
-            dim,
-            entries: VecDeque::new(),
-            newest_step: 0,
-        }
+        ContinuumMemory { config, dim, entries: VecDeque::new(), newest_step: 0 }
     }
 
     /// Entries held.
@@ -133,10 +124,7 @@ impl ContinuumMemory {
 
     /// Entries currently stored in f16.
     pub fn compressed_len(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.params.is_compressed())
-            .count()
+        self.entries.iter().filter(|e| e.params.is_compressed()).count()
     }
 
     /// Length of the stored vectors.
@@ -153,20 +141,13 @@ impl ContinuumMemory {
     /// `dim` ([`CoordinatorError::ShapeMismatch`]) or a non-finite value
     /// ([`CoordinatorError::NonFinite`] with `commit = step`). With capacity 0
     /// this is a no-op.
-    pub fn insert(
-        &mut self,
-        params: &[f32],
-        hypergradient: &[f32],
-        validation_loss: f32,
-        step: u64,
-    ) -> Result<()> {
+    pub fn insert(&mut self, params: &[f32], hypergradient: &[f32], validation_loss: f32, step: u64) -> Result<()> {
         for v in [params, hypergradient] {
             if v.len() != self.dim {
                 return Err(shape(self.dim, v.len()));
             }
         }
-        let finite = params.iter().chain(hypergradient).all(|x| x.is_finite())
-            && validation_loss.is_finite();
+        let finite = params.iter().chain(hypergradient).all(|x| x.is_finite()) && validation_loss.is_finite();
         if !finite {
             return Err(CoordinatorError::NonFinite { commit: step }.into());
         }
@@ -234,12 +215,7 @@ impl ContinuumMemory {
                 (i, r)
             })
             .collect();
-        scored.sort_by(|(ia, a), (ib, b)| {
-            b.score
-                .total_cmp(&a.score)
-                .then(b.step.cmp(&a.step))
-                .then(ia.cmp(ib))
-        });
+        scored.sort_by(|(ia, a), (ib, b)| b.score.total_cmp(&a.score).then(b.step.cmp(&a.step)).then(ia.cmp(ib)));
         scored.truncate(k);
         Ok(scored.into_iter().map(|(_, r)| r).collect())
     }
@@ -247,12 +223,7 @@ impl ContinuumMemory {
     /// Score-weighted mean of the hypergradients of the `k` best entries for
     /// `query`: a warm-start guess. `None` when nothing is stored or every
     /// score is 0. Errors: `query.len() != dim`.
-    pub fn predict_hypergradient(
-        &self,
-        query: &[f32],
-        k: usize,
-        metric: Metric,
-    ) -> Result<Option<Vec<f32>>> {
+    pub fn predict_hypergradient(&self, query: &[f32], k: usize, metric: Metric) -> Result<Option<Vec<f32>>> {
         let best = self.retrieve(query, k, metric)?;
         let total: f64 = best.iter().map(|r| r.score).sum();
         if best.is_empty() || total <= 0.0 {
@@ -279,19 +250,11 @@ pub fn similarity(a: &[f32], b: &[f32], metric: Metric) -> f64 {
                 na += x * x;
                 nb += y * y;
             }
-            let cos = if na == 0.0 || nb == 0.0 {
-                0.0
-            } else {
-                (dot / (na.sqrt() * nb.sqrt())).clamp(-1.0, 1.0)
-            };
+            let cos = if na == 0.0 || nb == 0.0 { 0.0 } else { (dot / (na.sqrt() * nb.sqrt())).clamp(-1.0, 1.0) };
             (1.0 + cos) / 2.0
         }
         Metric::Euclidean => {
-            let d2: f64 = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-                .sum();
+            let d2: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
             1.0 / (1.0 + d2.sqrt())
         }
     }
@@ -302,14 +265,7 @@ mod tests {
     use super::*;
 
     fn mem(capacity: usize, compress_after: u64) -> ContinuumMemory {
-        ContinuumMemory::new(
-            2,
-            MemoryConfig {
-                capacity,
-                compress_after,
-                recency_decay: 0.0,
-            },
-        )
+        ContinuumMemory::new(2, MemoryConfig { capacity, compress_after, recency_decay: 0.0 })
     }
 
     #[test]
@@ -326,8 +282,7 @@ mod tests {
     fn old_entries_are_compressed_to_f16() {
         let mut m = mem(8, 2);
         for s in 0..5u64 {
-            m.insert(&[0.1 * s as f32, 1e6], &[1.0 / 3.0, -1e6], 0.5, s)
-                .unwrap();
+            m.insert(&[0.1 * s as f32, 1e6], &[1.0 / 3.0, -1e6], 0.5, s).unwrap();
         }
         // newest 4, cut 2: steps 0 and 1 compressed.
         assert_eq!(m.compressed_len(), 2);
@@ -344,16 +299,10 @@ mod tests {
         m.insert(&[1.0, 0.0], &[2.0, 0.0], 1.0, 0).unwrap();
         m.insert(&[-1.0, 0.0], &[0.0, 4.0], 1.0, 0).unwrap();
         // Cosine: similarity 1 and 0 -> only the first counts.
-        let p = m
-            .predict_hypergradient(&[1.0, 0.0], 2, Metric::Cosine)
-            .unwrap()
-            .unwrap();
+        let p = m.predict_hypergradient(&[1.0, 0.0], 2, Metric::Cosine).unwrap().unwrap();
         assert_eq!(p, vec![2.0, 0.0]);
         // Orthogonal query: both 0.5 -> plain mean.
-        let p = m
-            .predict_hypergradient(&[0.0, 1.0], 2, Metric::Cosine)
-            .unwrap()
-            .unwrap();
+        let p = m.predict_hypergradient(&[0.0, 1.0], 2, Metric::Cosine).unwrap().unwrap();
         assert_eq!(p, vec![1.0, 2.0]);
         assert!(m.predict_hypergradient(&[0.0], 2, Metric::Cosine).is_err());
     }

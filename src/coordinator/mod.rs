@@ -95,6 +95,8 @@ mod config;
 pub mod decay;
 mod lease;
 mod memory;
+#[cfg(test)]
+mod model_tests;
 mod optimizer;
 mod service;
 mod snapshot;
@@ -103,9 +105,7 @@ mod store;
 mod timescale;
 
 pub use commit::{AppliedCommit, CommitOutcome, CommitRequest, RejectReason};
-pub use config::{
-    CoordinatorConfig, CoordinatorConfigBuilder, MemoryConfig, OuterOptimizer, TimescaleGroup,
-};
+pub use config::{CoordinatorConfig, CoordinatorConfigBuilder, MemoryConfig, OuterOptimizer, TimescaleGroup};
 pub use decay::StalenessDecay;
 pub use lease::Lease;
 pub use memory::{ContinuumMemory, Metric, Retrieved, similarity};

@@ -45,12 +45,7 @@ pub(crate) fn apply(
             let t = step.t.min(i32::MAX as u64) as i32;
             let c1 = (1.0 - (b1 as f64).powi(t)) as f32;
             let c2 = (1.0 - (beta2 as f64).powi(t)) as f32;
-            for (((p, &g), m), v) in params
-                .iter_mut()
-                .zip(grad)
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
+            for (((p, &g), m), v) in params.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = beta2 * *v + (1.0 - beta2) * g * g;
                 let m_hat = *m / c1;
@@ -72,17 +67,10 @@ mod tests {
 
     #[test]
     fn sgd_momentum_matches_hand_computation() {
-        let kind = OuterOptimizer::Sgd {
-            lr: 0.5,
-            momentum: 0.5,
-        };
+        let kind = OuterOptimizer::Sgd { lr: 0.5, momentum: 0.5 };
         let mut p = [1.0f32, -2.0];
         let mut m = [0.0f32; 2];
-        let s = |t| StepParams {
-            lr: 0.5,
-            momentum: 0.5,
-            t,
-        };
+        let s = |t| StepParams { lr: 0.5, momentum: 0.5, t };
         apply(&kind, s(1), &mut p, &[0.5, 1.0], &mut m, &mut []);
         // m = g = [0.5, 1]; p = [1 - 0.25, -2 - 0.5]
         assert_eq!(p, [0.75, -2.5]);
@@ -95,19 +83,10 @@ mod tests {
 
     #[test]
     fn adam_matches_hand_computation() {
-        let kind = OuterOptimizer::Adam {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let kind = OuterOptimizer::Adam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
         let mut p = [1.0f32];
         let (mut m, mut v) = ([0.0f32], [0.0f32]);
-        let s = |t| StepParams {
-            lr: 0.1,
-            momentum: 0.9,
-            t,
-        };
+        let s = |t| StepParams { lr: 0.1, momentum: 0.9, t };
         // First Adam step moves by lr * sign(g) (up to eps).
         apply(&kind, s(1), &mut p, &[2.0], &mut m, &mut v);
         assert!((p[0] - 0.9).abs() < 1e-6, "{}", p[0]);

@@ -27,10 +27,15 @@ pub struct Coordinator {
     changed: Condvar,
 }
 
+// `Arc<Coordinator>` must cross threads: fail the build if it cannot.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Coordinator>();
+};
+
 /// `now + d`, saturating far in the future instead of overflowing.
 fn deadline(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
 impl Coordinator {
@@ -48,11 +53,7 @@ impl Coordinator {
             });
         }
         let state = MetaState::new(initial_outer_params, &config);
-        Ok(Coordinator {
-            config,
-            state: Mutex::new(state),
-            changed: Condvar::new(),
-        })
+        Ok(Coordinator { config, state: Mutex::new(state), changed: Condvar::new() })
     }
 
     /// Rebuilds a coordinator from [`Coordinator::snapshot`] bytes. With the
@@ -66,11 +67,7 @@ impl Coordinator {
     pub fn restore(bytes: &[u8], config: CoordinatorConfig) -> Result<Self> {
         config.validate()?;
         let state = snapshot::decode(bytes, &config, Instant::now())?;
-        Ok(Coordinator {
-            config,
-            state: Mutex::new(state),
-            changed: Condvar::new(),
-        })
+        Ok(Coordinator { config, state: Mutex::new(state), changed: Condvar::new() })
     }
 
     /// The whole meta-state as bytes (little-endian, versioned, CRC-32
@@ -130,18 +127,9 @@ impl Coordinator {
                 }
                 .into());
             }
-            let wake = st
-                .leases
-                .next_expiry(self.config.lease_ttl)
-                .map_or(until, |t| t.min(until));
-            let nap = wake
-                .saturating_duration_since(now)
-                .max(Duration::from_micros(100));
-            st = self
-                .changed
-                .wait_timeout(st, nap)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            let wake = st.leases.next_expiry(self.config.lease_ttl).map_or(until, |t| t.min(until));
+            let nap = wake.saturating_duration_since(now).max(Duration::from_micros(100));
+            st = self.changed.wait_timeout(st, nap).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -194,7 +182,7 @@ impl Coordinator {
     pub fn commit(&self, lease: &Lease, request: CommitRequest) -> Result<CommitOutcome> {
         let mut st = self.lock();
         self.expire(&mut st, Instant::now());
-        let out = st.commit(lease, &request, &self.config)?;
+        let out = st.commit(lease, request, &self.config)?;
         // A lease ended or a version was published: wake waiters.
         self.changed.notify_all();
         Ok(out)
@@ -213,20 +201,10 @@ impl Coordinator {
                 return Ok(st.version);
             }
             if now >= until {
-                return Err(CoordinatorError::WaitTimeout {
-                    version: after,
-                    after: timeout,
-                }
-                .into());
+                return Err(CoordinatorError::WaitTimeout { version: after, after: timeout }.into());
             }
-            let nap = until
-                .saturating_duration_since(now)
-                .max(Duration::from_micros(100));
-            st = self
-                .changed
-                .wait_timeout(st, nap)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            let nap = until.saturating_duration_since(now).max(Duration::from_micros(100));
+            st = self.changed.wait_timeout(st, nap).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
@@ -256,11 +234,7 @@ impl Coordinator {
     /// `(worker, commit_id)` of the accepted commits still waiting for
     /// `min_commits`, in acceptance order.
     pub fn pending_commits(&self) -> Vec<(u64, u64)> {
-        self.lock()
-            .pending
-            .iter()
-            .map(|p| (p.worker, p.commit_id))
-            .collect()
+        self.lock().pending.iter().map(|p| (p.worker, p.commit_id)).collect()
     }
 
     /// Progress of every timescale segment, in index order.
@@ -276,12 +250,7 @@ impl Coordinator {
 
     /// A warm-start hypergradient for `query` (see
     /// [`super::ContinuumMemory::predict_hypergradient`]).
-    pub fn predict_hypergradient(
-        &self,
-        query: &[f32],
-        k: usize,
-        metric: Metric,
-    ) -> Result<Option<Vec<f32>>> {
+    pub fn predict_hypergradient(&self, query: &[f32], k: usize, metric: Metric) -> Result<Option<Vec<f32>>> {
         self.lock().memory.predict_hypergradient(query, k, metric)
     }
 }

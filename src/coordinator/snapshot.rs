@@ -49,10 +49,7 @@ const FORMAT_VERSION: u16 = 1;
 const HEADER: usize = 24;
 
 fn mismatch(reason: impl Into<String>) -> crate::Error {
-    CoordinatorError::SnapshotMismatch {
-        reason: reason.into(),
-    }
-    .into()
+    CoordinatorError::SnapshotMismatch { reason: reason.into() }.into()
 }
 
 /// Serializes `state`; `now` anchors the leases' time since last heartbeat.
@@ -170,11 +167,7 @@ pub(crate) fn encode(s: &MetaState, now: Instant) -> Vec<u8> {
 
 fn encode_outcome(w: &mut Writer, o: &CommitOutcome) {
     match *o {
-        CommitOutcome::Accepted {
-            weight,
-            staleness,
-            published,
-        } => {
+        CommitOutcome::Accepted { weight, staleness, published } => {
             w.u8(0);
             w.f64(weight);
             w.u64(staleness);
@@ -208,20 +201,14 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<CommitOutcome> {
                 1 => Some(v),
                 x => return Err(corrupt(format!("published flag {x}"))),
             };
-            Ok(CommitOutcome::Accepted {
-                weight,
-                staleness,
-                published,
-            })
+            Ok(CommitOutcome::Accepted { weight, staleness, published })
         }
         1 => {
             let staleness = r.u64("staleness")?;
             let code = r.u8("reason")?;
             let extra = r.u64("reason detail")?;
             let reason = match code {
-                0 => RejectReason::TooStale {
-                    max_staleness: extra,
-                },
+                0 => RejectReason::TooStale { max_staleness: extra },
                 1 => RejectReason::LeaseExpired,
                 2 => RejectReason::LeaseReleased,
                 3 => RejectReason::LeaseAlreadyCommitted,
@@ -236,20 +223,14 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<CommitOutcome> {
 /// Checks the envelope and returns the body.
 fn open(bytes: &[u8]) -> Result<&[u8]> {
     if bytes.len() < HEADER + 4 {
-        return Err(corrupt(format!(
-            "{} bytes is shorter than the {}-byte envelope",
-            bytes.len(),
-            HEADER + 4
-        )));
+        return Err(corrupt(format!("{} bytes is shorter than the {}-byte envelope", bytes.len(), HEADER + 4)));
     }
     if bytes[..8] != MAGIC {
         return Err(corrupt("bad magic"));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
-        )));
+        return Err(corrupt(format!("format version {version}, this build reads {FORMAT_VERSION}")));
     }
     if bytes[10..16].iter().any(|&b| b != 0) {
         return Err(corrupt("reserved header bytes are not zero"));
@@ -259,9 +240,7 @@ fn open(bytes: &[u8]) -> Result<&[u8]> {
     let body = u64::from_le_bytes(len);
     let have = (bytes.len() - HEADER - 4) as u64;
     if body != have {
-        return Err(corrupt(format!(
-            "header announces a {body}-byte body, {have} bytes present"
-        )));
+        return Err(corrupt(format!("header announces a {body}-byte body, {have} bytes present")));
     }
     let split = bytes.len() - 4;
     let mut crc = [0u8; 4];
@@ -269,49 +248,32 @@ fn open(bytes: &[u8]) -> Result<&[u8]> {
     let want = u32::from_le_bytes(crc);
     let got = crc32(&bytes[..split]);
     if want != got {
-        return Err(corrupt(format!(
-            "checksum mismatch: stored {want:#010x}, computed {got:#010x}"
-        )));
+        return Err(corrupt(format!("checksum mismatch: stored {want:#010x}, computed {got:#010x}")));
     }
     Ok(&bytes[HEADER..split])
 }
 
 fn finite(v: &[f32], what: &str) -> Result<()> {
-    if v.iter().all(|x| x.is_finite()) {
-        Ok(())
-    } else {
-        Err(corrupt(format!("non-finite value in {what}")))
-    }
+    if v.iter().all(|x| x.is_finite()) { Ok(()) } else { Err(corrupt(format!("non-finite value in {what}"))) }
 }
 
 /// Rebuilds a state from `bytes` under `config` (already validated).
 pub(crate) fn decode(bytes: &[u8], config: &CoordinatorConfig, now: Instant) -> Result<MetaState> {
     let mut r = Reader::new(open(bytes)?);
     let n = r.count(4, "parameter count")?;
-    config
-        .validate_for(n)
-        .map_err(|e| mismatch(format!("{e}")))?;
+    config.validate_for(n).map_err(|e| mismatch(format!("{e}")))?;
     let version = r.u64("version")?;
     let params = r.f32s(n, "params")?;
     finite(&params, "params")?;
     let code = r.u8("optimizer")?;
     if code != config.optimizer.code() {
-        return Err(mismatch(format!(
-            "optimizer code {code}, configuration uses {}",
-            config.optimizer.code()
-        )));
+        return Err(mismatch(format!("optimizer code {code}, configuration uses {}", config.optimizer.code())));
     }
     let m = r.f32s(n, "first moment")?;
     let v_len = r.count(4, "second moment length")?;
-    let want_v = if optimizer::has_second_moment(&config.optimizer) {
-        n
-    } else {
-        0
-    };
+    let want_v = if optimizer::has_second_moment(&config.optimizer) { n } else { 0 };
     if v_len != want_v {
-        return Err(corrupt(format!(
-            "second moment has {v_len} values, expected {want_v}"
-        )));
+        return Err(corrupt(format!("second moment has {v_len} values, expected {want_v}")));
     }
     let v = r.f32s(v_len, "second moment")?;
     finite(&m, "first moment")?;
@@ -320,10 +282,7 @@ pub(crate) fn decode(bytes: &[u8], config: &CoordinatorConfig, now: Instant) -> 
     let mut timescales = Timescales::new(config, n);
     let segs = r.count(40, "segment count")?;
     if segs != timescales.segments.len() {
-        return Err(mismatch(format!(
-            "{segs} timescale segments, configuration has {}",
-            timescales.segments.len()
-        )));
+        return Err(mismatch(format!("{segs} timescale segments, configuration has {}", timescales.segments.len())));
     }
     for seg in &mut timescales.segments {
         let start = r.u64("segment start")?;
@@ -354,9 +313,7 @@ pub(crate) fn decode(bytes: &[u8], config: &CoordinatorConfig, now: Instant) -> 
             hypergradient: r.f32s(n, "pending hypergradient")?,
         };
         if !(p.weight.is_finite() && p.weight > 0.0 && p.validation_loss.is_finite()) {
-            return Err(corrupt(
-                "pending commit with a non-finite or non-positive weight or loss",
-            ));
+            return Err(corrupt("pending commit with a non-finite or non-positive weight or loss"));
         }
         finite(&p.hypergradient, "pending hypergradient")?;
         pending.push(p);
@@ -391,24 +348,15 @@ pub(crate) fn decode(bytes: &[u8], config: &CoordinatorConfig, now: Instant) -> 
             return Err(corrupt(format!("inconsistent active lease {id}")));
         }
         let last_heartbeat = now.checked_sub(idle).unwrap_or(now);
-        leases.insert_active(
-            id,
-            Active {
-                worker,
-                version: lv,
-                last_heartbeat,
-            },
-        );
+        leases.insert_active(id, Active { worker, version: lv, last_heartbeat });
     }
     let count = r.count(17, "ended lease count")?;
     for _ in 0..count {
         let id = r.u64("ended lease id")?;
         let worker = r.u64("ended lease worker")?;
         let how = r.u8("ended lease reason")?;
-        let how =
-            Ended::from_code(how).ok_or_else(|| corrupt(format!("unknown lease end {how}")))?;
-        if id >= leases.next_id || leases.active.contains_key(&id) || leases.ended.contains_key(&id)
-        {
+        let how = Ended::from_code(how).ok_or_else(|| corrupt(format!("unknown lease end {how}")))?;
+        if id >= leases.next_id || leases.active.contains_key(&id) || leases.ended.contains_key(&id) {
             return Err(corrupt(format!("inconsistent ended lease {id}")));
         }
         leases.remember_ended(id, worker, how);
@@ -461,32 +409,17 @@ pub(crate) fn decode(bytes: &[u8], config: &CoordinatorConfig, now: Instant) -> 
         let step = r.u64("memory step")?;
         let validation_loss = r.f32("memory loss")?;
         let (params, hypergradient) = match r.u8("memory encoding")? {
-            0 => (
-                Stored::F32(r.f32s(n, "memory params")?),
-                Stored::F32(r.f32s(n, "memory hypergradient")?),
-            ),
-            1 => (
-                Stored::F16(r.f16s(n, "memory params")?),
-                Stored::F16(r.f16s(n, "memory hypergradient")?),
-            ),
+            0 => (Stored::F32(r.f32s(n, "memory params")?), Stored::F32(r.f32s(n, "memory hypergradient")?)),
+            1 => (Stored::F16(r.f16s(n, "memory params")?), Stored::F16(r.f16s(n, "memory hypergradient")?)),
             x => return Err(corrupt(format!("memory encoding {x}"))),
         };
         let ok = validation_loss.is_finite()
             && step <= memory.newest_step
-            && params
-                .to_f32()
-                .iter()
-                .chain(&hypergradient.to_f32())
-                .all(|x| x.is_finite());
+            && params.to_f32().iter().chain(&hypergradient.to_f32()).all(|x| x.is_finite());
         if !ok {
             return Err(corrupt("inconsistent memory entry"));
         }
-        memory.entries.push_back(Entry {
-            step,
-            validation_loss,
-            params,
-            hypergradient,
-        });
+        memory.entries.push_back(Entry { step, validation_loss, params, hypergradient });
     }
     memory.shrink_to_capacity();
     r.finish()?;

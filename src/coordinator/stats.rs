@@ -49,10 +49,7 @@ pub struct CoordinatorStats {
 impl CoordinatorStats {
     /// All rejections, every reason.
     pub fn rejected(&self) -> u64 {
-        self.rejected_too_stale
-            + self.rejected_expired
-            + self.rejected_released
-            + self.rejected_reused
+        self.rejected_too_stale + self.rejected_expired + self.rejected_released + self.rejected_reused
     }
 }
 

@@ -95,12 +95,7 @@ impl MetaState {
     }
 
     /// Opens a lease on the current version if it fits under `max_in_flight`.
-    pub fn try_checkout(
-        &mut self,
-        worker: u64,
-        now: Instant,
-        config: &CoordinatorConfig,
-    ) -> Option<Lease> {
+    pub fn try_checkout(&mut self, worker: u64, now: Instant, config: &CoordinatorConfig) -> Option<Lease> {
         if !self.leases.admits(self.version, config.max_in_flight) {
             return None;
         }
@@ -108,37 +103,21 @@ impl MetaState {
         self.counters.checkouts += 1;
         let out = self.leases.versions_in_flight() as u64;
         self.counters.max_versions_in_flight = self.counters.max_versions_in_flight.max(out);
-        Some(Lease {
-            id,
-            worker,
-            version: self.version,
-            params: Arc::clone(&self.params),
-        })
+        Some(Lease { id, worker, version: self.version, params: Arc::clone(&self.params) })
     }
 
     /// Renews `lease`. Errors: expired or unknown lease.
     pub fn heartbeat(&mut self, lease: &Lease, now: Instant) -> Result<()> {
         match self.leases.lookup(lease.id) {
-            Lookup::Active { worker, version }
-                if worker == lease.worker && version == lease.version =>
-            {
+            Lookup::Active { worker, version } if worker == lease.worker && version == lease.version => {
                 self.leases.heartbeat(lease.id, now);
                 self.counters.heartbeats += 1;
                 Ok(())
             }
-            Lookup::Ended {
-                worker,
-                how: Ended::Expired,
-            } if worker == lease.worker => Err(CoordinatorError::LeaseExpired {
-                lease: lease.id,
-                worker,
+            Lookup::Ended { worker, how: Ended::Expired } if worker == lease.worker => {
+                Err(CoordinatorError::LeaseExpired { lease: lease.id, worker }.into())
             }
-            .into()),
-            _ => Err(CoordinatorError::UnknownLease {
-                lease: lease.id,
-                worker: lease.worker,
-            }
-            .into()),
+            _ => Err(CoordinatorError::UnknownLease { lease: lease.id, worker: lease.worker }.into()),
         }
     }
 
@@ -154,37 +133,21 @@ impl MetaState {
     /// Gives `lease` back without committing. Errors as [`Self::heartbeat`].
     pub fn release(&mut self, lease: &Lease) -> Result<()> {
         match self.leases.lookup(lease.id) {
-            Lookup::Active { worker, version }
-                if worker == lease.worker && version == lease.version =>
-            {
+            Lookup::Active { worker, version } if worker == lease.worker && version == lease.version => {
                 self.leases.end(lease.id, Ended::Released);
                 self.counters.releases += 1;
                 Ok(())
             }
-            Lookup::Ended {
-                worker,
-                how: Ended::Expired,
-            } if worker == lease.worker => Err(CoordinatorError::LeaseExpired {
-                lease: lease.id,
-                worker,
+            Lookup::Ended { worker, how: Ended::Expired } if worker == lease.worker => {
+                Err(CoordinatorError::LeaseExpired { lease: lease.id, worker }.into())
             }
-            .into()),
-            _ => Err(CoordinatorError::UnknownLease {
-                lease: lease.id,
-                worker: lease.worker,
-            }
-            .into()),
+            _ => Err(CoordinatorError::UnknownLease { lease: lease.id, worker: lease.worker }.into()),
         }
     }
 
     /// Answers a commit (see [`super::Coordinator::commit`] for the contract).
     /// On error nothing changed.
-    pub fn commit(
-        &mut self,
-        lease: &Lease,
-        req: &CommitRequest,
-        config: &CoordinatorConfig,
-    ) -> Result<CommitOutcome> {
+    pub fn commit(&mut self, lease: &Lease, req: CommitRequest, config: &CoordinatorConfig) -> Result<CommitOutcome> {
         let key = (lease.worker, req.commit_id);
         if let Some(&first) = self.answers.get(&key) {
             self.counters.duplicate_commits += 1;
@@ -192,36 +155,21 @@ impl MetaState {
         }
         let n = self.params.len();
         if req.hypergradient.len() != n {
-            return Err(CoordinatorError::ShapeMismatch {
-                expected: n,
-                actual: req.hypergradient.len(),
-            }
-            .into());
+            return Err(CoordinatorError::ShapeMismatch { expected: n, actual: req.hypergradient.len() }.into());
         }
         if !(req.validation_loss.is_finite() && req.hypergradient.iter().all(|x| x.is_finite())) {
-            return Err(CoordinatorError::NonFinite {
-                commit: req.commit_id,
-            }
-            .into());
+            return Err(CoordinatorError::NonFinite { commit: req.commit_id }.into());
         }
         let staleness = self.version.saturating_sub(lease.version);
         let ended_reason = match self.leases.lookup(lease.id) {
-            Lookup::Active { worker, version }
-                if worker == lease.worker && version == lease.version =>
-            {
-                None
-            }
+            Lookup::Active { worker, version } if worker == lease.worker && version == lease.version => None,
             Lookup::Ended { worker, how } if worker == lease.worker => Some(match how {
                 Ended::Expired => RejectReason::LeaseExpired,
                 Ended::Released => RejectReason::LeaseReleased,
                 Ended::Committed => RejectReason::LeaseAlreadyCommitted,
             }),
             _ => {
-                return Err(CoordinatorError::UnknownLease {
-                    lease: lease.id,
-                    worker: lease.worker,
-                }
-                .into());
+                return Err(CoordinatorError::UnknownLease { lease: lease.id, worker: lease.worker }.into());
             }
         };
         if let Some(reason) = ended_reason {
@@ -236,14 +184,8 @@ impl MetaState {
         if staleness > config.max_staleness {
             self.leases.end(lease.id, Ended::Committed);
             self.counters.rejected_too_stale += 1;
-            *self
-                .counters
-                .staleness_histogram
-                .entry(staleness)
-                .or_insert(0) += 1;
-            let reason = RejectReason::TooStale {
-                max_staleness: config.max_staleness,
-            };
+            *self.counters.staleness_histogram.entry(staleness).or_insert(0) += 1;
+            let reason = RejectReason::TooStale { max_staleness: config.max_staleness };
             return Ok(self.answer(key, CommitOutcome::Rejected { staleness, reason }));
         }
         let weight = config.decay.weight(staleness);
@@ -254,7 +196,7 @@ impl MetaState {
             checked_out: lease.version,
             weight,
             validation_loss: req.validation_loss,
-            hypergradient: req.hypergradient.clone(),
+            hypergradient: req.hypergradient,
         };
         let mut published = None;
         if self.pending.len() + 1 >= config.min_commits {
@@ -262,10 +204,7 @@ impl MetaState {
             // with the state (this commit included) left as it was.
             let step = self.compute_step(&pending, config);
             if !step.params.iter().all(|x| x.is_finite()) {
-                return Err(CoordinatorError::NonFinite {
-                    commit: req.commit_id,
-                }
-                .into());
+                return Err(CoordinatorError::NonFinite { commit: req.commit_id }.into());
             }
             self.pending.push(pending);
             published = Some(self.install(step));
@@ -274,19 +213,8 @@ impl MetaState {
         }
         self.leases.end(lease.id, Ended::Committed);
         self.counters.accepted += 1;
-        *self
-            .counters
-            .staleness_histogram
-            .entry(staleness)
-            .or_insert(0) += 1;
-        Ok(self.answer(
-            key,
-            CommitOutcome::Accepted {
-                weight,
-                staleness,
-                published,
-            },
-        ))
+        *self.counters.staleness_histogram.entry(staleness).or_insert(0) += 1;
+        Ok(self.answer(key, CommitOutcome::Accepted { weight, staleness, published }))
     }
 
     /// Remembers the first answer to `key`, forgetting the oldest beyond
@@ -324,17 +252,9 @@ impl MetaState {
         }
         let grad: Vec<f32> = sum.iter().map(|s| (s / total) as f32).collect();
         let mut params = self.params.to_vec();
-        let (mut m, mut v, mut timescales) =
-            (self.m.clone(), self.v.clone(), self.timescales.clone());
+        let (mut m, mut v, mut timescales) = (self.m.clone(), self.v.clone(), self.timescales.clone());
         timescales.round(&config.optimizer, &grad, &mut params, &mut m, &mut v);
-        StepResult {
-            params,
-            m,
-            v,
-            timescales,
-            grad,
-            loss: (loss / total) as f32,
-        }
+        StepResult { params, m, v, timescales, grad, loss: (loss / total) as f32 }
     }
 
     /// Installs a computed step: publishes version + 1. Returns it.
@@ -343,9 +263,7 @@ impl MetaState {
         let old_params = std::mem::replace(&mut self.params, Arc::from(step.params));
         // Cannot fail: lengths match and every value is finite (the weighted
         // mean of finite values is finite, and the caller checked the rest).
-        let _ = self
-            .memory
-            .insert(&old_params, &step.grad, step.loss, old_version);
+        let _ = self.memory.insert(&old_params, &step.grad, step.loss, old_version);
         self.m = step.m;
         self.v = step.v;
         self.timescales = step.timescales;
@@ -403,10 +321,7 @@ mod tests {
 
     fn cfg(min_commits: usize) -> CoordinatorConfig {
         CoordinatorConfig {
-            optimizer: OuterOptimizer::Sgd {
-                lr: 1.0,
-                momentum: 0.0,
-            },
+            optimizer: OuterOptimizer::Sgd { lr: 1.0, momentum: 0.0 },
             min_commits,
             audit_log: true,
             lease_ttl: Duration::from_millis(100),
@@ -415,11 +330,7 @@ mod tests {
     }
 
     fn req(id: u64, g: &[f32]) -> CommitRequest {
-        CommitRequest {
-            commit_id: id,
-            hypergradient: g.to_vec(),
-            validation_loss: 1.0,
-        }
+        CommitRequest { commit_id: id, hypergradient: g.to_vec(), validation_loss: 1.0 }
     }
 
     #[test]
@@ -428,27 +339,14 @@ mod tests {
         let now = Instant::now();
         let mut s = MetaState::new(vec![1.0, 2.0], &c);
         let l = s.try_checkout(7, now, &c).unwrap();
-        let first = s.commit(&l, &req(1, &[0.5, 0.5]), &c).unwrap();
-        assert_eq!(
-            first,
-            CommitOutcome::Accepted {
-                weight: 1.0,
-                staleness: 0,
-                published: Some(1)
-            }
-        );
+        let first = s.commit(&l, req(1, &[0.5, 0.5]), &c).unwrap();
+        assert_eq!(first, CommitOutcome::Accepted { weight: 1.0, staleness: 0, published: Some(1) });
         assert_eq!(&*s.params, &[0.5, 1.5]);
-        assert_eq!(s.commit(&l, &req(1, &[9.0, 9.0]), &c).unwrap(), first);
+        assert_eq!(s.commit(&l, req(1, &[9.0, 9.0]), &c).unwrap(), first);
         assert_eq!(&*s.params, &[0.5, 1.5]);
         assert_eq!(s.counters.duplicate_commits, 1);
-        let again = s.commit(&l, &req(2, &[0.5, 0.5]), &c).unwrap();
-        assert!(matches!(
-            again,
-            CommitOutcome::Rejected {
-                reason: RejectReason::LeaseAlreadyCommitted,
-                ..
-            }
-        ));
+        let again = s.commit(&l, req(2, &[0.5, 0.5]), &c).unwrap();
+        assert!(matches!(again, CommitOutcome::Rejected { reason: RejectReason::LeaseAlreadyCommitted, .. }));
         assert_eq!(s.applied.as_ref().unwrap().len(), 1);
     }
 
@@ -461,23 +359,16 @@ mod tests {
         // Two commits at version 0 close round 1.
         let a = s.try_checkout(2, now, &c).unwrap();
         let b = s.try_checkout(3, now, &c).unwrap();
-        assert!(s.commit(&a, &req(1, &[1.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&a, req(1, &[1.0]), &c).unwrap().is_accepted());
         assert_eq!(s.pending.len(), 1);
-        s.commit(&b, &req(1, &[1.0]), &c).unwrap();
+        s.commit(&b, req(1, &[1.0]), &c).unwrap();
         assert_eq!(s.version, 1);
         assert_eq!(&*s.params, &[-1.0]);
         // Staleness 1 (weight 0.5) and 0 (weight 1): g = (0.5 * 4 + 1 * 1) / 1.5 = 2.
         let fresh = s.try_checkout(4, now, &c).unwrap();
-        let out = s.commit(&stale, &req(1, &[4.0]), &c).unwrap();
-        assert_eq!(
-            out,
-            CommitOutcome::Accepted {
-                weight: 0.5,
-                staleness: 1,
-                published: None
-            }
-        );
-        s.commit(&fresh, &req(1, &[1.0]), &c).unwrap();
+        let out = s.commit(&stale, req(1, &[4.0]), &c).unwrap();
+        assert_eq!(out, CommitOutcome::Accepted { weight: 0.5, staleness: 1, published: None });
+        s.commit(&fresh, req(1, &[1.0]), &c).unwrap();
         assert_eq!(&*s.params, &[-3.0]);
     }
 
@@ -490,84 +381,47 @@ mod tests {
         let silent = s.try_checkout(2, t0, &c).unwrap();
         for w in 0..3 {
             let l = s.try_checkout(10 + w, t0, &c).unwrap();
-            s.commit(&l, &req(0, &[0.0]), &c).unwrap();
+            s.commit(&l, req(0, &[0.0]), &c).unwrap();
         }
-        let out = s.commit(&old, &req(0, &[0.0]), &c).unwrap();
-        assert_eq!(
-            out,
-            CommitOutcome::Rejected {
-                staleness: 3,
-                reason: RejectReason::TooStale { max_staleness: 2 }
-            }
-        );
+        let out = s.commit(&old, req(0, &[0.0]), &c).unwrap();
+        assert_eq!(out, CommitOutcome::Rejected { staleness: 3, reason: RejectReason::TooStale { max_staleness: 2 } });
         assert_eq!(s.expire(t0 + Duration::from_millis(100), &c), 1);
-        let out = s.commit(&silent, &req(0, &[0.0]), &c).unwrap();
-        assert!(matches!(
-            out,
-            CommitOutcome::Rejected {
-                reason: RejectReason::LeaseExpired,
-                ..
-            }
-        ));
-        assert!(matches!(
-            s.heartbeat(&silent, t0),
-            Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. }))
-        ));
+        let out = s.commit(&silent, req(0, &[0.0]), &c).unwrap();
+        assert!(matches!(out, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }));
+        assert!(matches!(s.heartbeat(&silent, t0), Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. }))));
         // Bad input: typed errors, lease still usable afterwards.
         let l = s.try_checkout(3, t0, &c).unwrap();
         let before = (s.version, s.params.clone());
         assert!(matches!(
-            s.commit(&l, &req(5, &[0.0, 1.0]), &c),
-            Err(Error::Coordinator(CoordinatorError::ShapeMismatch {
-                expected: 1,
-                actual: 2
-            }))
+            s.commit(&l, req(5, &[0.0, 1.0]), &c),
+            Err(Error::Coordinator(CoordinatorError::ShapeMismatch { expected: 1, actual: 2 }))
         ));
         assert!(matches!(
-            s.commit(&l, &req(5, &[f32::INFINITY]), &c),
-            Err(Error::Coordinator(CoordinatorError::NonFinite {
-                commit: 5
-            }))
+            s.commit(&l, req(5, &[f32::INFINITY]), &c),
+            Err(Error::Coordinator(CoordinatorError::NonFinite { commit: 5 }))
         ));
-        let forged = Lease {
-            id: 999,
-            ..l.clone()
-        };
+        let forged = Lease { id: 999, ..l.clone() };
         assert!(matches!(
-            s.commit(&forged, &req(7, &[0.0]), &c),
-            Err(Error::Coordinator(CoordinatorError::UnknownLease {
-                lease: 999,
-                ..
-            }))
+            s.commit(&forged, req(7, &[0.0]), &c),
+            Err(Error::Coordinator(CoordinatorError::UnknownLease { lease: 999, .. }))
         ));
         assert_eq!((s.version, &s.params), (before.0, &before.1));
-        assert!(s.commit(&l, &req(5, &[0.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&l, req(5, &[0.0]), &c).unwrap().is_accepted());
     }
 
     #[test]
     fn overflowing_step_is_refused_and_state_kept() {
-        let c = CoordinatorConfig {
-            optimizer: OuterOptimizer::Sgd {
-                lr: 4.0,
-                momentum: 0.0,
-            },
-            ..cfg(1)
-        };
+        let c = CoordinatorConfig { optimizer: OuterOptimizer::Sgd { lr: 4.0, momentum: 0.0 }, ..cfg(1) };
         let now = Instant::now();
         let mut s = MetaState::new(vec![-f32::MAX], &c);
         let l = s.try_checkout(1, now, &c).unwrap();
-        let r = s.commit(&l, &req(1, &[f32::MAX]), &c);
-        assert!(matches!(
-            r,
-            Err(Error::Coordinator(CoordinatorError::NonFinite {
-                commit: 1
-            }))
-        ));
+        let r = s.commit(&l, req(1, &[f32::MAX]), &c);
+        assert!(matches!(r, Err(Error::Coordinator(CoordinatorError::NonFinite { commit: 1 }))));
         assert_eq!(s.version, 0);
         assert_eq!(&*s.params, &[-f32::MAX]);
         assert!(s.pending.is_empty());
         assert!(s.answers.is_empty());
         // The lease is still usable with a sane result.
-        assert!(s.commit(&l, &req(1, &[-1.0]), &c).unwrap().is_accepted());
+        assert!(s.commit(&l, req(1, &[-1.0]), &c).unwrap().is_accepted());
     }
 }

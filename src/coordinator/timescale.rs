@@ -41,16 +41,7 @@ pub(crate) struct Segment {
 impl Segment {
     fn new(range: Range<usize>, every: u64, lr: f32, momentum: f32, warmup: u64) -> Self {
         let len = range.len();
-        Segment {
-            range,
-            every,
-            lr,
-            momentum,
-            warmup,
-            acc: vec![0.0; len],
-            acc_count: 0,
-            updates: 0,
-        }
+        Segment { range, every, lr, momentum, warmup, acc: vec![0.0; len], acc_count: 0, updates: 0 }
     }
 
     /// Learning rate of the next update, after the warm-up ramp.
@@ -83,13 +74,7 @@ impl Timescales {
             if g.range.start > next {
                 segments.push(gap(next..g.range.start));
             }
-            segments.push(Segment::new(
-                g.range.clone(),
-                g.every,
-                g.lr,
-                g.momentum,
-                g.warmup,
-            ));
+            segments.push(Segment::new(g.range.clone(), g.every, g.lr, g.momentum, g.warmup));
             next = g.range.end;
         }
         if next < n {
@@ -124,20 +109,9 @@ impl Timescales {
             for a in seg.acc.iter_mut() {
                 *a /= count;
             }
-            let step = StepParams {
-                lr: seg.effective_lr(),
-                momentum: seg.momentum,
-                t: seg.updates + 1,
-            };
+            let step = StepParams { lr: seg.effective_lr(), momentum: seg.momentum, t: seg.updates + 1 };
             let v_slice: &mut [f32] = if second { &mut v[r.clone()] } else { &mut [] };
-            optimizer::apply(
-                kind,
-                step,
-                &mut params[r.clone()],
-                &seg.acc,
-                &mut m[r],
-                v_slice,
-            );
+            optimizer::apply(kind, step, &mut params[r.clone()], &seg.acc, &mut m[r], v_slice);
             seg.acc.fill(0.0);
             seg.acc_count = 0;
             seg.updates += 1;
@@ -166,10 +140,7 @@ mod tests {
 
     fn config(groups: Vec<TimescaleGroup>) -> CoordinatorConfig {
         CoordinatorConfig {
-            optimizer: OuterOptimizer::Sgd {
-                lr: 1.0,
-                momentum: 0.0,
-            },
+            optimizer: OuterOptimizer::Sgd { lr: 1.0, momentum: 0.0 },
             timescales: groups,
             ..CoordinatorConfig::default()
         }
@@ -177,44 +148,22 @@ mod tests {
 
     #[test]
     fn gaps_are_filled_with_base_segments() {
-        let g = TimescaleGroup {
-            range: 2..4,
-            every: 3,
-            lr: 0.5,
-            momentum: 0.0,
-            warmup: 0,
-        };
+        let g = TimescaleGroup { range: 2..4, every: 3, lr: 0.5, momentum: 0.0, warmup: 0 };
         let t = Timescales::new(&config(vec![g]), 6);
-        let ranges: Vec<_> = t
-            .segments
-            .iter()
-            .map(|s| (s.range.clone(), s.every))
-            .collect();
+        let ranges: Vec<_> = t.segments.iter().map(|s| (s.range.clone(), s.every)).collect();
         assert_eq!(ranges, vec![(0..2, 1), (2..4, 3), (4..6, 1)]);
     }
 
     #[test]
     fn slow_group_applies_the_mean_of_its_rounds() {
-        let g = TimescaleGroup {
-            range: 1..2,
-            every: 2,
-            lr: 0.5,
-            momentum: 0.0,
-            warmup: 0,
-        };
+        let g = TimescaleGroup { range: 1..2, every: 2, lr: 0.5, momentum: 0.0, warmup: 0 };
         let cfg = config(vec![g]);
         let mut t = Timescales::new(&cfg, 2);
         let mut p = [0.0f32, 0.0];
         let mut m = [0.0f32; 2];
-        assert_eq!(
-            t.round(&cfg.optimizer, &[1.0, 1.0], &mut p, &mut m, &mut []),
-            1
-        );
+        assert_eq!(t.round(&cfg.optimizer, &[1.0, 1.0], &mut p, &mut m, &mut []), 1);
         assert_eq!(p, [-1.0, 0.0]);
-        assert_eq!(
-            t.round(&cfg.optimizer, &[2.0, 3.0], &mut p, &mut m, &mut []),
-            2
-        );
+        assert_eq!(t.round(&cfg.optimizer, &[2.0, 3.0], &mut p, &mut m, &mut []), 2);
         // Group: mean (1 + 3) / 2 = 2, times lr 0.5.
         assert_eq!(p, [-3.0, -1.0]);
         assert_eq!(t.status()[1].updates, 1);
@@ -223,13 +172,7 @@ mod tests {
 
     #[test]
     fn warmup_ramps_the_learning_rate() {
-        let g = TimescaleGroup {
-            range: 0..1,
-            every: 1,
-            lr: 1.0,
-            momentum: 0.0,
-            warmup: 4,
-        };
+        let g = TimescaleGroup { range: 0..1, every: 1, lr: 1.0, momentum: 0.0, warmup: 4 };
         let cfg = config(vec![g]);
         let mut t = Timescales::new(&cfg, 1);
         let mut p = [0.0f32];

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chronos_sync::coordinator::decay::{Exponential, Uniform};
 use chronos_sync::coordinator::{
-    CommitOutcome, CommitRequest, ContinuumMemory, Coordinator, CoordinatorConfig, Lease,
-    MemoryConfig, Metric, OuterOptimizer, RejectReason, TimescaleGroup, similarity,
+    CommitOutcome, CommitRequest, ContinuumMemory, Coordinator, CoordinatorConfig, Lease, MemoryConfig, Metric,
+    OuterOptimizer, RejectReason, TimescaleGroup, similarity,
 };
 use chronos_sync::{CoordinatorError, Error};
 use half::f16;
@@ -45,19 +45,11 @@ impl Rng {
 
 /// A fake hypergradient derived from the checked-out parameters.
 fn fake_hypergradient(params: &[f32], salt: u64) -> Vec<f32> {
-    params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| 0.5 * p + ((i as u64 + salt) % 7) as f32 * 0.01)
-        .collect()
+    params.iter().enumerate().map(|(i, p)| 0.5 * p + ((i as u64 + salt) % 7) as f32 * 0.01).collect()
 }
 
 fn request(commit_id: u64, hypergradient: Vec<f32>) -> CommitRequest {
-    CommitRequest {
-        commit_id,
-        hypergradient,
-        validation_loss: 1.0 + commit_id as f32 * 1e-3,
-    }
+    CommitRequest { commit_id, hypergradient, validation_loss: 1.0 + commit_id as f32 * 1e-3 }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -70,11 +62,7 @@ fn crc32_ref(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
+            c = if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
         }
     }
     !c
@@ -105,12 +93,9 @@ fn coordinator_stress_16_threads() {
         .max_in_flight(MAX_IN_FLIGHT)
         .max_staleness(2)
         .lease_ttl(Duration::from_millis(25))
-        .checkout_timeout(Duration::from_secs(2))
+        .checkout_timeout(Duration::from_millis(10))
         .min_commits(2)
-        .optimizer(OuterOptimizer::Sgd {
-            lr: 0.05,
-            momentum: 0.5,
-        })
+        .optimizer(OuterOptimizer::Sgd { lr: 0.05, momentum: 0.5 })
         .audit_log(true)
         .build()
         .unwrap();
@@ -127,9 +112,7 @@ fn coordinator_stress_16_threads() {
                 let check = |t: &mut WorkerTally| {
                     t.ops += 1;
                     let s = coord.stats();
-                    if s.versions_in_flight > MAX_IN_FLIGHT
-                        || s.max_versions_in_flight > MAX_IN_FLIGHT
-                    {
+                    if s.versions_in_flight > MAX_IN_FLIGHT || s.max_versions_in_flight > MAX_IN_FLIGHT {
                         violations.fetch_add(1, Ordering::Relaxed);
                     }
                 };
@@ -154,10 +137,7 @@ fn coordinator_stress_16_threads() {
                         for _ in 0..rng.below(3) {
                             std::thread::sleep(Duration::from_micros(rng.below(1500)));
                             match coord.heartbeat(&lease) {
-                                Ok(())
-                                | Err(Error::Coordinator(CoordinatorError::LeaseExpired {
-                                    ..
-                                })) => {}
+                                Ok(()) | Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. })) => {}
                                 Err(e) => panic!("heartbeat: {e}"),
                             }
                             check(&mut t);
@@ -192,47 +172,27 @@ fn coordinator_stress_16_threads() {
             })
         })
         .collect();
-    let tallies: Vec<WorkerTally> = handles
-        .into_iter()
-        .map(|h| h.join().expect("worker panicked"))
-        .collect();
+    let tallies: Vec<WorkerTally> = handles.into_iter().map(|h| h.join().expect("worker panicked")).collect();
     let wall = start.elapsed();
 
-    assert_eq!(
-        violations.load(Ordering::Relaxed),
-        0,
-        "more than max_in_flight versions were out"
-    );
+    assert_eq!(violations.load(Ordering::Relaxed), 0, "more than max_in_flight versions were out");
     let stats = coord.stats();
     assert!(stats.max_versions_in_flight <= MAX_IN_FLIGHT);
-    let accepted: Vec<(u64, u64)> = tallies
-        .iter()
-        .flat_map(|t| t.accepted.iter().copied())
-        .collect();
+    let accepted: Vec<(u64, u64)> = tallies.iter().flat_map(|t| t.accepted.iter().copied()).collect();
     let accepted_set: HashSet<(u64, u64)> = accepted.iter().copied().collect();
     assert_eq!(accepted.len(), accepted_set.len());
     // No commit applied twice, none applied that was not accepted, none lost.
     let log = coord.applied_log();
     let mut applied: HashSet<(u64, u64)> = HashSet::new();
     for a in &log {
-        assert!(
-            applied.insert((a.worker, a.commit_id)),
-            "commit {a:?} applied twice"
-        );
-        assert!(
-            accepted_set.contains(&(a.worker, a.commit_id)),
-            "applied but never accepted: {a:?}"
-        );
+        assert!(applied.insert((a.worker, a.commit_id)), "commit {a:?} applied twice");
+        assert!(accepted_set.contains(&(a.worker, a.commit_id)), "applied but never accepted: {a:?}");
     }
     let pending = coord.pending_commits();
     for p in &pending {
         assert!(!applied.contains(p) && accepted_set.contains(p));
     }
-    assert_eq!(
-        applied.len() + pending.len(),
-        accepted_set.len(),
-        "an accepted commit was lost"
-    );
+    assert_eq!(applied.len() + pending.len(), accepted_set.len(), "an accepted commit was lost");
     // Every outer step applied exactly min_commits (= 2) commits.
     let mut per_step: BTreeMap<u64, usize> = BTreeMap::new();
     for a in &log {
@@ -250,6 +210,8 @@ fn coordinator_stress_16_threads() {
     let deaths: u64 = tallies.iter().map(|t| t.deaths).sum();
     let retries: u64 = tallies.iter().map(|t| t.retries).sum();
     let backpressure: u64 = tallies.iter().map(|t| t.backpressure).sum();
+    assert_eq!(stats.backpressure_timeouts, backpressure);
+    assert_eq!(stats.duplicate_commits, retries);
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     for t in &tallies {
         for (k, v) in &t.rejected {
@@ -272,10 +234,7 @@ fn coordinator_stress_16_threads() {
         stats.staleness_histogram,
         wall
     );
-    assert!(
-        stats.expirations > 0,
-        "the simulated deaths must expire leases"
-    );
+    assert!(stats.expirations > 0, "the simulated deaths must expire leases");
     assert!(stats.accepted > 0 && stats.outer_steps > 0);
 }
 
@@ -287,16 +246,8 @@ fn commit_with_staleness(coord: &Coordinator, advance: u64, id: u64) -> CommitOu
     let lease = coord.checkout(0).unwrap();
     for i in 0..advance {
         let l = coord.checkout(1).unwrap();
-        let out = coord
-            .commit(&l, request(id * 100 + i, vec![0.0; 2]))
-            .unwrap();
-        assert!(matches!(
-            out,
-            CommitOutcome::Accepted {
-                published: Some(_),
-                ..
-            }
-        ));
+        let out = coord.commit(&l, request(id * 100 + i, vec![0.0; 2])).unwrap();
+        assert!(matches!(out, CommitOutcome::Accepted { published: Some(_), .. }));
     }
     coord.commit(&lease, request(id, vec![1.0, -1.0])).unwrap()
 }
@@ -383,32 +334,11 @@ fn rich_config() -> CoordinatorConfig {
     CoordinatorConfig::builder()
         .min_commits(3)
         .max_in_flight(3)
-        .optimizer(OuterOptimizer::Adam {
-            lr: 0.05,
-            beta1: 0.8,
-            beta2: 0.99,
-            eps: 1e-6,
-        })
-        .timescale(TimescaleGroup {
-            range: 2..5,
-            every: 3,
-            lr: 0.02,
-            momentum: 0.5,
-            warmup: 2,
-        })
-        .timescale(TimescaleGroup {
-            range: 8..12,
-            every: 2,
-            lr: 0.1,
-            momentum: 0.9,
-            warmup: 0,
-        })
+        .optimizer(OuterOptimizer::Adam { lr: 0.05, beta1: 0.8, beta2: 0.99, eps: 1e-6 })
+        .timescale(TimescaleGroup { range: 2..5, every: 3, lr: 0.02, momentum: 0.5, warmup: 2 })
+        .timescale(TimescaleGroup { range: 8..12, every: 2, lr: 0.1, momentum: 0.9, warmup: 0 })
         .warmup(3)
-        .memory(MemoryConfig {
-            capacity: 6,
-            compress_after: 3,
-            recency_decay: 0.1,
-        })
+        .memory(MemoryConfig { capacity: 6, compress_after: 3, recency_decay: 0.1 })
         .audit_log(true)
         .lease_ttl(Duration::from_secs(60))
         .build()
@@ -441,45 +371,57 @@ fn drive(coord: &Coordinator, rounds: u64, seed: u64, leases: &mut Vec<Lease>) {
     }
 }
 
-#[test]
-fn coordinator_snapshot_restore_continues_bitwise() {
-    let initial: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+/// Runs `first` scripted rounds, snapshots, restores, then runs the same
+/// `second` rounds on both and checks they stay bitwise identical. Returns
+/// whether the snapshot caught work in flight (pending commits or leases),
+/// the final version and the memory size.
+fn check_continuation(seed: u64, first: u64, second: u64) -> (bool, u64, usize) {
+    let initial: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37 + seed as f32).sin()).collect();
     let a = Coordinator::new(initial, rich_config()).unwrap();
     let mut leases_a = Vec::new();
-    drive(&a, 40, 1, &mut leases_a);
-    assert!(
-        !a.pending_commits().is_empty() || !leases_a.is_empty(),
-        "snapshot should catch work in flight"
-    );
+    drive(&a, first, seed, &mut leases_a);
+    let in_flight = !a.pending_commits().is_empty() || !leases_a.is_empty();
     let bytes = a.snapshot();
     let b = Coordinator::restore(&bytes, rich_config()).unwrap();
     assert_eq!(b.snapshot().len(), bytes.len());
     assert_eq!(b.stats(), a.stats());
     let mut leases_b = leases_a.clone();
-    drive(&a, 60, 2, &mut leases_a);
-    drive(&b, 60, 2, &mut leases_b);
+    drive(&a, second, seed + 1, &mut leases_a);
+    drive(&b, second, seed + 1, &mut leases_b);
     // Commit whatever is still out so both end with no active lease.
     for (i, (la, lb)) in leases_a.iter().zip(&leases_b).enumerate() {
         let g = fake_hypergradient(&la.params, 99);
-        let ra = a
-            .commit(la, request(900_000 + i as u64, g.clone()))
-            .unwrap();
+        let ra = a.commit(la, request(900_000 + i as u64, g.clone())).unwrap();
         let rb = b.commit(lb, request(900_000 + i as u64, g)).unwrap();
         assert_eq!(ra, rb);
     }
-    assert!(a.current_version() > 10);
     assert_eq!(bits(&a.outer_params()), bits(&b.outer_params()));
     assert_eq!(a.stats(), b.stats());
     assert_eq!(a.applied_log(), b.applied_log());
+    assert_eq!(a.pending_commits(), b.pending_commits());
     assert_eq!(a.timescale_status(), b.timescale_status());
     let q = a.outer_params();
-    assert_eq!(
-        a.retrieve(&q, 4, Metric::Cosine).unwrap(),
-        b.retrieve(&q, 4, Metric::Cosine).unwrap()
-    );
-    assert!(a.stats().memory_entries == 6);
+    assert_eq!(a.retrieve(&q, 4, Metric::Cosine).unwrap(), b.retrieve(&q, 4, Metric::Cosine).unwrap());
     // No lease is out, so the snapshots hold no clock reading: identical bytes.
     assert_eq!(a.snapshot(), b.snapshot());
+    (in_flight, a.current_version(), a.stats().memory_entries)
+}
+
+#[test]
+fn coordinator_snapshot_restore_continues_bitwise() {
+    let (in_flight, version, memory) = check_continuation(1, 40, 60);
+    assert!(in_flight, "the snapshot should catch work in flight");
+    assert!(version > 10, "version {version}");
+    assert_eq!(memory, 6, "memory fills to its capacity");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn coordinator_snapshot_restore_any_split(seed in 0u64..10_000, first in 0u64..50, second in 1u64..50) {
+        check_continuation(seed, first, second);
+    }
 }
 
 #[test]
@@ -488,14 +430,10 @@ fn coordinator_snapshot_rejects_corruption_without_panicking() {
     let mut leases = Vec::new();
     drive(&a, 30, 7, &mut leases);
     let bytes = a.snapshot();
-    let corrupt = |r: &Result<Coordinator, Error>| {
-        is_coord_err(r, |e| matches!(e, CoordinatorError::CorruptSnapshot { .. }))
-    };
+    let corrupt =
+        |r: &Result<Coordinator, Error>| is_coord_err(r, |e| matches!(e, CoordinatorError::CorruptSnapshot { .. }));
     for len in 0..bytes.len() {
-        assert!(
-            corrupt(&Coordinator::restore(&bytes[..len], rich_config())),
-            "truncated to {len}"
-        );
+        assert!(corrupt(&Coordinator::restore(&bytes[..len], rich_config())), "truncated to {len}");
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -503,30 +441,15 @@ fn coordinator_snapshot_rejects_corruption_without_panicking() {
     for pos in 0..bytes.len() {
         let mut b = bytes.clone();
         b[pos] ^= 1 << (pos % 8);
-        assert!(
-            corrupt(&Coordinator::restore(&b, rich_config())),
-            "flip at {pos}"
-        );
+        assert!(corrupt(&Coordinator::restore(&b, rich_config())), "flip at {pos}");
     }
     // A different structure is a mismatch, not corruption.
-    let sgd = CoordinatorConfig {
-        optimizer: OuterOptimizer::default(),
-        ..rich_config()
-    };
+    let sgd = CoordinatorConfig { optimizer: OuterOptimizer::default(), ..rich_config() };
     let r = Coordinator::restore(&bytes, sgd);
-    assert!(is_coord_err(&r, |e| matches!(
-        e,
-        CoordinatorError::SnapshotMismatch { .. }
-    )));
-    let flat = CoordinatorConfig {
-        timescales: Vec::new(),
-        ..rich_config()
-    };
+    assert!(is_coord_err(&r, |e| matches!(e, CoordinatorError::SnapshotMismatch { .. })));
+    let flat = CoordinatorConfig { timescales: Vec::new(), ..rich_config() };
     let r = Coordinator::restore(&bytes, flat);
-    assert!(is_coord_err(&r, |e| matches!(
-        e,
-        CoordinatorError::SnapshotMismatch { .. }
-    )));
+    assert!(is_coord_err(&r, |e| matches!(e, CoordinatorError::SnapshotMismatch { .. })));
 }
 
 proptest! {
@@ -555,13 +478,7 @@ proptest! {
 
 fn rich_config_small() -> CoordinatorConfig {
     CoordinatorConfig {
-        timescales: vec![TimescaleGroup {
-            range: 1..3,
-            every: 2,
-            lr: 0.1,
-            momentum: 0.5,
-            warmup: 1,
-        }],
+        timescales: vec![TimescaleGroup { range: 1..3, every: 2, lr: 0.1, momentum: 0.5, warmup: 1 }],
         ..rich_config()
     }
 }
@@ -596,31 +513,14 @@ fn reference_scores(
             // Independent similarity formulas.
             let sim = match metric {
                 Metric::Cosine => {
-                    let dot: f64 = p
-                        .iter()
-                        .zip(query)
-                        .map(|(&a, &b)| a as f64 * b as f64)
-                        .sum();
+                    let dot: f64 = p.iter().zip(query).map(|(&a, &b)| a as f64 * b as f64).sum();
                     let np = p.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
-                    let nq = query
-                        .iter()
-                        .map(|&a| (a as f64).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
-                    let cos = if np == 0.0 || nq == 0.0 {
-                        0.0
-                    } else {
-                        (dot / (np * nq)).clamp(-1.0, 1.0)
-                    };
+                    let nq = query.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                    let cos = if np == 0.0 || nq == 0.0 { 0.0 } else { (dot / (np * nq)).clamp(-1.0, 1.0) };
                     0.5 * (cos + 1.0)
                 }
                 _ => {
-                    let d = p
-                        .iter()
-                        .zip(query)
-                        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                        .sum::<f64>()
-                        .sqrt();
+                    let d = p.iter().zip(query).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt();
                     1.0 / (d + 1.0)
                 }
             };
@@ -682,23 +582,14 @@ proptest! {
 #[test]
 fn coordinator_memory_records_outer_rounds() {
     let config = CoordinatorConfig::builder()
-        .memory(MemoryConfig {
-            capacity: 4,
-            compress_after: 1,
-            recency_decay: 0.0,
-        })
-        .optimizer(OuterOptimizer::Sgd {
-            lr: 0.1,
-            momentum: 0.0,
-        })
+        .memory(MemoryConfig { capacity: 4, compress_after: 1, recency_decay: 0.0 })
+        .optimizer(OuterOptimizer::Sgd { lr: 0.1, momentum: 0.0 })
         .build()
         .unwrap();
     let coord = Coordinator::new(vec![1.0, 0.0], config).unwrap();
     for i in 0..6u64 {
         let l = coord.checkout(0).unwrap();
-        coord
-            .commit(&l, request(i, vec![1.0, -(i as f32)]))
-            .unwrap();
+        coord.commit(&l, request(i, vec![1.0, -(i as f32)])).unwrap();
     }
     let s = coord.stats();
     assert_eq!(s.memory_entries, 4);
@@ -710,17 +601,11 @@ fn coordinator_memory_records_outer_rounds() {
     assert_eq!(newest.hypergradient, vec![1.0, -5.0]);
     assert!(!newest.compressed);
     assert!(got.iter().find(|r| r.step == 2).unwrap().compressed);
-    let pred = coord
-        .predict_hypergradient(&[1.0, 0.0], 1, Metric::Euclidean)
-        .unwrap()
-        .unwrap();
+    let pred = coord.predict_hypergradient(&[1.0, 0.0], 1, Metric::Euclidean).unwrap().unwrap();
     assert_eq!(pred[0], 1.0);
     assert!(matches!(
         coord.retrieve(&[1.0], 1, Metric::Cosine),
-        Err(Error::Coordinator(CoordinatorError::ShapeMismatch {
-            expected: 2,
-            actual: 1
-        }))
+        Err(Error::Coordinator(CoordinatorError::ShapeMismatch { expected: 2, actual: 1 }))
     ));
 }
 
@@ -744,14 +629,7 @@ fn one_step_each(opt: OuterOptimizer, start: f32, grads: &[f32]) -> Vec<f32> {
 fn coordinator_sgd_momentum_against_hand_computation() {
     // lr 0.1, momentum 0.9, grads 1, 2, -1 from 1.0:
     // m = 1 -> p = 0.9; m = 0.9 + 2 = 2.9 -> p = 0.61; m = 2.61 - 1 = 1.61 -> p = 0.449.
-    let got = one_step_each(
-        OuterOptimizer::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-        },
-        1.0,
-        &[1.0, 2.0, -1.0],
-    );
+    let got = one_step_each(OuterOptimizer::Sgd { lr: 0.1, momentum: 0.9 }, 1.0, &[1.0, 2.0, -1.0]);
     let want = [0.9f64, 0.61, 0.449];
     for (g, w) in got.iter().zip(want) {
         assert!((*g as f64 - w).abs() < 1e-6, "{got:?}");
@@ -763,12 +641,7 @@ fn coordinator_adam_against_hand_computation() {
     let (lr, b1, b2, eps) = (0.01f64, 0.9f64, 0.999f64, 1e-8f64);
     let grads = [0.5f32, -0.25, 1.0, 0.0];
     let got = one_step_each(
-        OuterOptimizer::Adam {
-            lr: lr as f32,
-            beta1: b1 as f32,
-            beta2: b2 as f32,
-            eps: eps as f32,
-        },
+        OuterOptimizer::Adam { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32 },
         2.0,
         &grads,
     );
@@ -786,17 +659,8 @@ fn coordinator_adam_against_hand_computation() {
 #[test]
 fn coordinator_timescale_groups_update_on_their_own_period() {
     let config = CoordinatorConfig::builder()
-        .optimizer(OuterOptimizer::Sgd {
-            lr: 1.0,
-            momentum: 0.0,
-        })
-        .timescale(TimescaleGroup {
-            range: 1..2,
-            every: 3,
-            lr: 0.5,
-            momentum: 0.0,
-            warmup: 0,
-        })
+        .optimizer(OuterOptimizer::Sgd { lr: 1.0, momentum: 0.0 })
+        .timescale(TimescaleGroup { range: 1..2, every: 3, lr: 0.5, momentum: 0.0, warmup: 0 })
         .decay(Uniform)
         .build()
         .unwrap();
@@ -835,17 +699,7 @@ fn coordinator_backpressure_release_and_expiry() {
     // Version 0 is still out (b), so version 1 cannot be handed out.
     let t = Instant::now();
     let r = coord.checkout(3);
-    assert!(
-        matches!(
-            r,
-            Err(Error::Coordinator(CoordinatorError::Backpressure {
-                in_flight: 1,
-                max: 1,
-                ..
-            }))
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::Coordinator(CoordinatorError::Backpressure { in_flight: 1, max: 1, .. }))), "{r:?}");
     assert!(t.elapsed() >= Duration::from_millis(40));
     coord.release(&b).unwrap();
     let c = coord.checkout(3).unwrap();
@@ -853,60 +707,30 @@ fn coordinator_backpressure_release_and_expiry() {
     // A silent lease frees its slot by expiry while a checkout waits.
     coord.commit(&c, request(0, vec![0.1, 0.1])).unwrap();
     let silent = coord.checkout(4).unwrap();
-    coord
-        .commit(&coord.checkout(5).unwrap(), request(0, vec![0.1, 0.1]))
-        .unwrap();
+    coord.commit(&coord.checkout(5).unwrap(), request(0, vec![0.1, 0.1])).unwrap();
     let t = Instant::now();
     let d = coord.checkout_timeout(6, Duration::from_secs(5)).unwrap();
     assert!(t.elapsed() < Duration::from_secs(4));
     assert_eq!(d.version, 3);
     let late = coord.commit(&silent, request(1, vec![0.1, 0.1])).unwrap();
-    assert!(matches!(
-        late,
-        CommitOutcome::Rejected {
-            reason: RejectReason::LeaseExpired,
-            ..
-        }
-    ));
-    assert!(matches!(
-        coord.heartbeat(&silent),
-        Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. }))
-    ));
+    assert!(matches!(late, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }));
+    assert!(matches!(coord.heartbeat(&silent), Err(Error::Coordinator(CoordinatorError::LeaseExpired { .. }))));
     let s = coord.stats();
-    assert_eq!(
-        (
-            s.expirations,
-            s.releases,
-            s.backpressure_timeouts,
-            s.rejected_expired
-        ),
-        (1, 1, 1, 1)
-    );
+    assert_eq!((s.expirations, s.releases, s.backpressure_timeouts, s.rejected_expired), (1, 1, 1, 1));
     // Heartbeats keep a lease alive past its TTL.
     let kept = coord.checkout(6).unwrap();
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(60));
         coord.heartbeat(&kept).unwrap();
     }
-    assert!(
-        coord
-            .commit(&kept, request(2, vec![0.0, 0.0]))
-            .unwrap()
-            .is_accepted()
-    );
+    assert!(coord.commit(&kept, request(2, vec![0.0, 0.0])).unwrap().is_accepted());
 }
 
 #[test]
 fn coordinator_wait_for_version_wakes_and_times_out() {
     let coord = Arc::new(Coordinator::new(vec![1.0], CoordinatorConfig::default()).unwrap());
     let r = coord.wait_for_version(0, Duration::from_millis(20));
-    assert!(matches!(
-        r,
-        Err(Error::Coordinator(CoordinatorError::WaitTimeout {
-            version: 0,
-            ..
-        }))
-    ));
+    assert!(matches!(r, Err(Error::Coordinator(CoordinatorError::WaitTimeout { version: 0, .. }))));
     let waiter = {
         let coord = Arc::clone(&coord);
         std::thread::spawn(move || coord.wait_for_version(0, Duration::from_secs(10)))
@@ -915,10 +739,7 @@ fn coordinator_wait_for_version_wakes_and_times_out() {
     let l = coord.checkout(0).unwrap();
     coord.commit(&l, request(0, vec![1.0])).unwrap();
     assert_eq!(waiter.join().unwrap().unwrap(), 1);
-    assert_eq!(
-        coord.wait_for_version(0, Duration::from_millis(1)).unwrap(),
-        1
-    );
+    assert_eq!(coord.wait_for_version(0, Duration::from_millis(1)).unwrap(), 1);
 }
 
 #[test]
@@ -927,35 +748,14 @@ fn coordinator_rejects_bad_construction() {
         Err(Error::InvalidConfig { field, .. }) => field,
         other => panic!("{other:?}"),
     };
-    assert_eq!(
-        field(Coordinator::new(vec![], CoordinatorConfig::default())),
-        "initial_outer_params"
-    );
-    assert_eq!(
-        field(Coordinator::new(
-            vec![f32::NAN],
-            CoordinatorConfig::default()
-        )),
-        "initial_outer_params"
-    );
+    assert_eq!(field(Coordinator::new(vec![], CoordinatorConfig::default())), "initial_outer_params");
+    assert_eq!(field(Coordinator::new(vec![f32::NAN], CoordinatorConfig::default())), "initial_outer_params");
     let wide = CoordinatorConfig {
-        timescales: vec![TimescaleGroup {
-            range: 0..4,
-            every: 1,
-            lr: 0.1,
-            momentum: 0.0,
-            warmup: 0,
-        }],
+        timescales: vec![TimescaleGroup { range: 0..4, every: 1, lr: 0.1, momentum: 0.0, warmup: 0 }],
         ..CoordinatorConfig::default()
     };
-    assert_eq!(
-        field(Coordinator::new(vec![0.0; 3], wide)),
-        "timescales.range"
-    );
-    let bad = CoordinatorConfig {
-        max_in_flight: 0,
-        ..CoordinatorConfig::default()
-    };
+    assert_eq!(field(Coordinator::new(vec![0.0; 3], wide)), "timescales.range");
+    let bad = CoordinatorConfig { max_in_flight: 0, ..CoordinatorConfig::default() };
     assert_eq!(field(Coordinator::new(vec![0.0], bad)), "max_in_flight");
 }
 
@@ -966,10 +766,27 @@ fn coordinator_retries_survive_a_restore() {
     let first = coord.commit(&l, request(42, vec![1.0, 1.0])).unwrap();
     let restored = Coordinator::restore(&coord.snapshot(), CoordinatorConfig::default()).unwrap();
     let params = restored.outer_params();
-    assert_eq!(
-        restored.commit(&l, request(42, vec![5.0, 5.0])).unwrap(),
-        first
-    );
+    assert_eq!(restored.commit(&l, request(42, vec![5.0, 5.0])).unwrap(), first);
     assert_eq!(bits(&restored.outer_params()), bits(&params));
     assert_eq!(restored.stats().duplicate_commits, 1);
+}
+
+#[test]
+fn coordinator_restored_leases_keep_their_remaining_ttl() {
+    let config = || CoordinatorConfig::builder().lease_ttl(Duration::from_millis(1000)).build().unwrap();
+    let coord = Coordinator::new(vec![0.0; 3], config()).unwrap();
+    let idle = coord.checkout(1).unwrap();
+    let fresh = coord.checkout(2).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    coord.heartbeat(&fresh).unwrap();
+    let restored = Coordinator::restore(&coord.snapshot(), config()).unwrap();
+    assert_eq!(restored.stats().active_leases, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    // `idle` has been silent ~1.1 s across the restore, `fresh` ~0.5 s.
+    restored.heartbeat(&fresh).unwrap();
+    let late = restored.commit(&idle, request(0, vec![1.0; 3])).unwrap();
+    assert!(matches!(late, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }));
+    assert!(restored.commit(&fresh, request(0, vec![1.0; 3])).unwrap().is_accepted());
+    // Lease ids continue where the old coordinator stopped.
+    assert!(restored.checkout(3).unwrap().id > fresh.id);
 }
