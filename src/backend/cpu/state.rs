@@ -30,7 +30,6 @@ pub(super) struct AccStats {
 }
 
 /// Device state of the CPU backend for vectors of `n` elements.
-#[derive(Debug)]
 pub struct CpuState {
     pub(super) n: usize,
     pub(super) selection: Selection,
@@ -52,7 +51,7 @@ pub struct CpuState {
     pub(super) block_sums: Vec<[f64; 2]>,
     /// Per-block non-finite counts.
     pub(super) block_bad: Vec<u32>,
-    /// One `HIST_BINS` histogram per reduction task.
+    /// `SUB_TABLES` histograms of `HIST_BINS` counters per reduction task.
     pub(super) task_hists: Vec<u32>,
     /// Histogram of the current cut-search level (levels 2 and 3).
     pub(super) level_hist: Vec<u32>,
@@ -81,16 +80,25 @@ pub struct CpuState {
     pub(super) cursors: Vec<Cursor>,
 }
 
+impl std::fmt::Debug for CpuState {
+    /// The shape of the state, not its (large) buffers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuState")
+            .field("n", &self.n)
+            .field("selection", &self.selection)
+            .field("dtype", &self.dtype)
+            .field("error_feedback", &self.error_feedback)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AccStats {
     /// The statistics of an all-zero accumulator of `n` elements.
     fn zero(n: usize) -> AccStats {
         let mut hist1 = vec![0u32; HIST_BINS];
         hist1[0] = n as u32;
-        AccStats {
-            acc_sq: 0.0,
-            hist1,
-            valid: true,
-        }
+        AccStats { acc_sq: 0.0, hist1, valid: true }
     }
 }
 
@@ -101,10 +109,7 @@ impl CpuState {
         if n == 0 || n as u64 >= u32::MAX as u64 {
             return Err(BackendError::Unsupported {
                 backend: "cpu",
-                what: format!(
-                    "vectors of {n} elements (supported: 1 ..= {})",
-                    u32::MAX - 1
-                ),
+                what: format!("vectors of {n} elements (supported: 1 ..= {})", u32::MAX - 1),
             }
             .into());
         }
@@ -112,10 +117,7 @@ impl CpuState {
         let blocks_per_task = blocks.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
         let tasks = blocks.div_ceil(blocks_per_task);
         let chunks = n.div_ceil(CHUNK_ELEMS);
-        let top_k = matches!(
-            config.selection,
-            Selection::TopK { .. } | Selection::TopKApprox { .. }
-        );
+        let top_k = matches!(config.selection, Selection::TopK { .. } | Selection::TopKApprox { .. });
         Ok(CpuState {
             n,
             selection: config.selection,
@@ -129,7 +131,7 @@ impl CpuState {
             blocks_per_task,
             block_sums: vec![[0.0; 2]; blocks],
             block_bad: vec![0; blocks],
-            task_hists: vec![0; tasks * HIST_BINS],
+            task_hists: vec![0; tasks * fused::SUB_TABLES * HIST_BINS],
             level_hist: vec![0; HIST_BINS],
             chunk_counts: vec![0; chunks],
             cand_counts: vec![0; chunks],
@@ -167,8 +169,6 @@ impl CpuState {
 /// bitmap) and every value sent.
 fn max_packed_bytes(n: u64, dtype: WireDtype) -> usize {
     let chunks = layout::num_chunks(n);
-    let index: u64 = (0..chunks)
-        .map(|c| layout::bitmap_bytes(layout::chunk_len(n, c)))
-        .sum();
+    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n, c))).sum();
     (layout::index_base(n) + index + layout::values_bytes(n, dtype)) as usize
 }
