@@ -4,6 +4,7 @@
 //! `pub fn run(args: &Args) -> CliResult`. Adding one is two lines: its `mod`
 //! declaration and one line in the `subcommands!` list below.
 
+mod hyperclean;
 mod simulate;
 mod synthetic;
 
@@ -37,6 +38,7 @@ macro_rules! subcommands {
 
 subcommands! {
     Simulate => simulate,
+    Hyperclean => hyperclean,
 }
 
 /// chronos-sync: significance-triggered sparse synchronization for

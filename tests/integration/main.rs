@@ -4,5 +4,6 @@
 mod common;
 mod conformance;
 mod coordinator;
+mod hyperclean;
 mod reference;
 mod wire;

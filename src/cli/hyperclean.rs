@@ -1,0 +1,212 @@
+//! `chronos-sync hyperclean`: data hyper-cleaning on the bundled digits, run
+//! three ways with the same seed (dense synchronous, the seed's
+//! configuration, the crate's best), plus the single-process baselines.
+//! Prints one table and writes `hyperclean.svg` and `hyperclean.json`.
+
+use super::CliResult;
+use chronos_sync::workload::data::SplitSpec;
+use chronos_sync::workload::problem::{Problem, ProblemSpec, baselines};
+use chronos_sync::workload::report::{
+    ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg,
+};
+use chronos_sync::workload::system::{self, RunMetrics, SystemConfig, Variant};
+use chronos_sync::workload::variants;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `hyperclean`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Data hyper-cleaning on the bundled digits: dense vs the seed's vs the best sync configuration",
+    long_about = "Splits the 1797 bundled 8x8 digits into train / validation / test (1000 / 300 / 497 by \
+                  default), flips half of the training labels, and learns one weight per training example \
+                  (the outer problem: validation loss) for a softmax regression on random Fourier features \
+                  (the inner problem), with W worker threads syncing the model through SparseSync and the \
+                  coordinator holding the example weights. Runs three configurations with the same seed: \
+                  dense synchronous all-reduce every step; the seed's (significance trigger, top-1% f32, \
+                  bounded asynchrony); the crate's best (histogram top-k in bf16, tuned trigger, error \
+                  feedback, bounded asynchrony). Prints one table, then writes hyperclean.svg (test accuracy \
+                  vs bytes) and hyperclean.json (every figure) into --out."
+)]
+pub struct Args {
+    /// Directory for hyperclean.svg and hyperclean.json (created if missing).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Seed of the split, the label corruption and the worker jitter.
+    #[arg(long, default_value_t = 0x5EED)]
+    pub seed: u64,
+    /// Training examples (the rest after --val goes to test).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(8..=1700))]
+    pub train: u64,
+    /// Validation examples.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1700))]
+    pub val: u64,
+    /// Fraction of training labels flipped to another class.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_f64)]
+    pub flip: f64,
+    /// Random Fourier features (0: raw pixels); the model has 10 * (features + 1) parameters.
+    #[arg(long, default_value_t = 2047, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub features: u64,
+    /// Bandwidth of the Fourier features' Gaussian kernel.
+    #[arg(long, default_value_t = 0.2, value_parser = positive_f64)]
+    pub bandwidth: f64,
+    /// Worker threads (ranks).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub workers: u64,
+    /// Rounds: each worker commits one hypergradient per round.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub rounds: u64,
+    /// Synced inner steps per round.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub inner_steps: u64,
+    /// Synced inner steps after the last round, with the final example weights.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub final_steps: u64,
+    /// L2 regularization of the inner problem.
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_f64)]
+    pub mu: f64,
+    /// Inner learning rate.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
+    pub inner_lr: f64,
+    /// Inner heavy-ball momentum, in [0, 1).
+    #[arg(long, default_value_t = 0.9, value_parser = momentum_f64)]
+    pub momentum: f64,
+    /// Outer (Adam) learning rate of the example weights.
+    #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
+    pub outer_lr: f64,
+    /// Conjugate-gradient iterations per hypergradient.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub cg_iters: u64,
+    /// Worker slowdown after each hypergradient, as a multiple of its compute time
+    /// (worker r sleeps jitter * (r/(W-1) + u)/2 times it, u uniform in [0,1)).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
+    pub jitter: f64,
+    /// Top-k ratio of the best configuration.
+    #[arg(long, default_value_t = 0.02, value_parser = unit_f64_positive)]
+    pub best_ratio: f64,
+    /// Significance threshold of the best configuration (after warm-up).
+    #[arg(long, default_value_t = 0.3, value_parser = non_negative_f64)]
+    pub best_threshold: f64,
+    /// Accelerated-gradient iterations of each single-process baseline.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub baseline_iters: u64,
+    /// Seconds any blocking call (collective, coordinator) waits before the run fails.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_secs: u64,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("`{s}` is not finite"));
+    }
+    Ok(v)
+}
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 { Ok(v) } else { Err(format!("must be > 0, got {v}")) }
+}
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v >= 0.0 { Ok(v) } else { Err(format!("must be >= 0, got {v}")) }
+}
+fn unit_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("must be in [0, 1], got {v}")) }
+}
+fn unit_f64_positive(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("must be in (0, 1], got {v}")) }
+}
+fn momentum_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("must be in [0, 1), got {v}")) }
+}
+
+/// Runs the comparison and writes the files.
+pub fn run(args: &Args) -> CliResult {
+    let spec = ProblemSpec {
+        split: SplitSpec {
+            train: args.train as usize,
+            val: args.val as usize,
+            flip_fraction: args.flip,
+            seed: args.seed,
+        },
+        features: args.features as usize,
+        bandwidth: args.bandwidth,
+        ..ProblemSpec::default()
+    };
+    let cfg = SystemConfig {
+        workers: args.workers as usize,
+        rounds: args.rounds as usize,
+        inner_steps: args.inner_steps as usize,
+        final_steps: args.final_steps as usize,
+        mu: args.mu,
+        inner_lr: args.inner_lr,
+        momentum: args.momentum,
+        outer_lr: args.outer_lr as f32,
+        cg_iters: args.cg_iters as usize,
+        jitter: args.jitter,
+        seed: args.seed,
+        timeout: Duration::from_secs(args.timeout_secs),
+    };
+    let best = variants::best(args.best_ratio, args.best_threshold);
+    best.sync.validate()?;
+    let problem = Arc::new(Problem::digits(&spec)?);
+    cfg.validate(problem.train.len())?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create output directory {}: {e}", args.out.display()))?;
+
+    let mut runs = Vec::new();
+    for variant in [variants::dense(), variants::seed(), best] {
+        let bar =
+            if args.no_progress { ProgressBar::hidden() } else { ProgressBar::new((cfg.rounds * cfg.workers) as u64) };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} commits ({elapsed})")
+                .map_err(|e| e.to_string())?
+                .progress_chars("=> "),
+        );
+        bar.set_message(variant.name.clone());
+        let tick = bar.clone();
+        let metrics = run_variant(&problem, &cfg, &variant, move || tick.inc(1))?;
+        bar.finish();
+        runs.push(metrics);
+    }
+    let base = baselines(&problem, cfg.mu, args.baseline_iters as usize);
+    let targets = Targets::evaluate(&runs, &base);
+    let report = Report {
+        problem: ProblemSummary {
+            train: problem.train.len(),
+            val: problem.val.len(),
+            test: problem.test.len(),
+            flipped: problem.flipped.iter().filter(|&&f| f).count(),
+            params: problem.param_len(),
+            seed: args.seed,
+        },
+        runs,
+        baselines: base,
+        comm_model: comm_model_text(),
+        targets,
+    };
+    print!("{}", render_table(&report));
+    let svg = args.out.join("hyperclean.svg");
+    let json = args.out.join("hyperclean.json");
+    write_svg(&report, &svg).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+    write_json(&report, &json).map_err(|e| format!("cannot write {}: {e}", json.display()))?;
+    println!("wrote {} and {}", svg.display(), json.display());
+    Ok(())
+}
+
+fn run_variant(
+    problem: &Arc<Problem>,
+    cfg: &SystemConfig,
+    variant: &Variant,
+    tick: impl Fn() + Send + Sync + 'static,
+) -> Result<RunMetrics, chronos_sync::Error> {
+    system::run(problem, cfg, variant, Arc::new(tick))
+}

@@ -1,0 +1,236 @@
+//! The hyper-cleaning workload: hypergradient checks (finite differences,
+//! unrolled reverse mode, ridge closed form) and a shortened run of the
+//! three sync configurations.
+
+use chronos_sync::workload::data::{SplitSpec, load_digits, split_and_flip};
+use chronos_sync::workload::hypergrad::{
+    CgOptions, InnerProblem, implicit_hypergradient, unrolled_hypergradient, validation_loss_grad,
+};
+use chronos_sync::workload::model::{Design, FeatureMap, fit, gram_top_eigenvalue};
+use chronos_sync::workload::ridge::RidgeProblem;
+use chronos_sync::workload::rng::SplitMix64;
+
+/// A small, well-conditioned instance on real digits: 40 noisy training and
+/// 30 validation examples, raw pixels (650 parameters).
+fn small_problem() -> (Design, Design, Vec<f64>, f64) {
+    let data = load_digits().unwrap();
+    let split = split_and_flip(&data, &SplitSpec::default()).unwrap();
+    let idx: Vec<usize> = (0..40).collect();
+    let train = FeatureMap::Raw.apply(&split.train.select(&idx));
+    let val = FeatureMap::Raw.apply(&split.val.select(&(0..30).collect::<Vec<_>>()));
+    let mut rng = SplitMix64::new(11);
+    let lambda: Vec<f64> = (0..train.len()).map(|_| rng.normal()).collect();
+    (train, val, lambda, 0.05)
+}
+
+fn inner_optimum(train: &Design, lambda: &[f64], mu: f64) -> Vec<f64> {
+    let inner = InnerProblem { train, lambda, denom: train.len() as f64, mu };
+    fit(train, &inner.weights(), inner.denom, mu, vec![0.0; train.param_len()], 3000)
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    num / den
+}
+
+#[test]
+fn implicit_hypergradient_matches_finite_differences() {
+    let (train, val, lambda, mu) = small_problem();
+    let theta = inner_optimum(&train, &lambda, mu);
+    let inner = InnerProblem { train: &train, lambda: &lambda, denom: train.len() as f64, mu };
+    let hg = implicit_hypergradient(&theta, &inner, &val, CgOptions { tol: 1e-12, max_iter: 2000 }, None, None);
+    assert!(hg.cg_residual < 1e-10, "CG residual {}", hg.cg_residual);
+    let h = 1e-4;
+    let mut checked = 0;
+    for i in [0usize, 3, 7, 19, 33] {
+        let f_at = |delta: f64| {
+            let mut l = lambda.clone();
+            l[i] += delta;
+            validation_loss_grad(&inner_optimum(&train, &l, mu), &val).0
+        };
+        let fd = (f_at(h) - f_at(-h)) / (2.0 * h);
+        let err = (fd - hg.grad[i]).abs();
+        assert!(err <= 1e-6 + 1e-4 * fd.abs(), "lambda_{i}: finite difference {fd:e}, implicit {:e}", hg.grad[i]);
+        checked += usize::from(fd.abs() > 1e-6);
+    }
+    assert!(checked >= 3, "the checked coordinates must carry signal");
+}
+
+#[test]
+fn implicit_hypergradient_matches_the_unrolled_solver() {
+    let (train, val, lambda, mu) = small_problem();
+    let inner = InnerProblem { train: &train, lambda: &lambda, denom: train.len() as f64, mu };
+    let smooth = 0.5 * gram_top_eigenvalue(&train, &inner.weights(), inner.denom, 100) + mu;
+    let lr = 1.0 / smooth;
+    let (theta_t, unrolled) = unrolled_hypergradient(&inner, &val, &vec![0.0; train.param_len()], 1500, lr);
+    let implicit = implicit_hypergradient(&theta_t, &inner, &val, CgOptions { tol: 1e-12, max_iter: 2000 }, None, None);
+    let err = rel_err(&implicit.grad, &unrolled);
+    assert!(err < 1e-4, "relative difference {err:e}");
+    // Few unrolled steps are far from the implicit (converged) answer: the
+    // comparison above is not vacuous.
+    let (_, short) = unrolled_hypergradient(&inner, &val, &vec![0.0; train.param_len()], 5, lr);
+    assert!(rel_err(&short, &unrolled) > 1e-2);
+}
+
+#[test]
+fn ridge_hypergradient_matches_closed_form_to_1e6() {
+    let problem = RidgeProblem::diabetes(300, 3).unwrap();
+    for rho in [-4.0, -1.0, 0.5, 2.0] {
+        let closed = problem.hypergradient_closed_form(rho);
+        let implicit = problem.hypergradient_implicit(rho, CgOptions { tol: 1e-14, max_iter: 500 });
+        assert!((closed - implicit).abs() <= 1e-6 * closed.abs().max(1e-3), "rho {rho}: {closed:e} vs {implicit:e}");
+        let h = 1e-5;
+        let f = |r: f64| problem.val_loss_grad(&problem.solve_closed_form(r)).0;
+        let fd = (f(rho + h) - f(rho - h)) / (2.0 * h);
+        assert!((fd - closed).abs() <= 1e-6 * closed.abs().max(1e-3), "rho {rho}: fd {fd:e} vs {closed:e}");
+    }
+    assert!(RidgeProblem::diabetes(0, 3).is_err());
+    assert!(RidgeProblem::diabetes(442, 3).is_err());
+}
+
+mod system_run {
+    use chronos_sync::workload::data::SplitSpec;
+    use chronos_sync::workload::problem::{Problem, ProblemSpec, baselines};
+    use chronos_sync::workload::system::{OuterMode, SystemConfig, run};
+    use chronos_sync::workload::variants;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A shortened run of the three configurations on a smaller feature map.
+    #[test]
+    fn three_configurations_order_bytes_and_keep_accuracy() {
+        let spec = ProblemSpec { split: SplitSpec::default(), features: 511, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        let cfg = SystemConfig { workers: 3, rounds: 15, inner_steps: 8, final_steps: 30, ..SystemConfig::default() };
+        let commits = Arc::new(AtomicU64::new(0));
+        let mut runs = Vec::new();
+        for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3)] {
+            let c = Arc::clone(&commits);
+            runs.push(
+                run(
+                    &problem,
+                    &cfg,
+                    &v,
+                    Arc::new(move || {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }),
+                )
+                .unwrap(),
+            );
+        }
+        let (dense, seed, best) = (&runs[0], &runs[1], &runs[2]);
+        assert_eq!(commits.load(Ordering::Relaxed), 3 * 15 * 3, "one commit per worker per round");
+        for m in &runs {
+            assert_eq!(m.steps, 15 * 8 + 30);
+            assert_eq!(m.accepted + m.rejected, 45);
+            assert_eq!(m.bytes_per_worker.len(), 3);
+            assert_eq!(m.bytes_per_worker.iter().sum::<u64>(), m.bytes_total);
+            assert_eq!(m.syncs, m.syncs_triggered + m.syncs_forced);
+            assert!(m.collective_calls == m.steps + 2 * m.syncs);
+        }
+        // Dense syncs every step, the outer loop is synchronous: never stale.
+        assert_eq!(dense.syncs, dense.steps);
+        assert_eq!(dense.rejected, 0);
+        assert_eq!(dense.staleness.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(dense.outer_steps, 15);
+        // Bytes: dense > seed and dense >= 10x best.
+        assert!(seed.bytes_total < dense.bytes_total, "{} vs {}", seed.bytes_total, dense.bytes_total);
+        assert!(best.bytes_total * 10 <= dense.bytes_total, "{} vs {}", best.bytes_total, dense.bytes_total);
+        // Accuracy band: the sparse runs stay close to dense, and all beat
+        // training on the noisy labels.
+        let noisy = baselines(&problem, cfg.mu, 150)[0].test_accuracy;
+        for m in [seed, best] {
+            assert!(
+                (m.test_accuracy - dense.test_accuracy).abs() <= 0.03,
+                "{}: {} vs dense {}",
+                m.name,
+                m.test_accuracy,
+                dense.test_accuracy
+            );
+        }
+        for m in &runs {
+            assert!(m.test_accuracy >= noisy + 0.03, "{}: {} vs noisy {}", m.name, m.test_accuracy, noisy);
+            assert!(m.detection.f1 > 0.7, "{}: F1 {}", m.name, m.detection.f1);
+        }
+        assert!(matches!(variants::seed().outer, OuterMode::BoundedAsync { .. }));
+    }
+
+    #[test]
+    fn bad_configuration_is_a_typed_error() {
+        let spec = ProblemSpec { features: 0, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        for cfg in [
+            SystemConfig { workers: 0, ..SystemConfig::default() },
+            SystemConfig { mu: 0.0, ..SystemConfig::default() },
+            SystemConfig { momentum: 1.0, ..SystemConfig::default() },
+            SystemConfig { jitter: f64::NAN, ..SystemConfig::default() },
+        ] {
+            let err = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap_err();
+            assert!(matches!(err, chronos_sync::Error::InvalidConfig { .. }), "{err}");
+        }
+        assert!(Problem::digits(&ProblemSpec { bandwidth: -1.0, ..ProblemSpec::default() }).is_err());
+    }
+}
+
+mod command_line {
+    use std::process::Command;
+
+    fn bin() -> Command {
+        Command::new(env!("CARGO_BIN_EXE_chronos-sync"))
+    }
+
+    #[test]
+    fn help_documents_every_option() {
+        let out = bin().args(["hyperclean", "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for opt in [
+            "--out",
+            "--seed",
+            "--train",
+            "--val",
+            "--flip",
+            "--features",
+            "--bandwidth",
+            "--workers",
+            "--rounds",
+            "--inner-steps",
+            "--final-steps",
+            "--mu",
+            "--inner-lr",
+            "--momentum",
+            "--outer-lr",
+            "--cg-iters",
+            "--jitter",
+            "--best-ratio",
+            "--best-threshold",
+            "--baseline-iters",
+            "--timeout-secs",
+            "--no-progress",
+        ] {
+            assert!(text.contains(opt), "--help lacks {opt}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_clear_errors() {
+        for args in [
+            &["hyperclean", "--workers", "0"][..],
+            &["hyperclean", "--mu=-1"],
+            &["hyperclean", "--flip", "1.5"],
+            &["hyperclean", "--momentum", "1"],
+            &["hyperclean", "--best-ratio", "abc"],
+            &["hyperclean", "--no-such-option"],
+        ] {
+            let out = bin().args(args).output().unwrap();
+            assert!(!out.status.success(), "{args:?} succeeded");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("error"), "{args:?}: {err}");
+        }
+        // Sizes that do not fit the data set: a typed error from the library, exit status 1.
+        let out = bin().args(["hyperclean", "--train", "1500", "--val", "297", "--no-progress"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no test example"));
+    }
+}
