@@ -10,6 +10,8 @@ mod compile;
 mod emu;
 #[cfg(feature = "cuda")]
 mod gpu;
+#[cfg(feature = "nccl")]
+mod nccl;
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
 mod reference;
 
