@@ -85,7 +85,7 @@ fn embed_ptx() {
     let home = nvcc.parent().and_then(Path::parent).map(Path::to_path_buf);
     for module in MODULES {
         let mut cmd = Command::new(&nvcc);
-        cmd.arg(format!("-arch={arch}")).arg("-ptx").arg("-O3").arg("-Ikernels");
+        cmd.arg(format!("-arch={arch}")).arg("-ptx").arg("-O3").arg("--fmad=false").arg("-Ikernels");
         if let Some(home) = &home {
             cmd.arg(format!("-I{}", home.join("include").display()));
             cmd.arg(format!("-I{}", home.join("include").join("cccl").display()));
