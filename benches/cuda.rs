@@ -64,7 +64,8 @@ fn kernels(c: &mut Criterion) {
     };
     println!("{}", b.name());
     let copy = copy_bandwidth(&b);
-    let config = SyncConfig { selection: Selection::TopK { ratio: 0.01 }, wire_dtype: WireDtype::Bf16, ..SyncConfig::default() };
+    let config =
+        SyncConfig { selection: Selection::TopK { ratio: 0.01 }, wire_dtype: WireDtype::Bf16, ..SyncConfig::default() };
     let mut st = b.create_state(N, &config).expect("state");
     let host: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.618).sin()).collect();
     let mut delta = b.alloc(N).expect("alloc");
@@ -76,18 +77,28 @@ fn kernels(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Bytes(16 * N as u64));
     g.bench_function("fused_pass", |bench| bench.iter(|| b.accumulate(&mut st, &delta, &theta, 0.01).expect("fused")));
-    report("fused_pass", 16.0 * N as f64, time(|| {
-        let _ = b.accumulate(&mut st, &delta, &theta, 0.01);
-    }), copy);
+    report(
+        "fused_pass",
+        16.0 * N as f64,
+        time(|| {
+            let _ = b.accumulate(&mut st, &delta, &theta, 0.01);
+        }),
+        copy,
+    );
     b.commit_accumulate(&mut st).expect("commit");
 
     let packed_len = b.select_pack(&mut st).expect("pack").len();
     let pack_bytes = 4 * N + packed_len;
     g.throughput(Throughput::Bytes(pack_bytes as u64));
     g.bench_function("select_pack_topk_1pct", |bench| bench.iter(|| b.select_pack(&mut st).expect("pack").len()));
-    report("select_pack", pack_bytes as f64, time(|| {
-        let _ = b.select_pack(&mut st);
-    }), copy);
+    report(
+        "select_pack",
+        pack_bytes as f64,
+        time(|| {
+            let _ = b.select_pack(&mut st);
+        }),
+        copy,
+    );
 
     let packed = b.select_pack(&mut st).expect("pack").to_vec();
     let mut gathered = Gathered::new();
@@ -96,10 +107,17 @@ fn kernels(c: &mut Criterion) {
     let k = config.selection.k(N).expect("top-k");
     let apply_bytes = packed.len() + 16 * k;
     g.throughput(Throughput::Bytes(apply_bytes as u64));
-    g.bench_function("apply_1_rank", |bench| bench.iter(|| b.apply(&mut st, &mut theta, &gathered, 0, 1.0).expect("apply")));
-    report("apply", apply_bytes as f64, time(|| {
-        let _ = b.apply(&mut st, &mut theta, &gathered, 0, 1.0);
-    }), copy);
+    g.bench_function("apply_1_rank", |bench| {
+        bench.iter(|| b.apply(&mut st, &mut theta, &gathered, 0, 1.0).expect("apply"))
+    });
+    report(
+        "apply",
+        apply_bytes as f64,
+        time(|| {
+            let _ = b.apply(&mut st, &mut theta, &gathered, 0, 1.0);
+        }),
+        copy,
+    );
     g.finish();
 }
 

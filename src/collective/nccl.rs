@@ -353,7 +353,14 @@ impl Collective for NcclCollective {
         let (_, dst) = self.recv.ensure(&self.stream, 8 * self.world)?;
         // SAFETY: send holds 8 bytes, recv 8 * world, both on this stream.
         unsafe {
-            nccl::all_gather(ptr as *const _, dst as *mut _, 1, sys::ncclDataType_t::ncclUint64, self.comm, self.cu_stream())
+            nccl::all_gather(
+                ptr as *const _,
+                dst as *mut _,
+                1,
+                sys::ncclDataType_t::ncclUint64,
+                self.comm,
+                self.cu_stream(),
+            )
         }
         .map_err(|e| nccl_error("ncclAllGather", e))?;
         self.wait("all_gather_u64")?;
@@ -420,7 +427,14 @@ impl Collective for NcclCollective {
             let (_, dst) = self.recv.ensure(&self.stream, max * self.world)?;
             // SAFETY: send holds `max` bytes, recv `max * world`.
             unsafe {
-                nccl::all_gather(src as *const _, dst as *mut _, max, sys::ncclDataType_t::ncclUint8, self.comm, self.cu_stream())
+                nccl::all_gather(
+                    src as *const _,
+                    dst as *mut _,
+                    max,
+                    sys::ncclDataType_t::ncclUint8,
+                    self.comm,
+                    self.cu_stream(),
+                )
             }
             .map_err(|e| nccl_error("ncclAllGather", e))?;
             self.wait("all_gather_bytes")?;

@@ -82,7 +82,10 @@ fn fused_pass_matches_reference_and_is_deterministic() {
     assert!((f64::from(s1.theta_sq) - t64).abs() <= 1e-5 * t64, "theta_sq {} vs {t64}", s1.theta_sq);
     let host = StepStatus::from_sums(s1.acc_sq, s1.theta_sq, 0, 0.1);
     assert_eq!(bytemuck::bytes_of(&s1), bytemuck::bytes_of(&host), "device formula differs from the host twin");
-    println!("fused pass n={n}: acc_sq={} (f64 {a64:.6}), s={}, triggered={}", s1.acc_sq, s1.significance, s1.triggered);
+    println!(
+        "fused pass n={n}: acc_sq={} (f64 {a64:.6}), s={}, triggered={}",
+        s1.acc_sq, s1.significance, s1.triggered
+    );
     assert_eq!(s1.triggered, u32::from(s1.significance > 0.1));
 }
 
@@ -103,7 +106,13 @@ fn fused_pass_counts_non_finite_input() {
 }
 
 /// Runs select_pack after one accumulate of `acc` and compares with `expected`.
-fn check_pack(n: usize, acc: &[f32], selection: Selection, dtype: WireDtype, expected_sel: impl Fn(&StepStatus) -> Vec<usize>) {
+fn check_pack(
+    n: usize,
+    acc: &[f32],
+    selection: Selection,
+    dtype: WireDtype,
+    expected_sel: impl Fn(&StepStatus) -> Vec<usize>,
+) {
     let b = CudaEmuBackend::new();
     let mut st = b.create_state(n, &config(selection, dtype, true)).unwrap();
     let status = accumulate(&b, &mut st, acc, &vec![1.0; n], 0.0);
@@ -170,9 +179,26 @@ fn threshold_and_dense_pack_the_reference_bytes() {
 #[test]
 fn quantization_edges_match_the_host() {
     let specials = [
-        65_504.0f32, 65_519.996, 65_520.0, -1.0e6, 3.0e38, -3.4e38, 1.0e-7, 5.960_464_5e-8, 2.980_232_2e-8,
-        2.980_233e-8, 6.103_515_6e-5, 6.1e-5, 1.000_976_6, 1.001_953_1, 1.003_906_3, -0.0, 0.0, 1.0e-40,
-        f32::MAX, -f32::MIN_POSITIVE,
+        65_504.0f32,
+        65_519.996,
+        65_520.0,
+        -1.0e6,
+        3.0e38,
+        -3.4e38,
+        1.0e-7,
+        5.960_464_5e-8,
+        2.980_232_2e-8,
+        2.980_233e-8,
+        6.103_515_6e-5,
+        6.1e-5,
+        1.000_976_6,
+        1.001_953_1,
+        1.003_906_3,
+        -0.0,
+        0.0,
+        1.0e-40,
+        f32::MAX,
+        -f32::MIN_POSITIVE,
     ];
     let mut rng = Rng(13);
     let mut acc: Vec<f32> = specials.to_vec();
@@ -301,4 +327,58 @@ fn bad_lengths_are_typed_errors() {
     let mut buf = b.alloc(10).unwrap();
     assert!(matches!(b.upload(&[0.0; 11], &mut buf), Err(Error::LengthMismatch { .. })));
     assert!(b.create_state(0, &SyncConfig::default()).is_err());
+}
+
+/// Runs the same two steps on the CPU backend and the emulated kernels and
+/// demands identical packed bytes, accumulators and parameters for `TopK`
+/// (and identical selections for the other rules whose cut does not depend
+/// on a backend-specific rounding).
+#[test]
+fn matches_the_cpu_backend() {
+    use chronos_sync::CpuBackend;
+    let n = 70_001;
+    for (selection, dtype) in [
+        (Selection::TopK { ratio: 0.01 }, WireDtype::Bf16),
+        (Selection::TopK { ratio: 0.2 }, WireDtype::F16),
+        (Selection::TopKApprox { ratio: 0.01, slack: 0.5 }, WireDtype::F32),
+        (Selection::Dense, WireDtype::Bf16),
+    ] {
+        let config = config(selection, dtype, true);
+        let (cpu, emu) = (CpuBackend::new(), CudaEmuBackend::new());
+        let mut cs = cpu.create_state(n, &config).unwrap();
+        let mut es = emu.create_state(n, &config).unwrap();
+        let mut rng = Rng(29);
+        let theta0 = rng.vec(n, 1.0);
+        let (mut ct, mut et) = (cpu.alloc(n).unwrap(), buffer(&emu, &theta0));
+        cpu.upload(&theta0, &mut ct).unwrap();
+        for step in 0..2 {
+            let delta = if step == 1 { tied_values(&mut rng, n) } else { rng.vec(n, 0.1) };
+            let mut cd = cpu.alloc(n).unwrap();
+            cpu.upload(&delta, &mut cd).unwrap();
+            let s_cpu = cpu.accumulate(&mut cs, &cd, &ct, 0.0).unwrap();
+            let s_emu = emu.accumulate(&mut es, &buffer(&emu, &delta), &et, 0.0).unwrap();
+            assert_eq!(s_cpu.nonfinite, s_emu.nonfinite);
+            assert!((s_cpu.acc_sq - s_emu.acc_sq).abs() <= 1e-5 * s_cpu.acc_sq.max(1e-30));
+            cpu.commit_accumulate(&mut cs).unwrap();
+            emu.commit_accumulate(&mut es).unwrap();
+            let p_cpu = cpu.select_pack(&mut cs).unwrap().to_vec();
+            let p_emu = emu.select_pack(&mut es).unwrap().to_vec();
+            assert_eq!(p_cpu.len(), p_emu.len(), "{selection:?} step {step}: packed length");
+            assert!(p_cpu == p_emu, "{selection:?} {dtype:?} step {step}: packed bytes differ from CpuBackend");
+            let mut g = Gathered::new();
+            g.reset(&[p_cpu.len() as u64, p_cpu.len() as u64]);
+            g.push_rank(&p_cpu);
+            g.push_rank(&p_emu);
+            cpu.apply(&mut cs, &mut ct, &g, 1, 0.5).unwrap();
+            emu.apply(&mut es, &mut et, &g, 1, 0.5).unwrap();
+            let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+            cpu.read_accumulator(&cs, &mut a).unwrap();
+            emu.read_accumulator(&es, &mut b).unwrap();
+            assert_eq!(bits(&a), bits(&b), "{selection:?} step {step}: accumulators differ");
+            cpu.download(&ct, &mut a).unwrap();
+            emu.download(&et, &mut b).unwrap();
+            assert_eq!(bits(&a), bits(&b), "{selection:?} step {step}: parameters differ");
+        }
+        println!("{selection:?} {dtype:?}: 2 steps identical to CpuBackend");
+    }
 }
