@@ -175,8 +175,7 @@ impl<'a> PackedView<'a> {
         if have > total {
             return Err(WireError::Oversized { expected: total, have });
         }
-        let view =
-            PackedView { bytes, layout: Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes: total } };
+        let view = PackedView { bytes, layout: Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes: total } };
         view.check_body()?;
         Ok(view)
     }
@@ -197,8 +196,7 @@ impl<'a> PackedView<'a> {
         let b = self.bytes;
         let skip = CHECKSUM_OFFSET / 4;
         let table_end = self.layout.index_offsets[0] as usize;
-        let mut sum =
-            term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
+        let mut sum = term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
         for c in 0..self.num_chunks() {
             let chunk = self.chunk_unchecked(c);
             let start = self.layout.index_offsets[c] as usize;
@@ -218,9 +216,7 @@ impl<'a> PackedView<'a> {
             sum = sum.wrapping_add(term_sum(block, (values_at + block_at) / 4));
             let used = payload.saturating_sub(block_at).min(block.len());
             if let Some(j) = first_non_finite(&block[..used], dtype) {
-                return Err(WireError::NonFiniteValue {
-                    position: ((block_at + j * dtype.size()) / dtype.size()) as u64,
-                });
+                return Err(WireError::NonFiniteValue { position: ((block_at + j * dtype.size()) / dtype.size()) as u64 });
             }
             if let Some(p) = block[used..].iter().position(|&x| x != 0) {
                 return Err(WireError::NonZeroReserved { offset: (values_at + block_at + used + p) as u64 });
@@ -330,9 +326,7 @@ impl<'a> PackedView<'a> {
 /// Index of the first non-finite value in `values` (whole values of `dtype`).
 fn first_non_finite(values: &[u8], dtype: WireDtype) -> Option<usize> {
     match dtype {
-        WireDtype::F32 => {
-            values.chunks_exact(4).position(|v| non_finite(u32::from_le_bytes([v[0], v[1], v[2], v[3]]), dtype))
-        }
+        WireDtype::F32 => values.chunks_exact(4).position(|v| non_finite(u32::from_le_bytes([v[0], v[1], v[2], v[3]]), dtype)),
         WireDtype::F16 | WireDtype::Bf16 => {
             values.chunks_exact(2).position(|v| non_finite(u32::from(u16::from_le_bytes([v[0], v[1]])), dtype))
         }
@@ -496,9 +490,7 @@ impl<'a> ChunkView<'a> {
     pub fn local_indices(&self) -> LocalIndices<'a> {
         match self.entries {
             ChunkIndex::List(b) => LocalIndices { inner: Inner::List(b.chunks_exact(2)) },
-            ChunkIndex::Bitmap(b) => {
-                LocalIndices { inner: Inner::Bitmap { words: b.chunks_exact(4), word: 0, base: 0, left: self.count } }
-            }
+            ChunkIndex::Bitmap(b) => LocalIndices { inner: Inner::Bitmap { words: b.chunks_exact(4), word: 0, base: 0, left: self.count } },
         }
     }
 
@@ -519,12 +511,7 @@ pub struct LocalIndices<'a> {
 enum Inner<'a> {
     List(std::slice::ChunksExact<'a, u8>),
     /// `word` holds the not yet yielded bits of the word at local bit `base - 32`.
-    Bitmap {
-        words: std::slice::ChunksExact<'a, u8>,
-        word: u32,
-        base: u32,
-        left: u32,
-    },
+    Bitmap { words: std::slice::ChunksExact<'a, u8>, word: u32, base: u32, left: u32 },
 }
 
 impl Iterator for LocalIndices<'_> {
@@ -567,12 +554,7 @@ mod tests {
         // chunk 0: bitmap (5000 entries), chunk 1: empty, chunk 2: odd list, chunk 3: short last chunk.
         let n = 3 * CHUNK_ELEMS as u64 + 100;
         let mut indices: Vec<u64> = (0..5000).map(|i| 13 * i).collect();
-        indices.extend([
-            2 * CHUNK_ELEMS as u64 + 1,
-            2 * CHUNK_ELEMS as u64 + 7,
-            2 * CHUNK_ELEMS as u64 + 65_535,
-            3 * CHUNK_ELEMS as u64 + 99,
-        ]);
+        indices.extend([2 * CHUNK_ELEMS as u64 + 1, 2 * CHUNK_ELEMS as u64 + 7, 2 * CHUNK_ELEMS as u64 + 65_535, 3 * CHUNK_ELEMS as u64 + 99]);
         let values = (0..indices.len()).map(|i| i as f32 * 0.25 - 300.0).collect();
         PackedDelta::new(n, dtype, indices, values).unwrap()
     }

@@ -4,7 +4,7 @@
 mod common;
 mod conformance;
 mod coordinator;
-#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
-mod cuda;
 mod reference;
 mod wire;
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+mod cuda;

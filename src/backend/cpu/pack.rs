@@ -13,7 +13,9 @@ use super::select::{self, Cut};
 use super::state::CpuState;
 use crate::config::WireDtype;
 use crate::wire::checksum::word_term;
-use crate::wire::layout::{self, CHECKSUM_OFFSET, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, MAGIC};
+use crate::wire::layout::{
+    self, CHECKSUM_OFFSET, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, MAGIC,
+};
 use crate::wire::quantize::quantize;
 
 /// Words per checksum task.
@@ -38,28 +40,37 @@ fn count_chunks(state: &mut CpuState, cut: Cut) {
     let acc = state.acc.par_chunks(CHUNK_ELEMS);
     match cut {
         Cut::AtLeast(0) => {
-            acc.zip(state.chunk_counts.par_iter_mut()).for_each(|(a, count)| *count = a.len() as u32);
+            acc.zip(state.chunk_counts.par_iter_mut())
+                .for_each(|(a, count)| *count = a.len() as u32);
         }
         Cut::AtLeast(cut) => {
-            acc.zip(state.chunk_counts.par_iter_mut()).for_each(|(a, count)| {
-                *count = a.iter().map(|&x| u32::from(key(x) >= cut)).sum();
-            });
+            acc.zip(state.chunk_counts.par_iter_mut())
+                .for_each(|(a, count)| {
+                    *count = a.iter().map(|&x| u32::from(key(x) >= cut)).sum();
+                });
         }
         Cut::Exact { key: t, ties } => {
-            acc.zip(state.chunk_above.par_iter_mut().zip(state.chunk_ties.par_iter_mut())).for_each(
-                |(a, (above, equal))| {
-                    let (mut gt, mut eq) = (0u32, 0u32);
-                    for &x in a {
-                        let k = key(x);
-                        gt += u32::from(k > t);
-                        eq += u32::from(k == t);
-                    }
-                    (*above, *equal) = (gt, eq);
-                },
-            );
+            acc.zip(
+                state
+                    .chunk_above
+                    .par_iter_mut()
+                    .zip(state.chunk_ties.par_iter_mut()),
+            )
+            .for_each(|(a, (above, equal))| {
+                let (mut gt, mut eq) = (0u32, 0u32);
+                for &x in a {
+                    let k = key(x);
+                    gt += u32::from(k > t);
+                    eq += u32::from(k == t);
+                }
+                (*above, *equal) = (gt, eq);
+            });
             let mut left = ties;
-            for ((count, above), taken) in
-                state.chunk_counts.iter_mut().zip(&state.chunk_above).zip(&mut state.chunk_ties)
+            for ((count, above), taken) in state
+                .chunk_counts
+                .iter_mut()
+                .zip(&state.chunk_above)
+                .zip(&mut state.chunk_ties)
             {
                 let take = left.min(u64::from(*taken)) as u32;
                 left -= u64::from(take);
@@ -113,8 +124,8 @@ impl Ctx<'_> {
 fn write(state: &mut CpuState, cut: Cut, total: usize) {
     let n = state.n as u64;
     let chunks = state.chunk_counts.len();
-    let count =
-        state.entry_offsets.last().copied().unwrap_or(0) + state.chunk_counts.last().copied().map_or(0, u64::from);
+    let count = state.entry_offsets.last().copied().unwrap_or(0)
+        + state.chunk_counts.last().copied().map_or(0, u64::from);
     let ctx = Ctx {
         acc: &state.acc,
         cut,
@@ -154,7 +165,10 @@ fn write(state: &mut CpuState, cut: Cut, total: usize) {
                 if i == CHECKSUM_OFFSET / 4 {
                     sum
                 } else {
-                    sum.wrapping_add(word_term(i as u32, u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    sum.wrapping_add(word_term(
+                        i as u32,
+                        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    ))
                 }
             })
         })
@@ -170,7 +184,8 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
     if range.len() > 1 && entries >= MIN_SPLIT_ENTRIES {
         let mid = range.start + range.len() / 2;
         let index_mid = (ctx.index_offsets[mid] - ctx.index_offsets[range.start]) as usize;
-        let values_mid = (ctx.entry_offsets[mid] - ctx.entry_offsets[range.start]) as usize * ctx.dtype.size();
+        let values_mid =
+            (ctx.entry_offsets[mid] - ctx.entry_offsets[range.start]) as usize * ctx.dtype.size();
         let (index_lo, index_hi) = index.split_at_mut(index_mid);
         let (values_lo, values_hi) = values.split_at_mut(values_mid);
         rayon::join(
@@ -184,7 +199,8 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
         let count = ctx.counts[c];
         let index_len = (ctx.index_offsets[c + 1] - ctx.index_offsets[c]) as usize;
         let (idx, index_rest) = std::mem::take(&mut index).split_at_mut(index_len);
-        let (vals, values_rest) = std::mem::take(&mut values).split_at_mut(count as usize * ctx.dtype.size());
+        let (vals, values_rest) =
+            std::mem::take(&mut values).split_at_mut(count as usize * ctx.dtype.size());
         (index, values) = (index_rest, values_rest);
         if count == 0 {
             continue;
@@ -193,13 +209,22 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
         let acc = &ctx.acc[start..(start + CHUNK_ELEMS).min(ctx.acc.len())];
         let pick = match ctx.cut {
             Cut::AtLeast(cut) => Pick::AtLeast(cut),
-            Cut::Exact { key, .. } => Pick::Exact { key, quota: ctx.ties[c] },
+            Cut::Exact { key, .. } => Pick::Exact {
+                key,
+                quota: ctx.ties[c],
+            },
         };
         let bitmap = layout::uses_bitmap(count, acc.len() as u32);
         match ctx.dtype {
-            WireDtype::F32 => write_chunk::<4>(acc, pick, count, bitmap, idx, vals, |x| quantize(x, WireDtype::F32)),
-            WireDtype::F16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| quantize(x, WireDtype::F16)),
-            WireDtype::Bf16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| quantize(x, WireDtype::Bf16)),
+            WireDtype::F32 => write_chunk::<4>(acc, pick, count, bitmap, idx, vals, |x| {
+                quantize(x, WireDtype::F32)
+            }),
+            WireDtype::F16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| {
+                quantize(x, WireDtype::F16)
+            }),
+            WireDtype::Bf16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| {
+                quantize(x, WireDtype::Bf16)
+            }),
         }
     }
 }

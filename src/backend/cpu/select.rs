@@ -31,8 +31,20 @@ struct Level {
 }
 
 /// Levels 1, 2, 3: digits `key >> 20`, `(key >> 9) & 0x7FF`, `key & 0x1FF`.
-const LEVELS: [Level; 3] =
-    [Level { shift: 20, mask: 0x7ff }, Level { shift: 9, mask: 0x7ff }, Level { shift: 0, mask: 0x1ff }];
+const LEVELS: [Level; 3] = [
+    Level {
+        shift: 20,
+        mask: 0x7ff,
+    },
+    Level {
+        shift: 9,
+        mask: 0x7ff,
+    },
+    Level {
+        shift: 0,
+        mask: 0x1ff,
+    },
+];
 
 /// `kmax` of docs/selection.md for `TopKApprox`: `floor(k * (1 + slack))`.
 pub(super) fn kmax(k: u64, slack: f64) -> u64 {
@@ -65,7 +77,11 @@ fn search(state: &mut CpuState, k: u64, kmax: u64) -> Cut {
             let higher = LEVELS[depth - 1].shift;
             level_histogram(state, level, higher, prefix >> higher);
         }
-        let hist = if depth == 0 { &state.stats.hist1 } else { &state.level_hist };
+        let hist = if depth == 0 {
+            &state.stats.hist1
+        } else {
+            &state.level_hist
+        };
         let bins = level.mask as usize + 1;
         let mut ge = above;
         let mut bin = bins - 1;
@@ -83,7 +99,10 @@ fn search(state: &mut CpuState, k: u64, kmax: u64) -> Cut {
         above = ge - u64::from(hist[bin]);
         prefix = with_bin;
     }
-    Cut::Exact { key: prefix, ties: k - above }
+    Cut::Exact {
+        key: prefix,
+        ties: k - above,
+    }
 }
 
 /// Fills `state.level_hist` with the histogram of `level`'s digit over the
@@ -91,16 +110,20 @@ fn search(state: &mut CpuState, k: u64, kmax: u64) -> Cut {
 fn level_histogram(state: &mut CpuState, level: &Level, higher: u32, want: u32) {
     let task_elems = state.blocks_per_task * BLOCK;
     let (shift, mask) = (level.shift, level.mask);
-    state.acc.par_chunks(task_elems).zip(state.task_hists.par_chunks_mut(HIST_BINS)).for_each(|(acc, hist)| {
-        let hist = table(hist);
-        hist.fill(0);
-        for &x in acc {
-            let k = key(x);
-            if k >> higher == want {
-                hist[((k >> shift) & mask) as usize] += 1;
+    state
+        .acc
+        .par_chunks(task_elems)
+        .zip(state.task_hists.par_chunks_mut(HIST_BINS))
+        .for_each(|(acc, hist)| {
+            let hist = table(hist);
+            hist.fill(0);
+            for &x in acc {
+                let k = key(x);
+                if k >> higher == want {
+                    hist[((k >> shift) & mask) as usize] += 1;
+                }
             }
-        }
-    });
+        });
     let tasks = state.n.div_ceil(task_elems);
     sum_tables(&state.task_hists, tasks, &mut state.level_hist);
 }

@@ -78,7 +78,11 @@ impl AccStats {
     fn zero(n: usize) -> AccStats {
         let mut hist1 = vec![0u32; HIST_BINS];
         hist1[0] = n as u32;
-        AccStats { acc_sq: 0.0, hist1, valid: true }
+        AccStats {
+            acc_sq: 0.0,
+            hist1,
+            valid: true,
+        }
     }
 }
 
@@ -89,7 +93,10 @@ impl CpuState {
         if n == 0 || n as u64 >= u32::MAX as u64 {
             return Err(BackendError::Unsupported {
                 backend: "cpu",
-                what: format!("vectors of {n} elements (supported: 1 ..= {})", u32::MAX - 1),
+                what: format!(
+                    "vectors of {n} elements (supported: 1 ..= {})",
+                    u32::MAX - 1
+                ),
             }
             .into());
         }
@@ -145,6 +152,8 @@ impl CpuState {
 /// bitmap) and every value sent.
 fn max_packed_bytes(n: u64, dtype: WireDtype) -> usize {
     let chunks = layout::num_chunks(n);
-    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n, c))).sum();
+    let index: u64 = (0..chunks)
+        .map(|c| layout::bitmap_bytes(layout::chunk_len(n, c)))
+        .sum();
     (layout::index_base(n) + index + layout::values_bytes(n, dtype)) as usize
 }

@@ -227,7 +227,7 @@ fn apply_sums_ranks_in_order_with_error_feedback() {
         let own_acc = rng.vec(n, 1.0);
         accumulate(&b, &mut st, &own_acc, &vec![0.5; n], 0.0);
         let others = [rng.vec(n, 1.0), tied_values(&mut rng, n)];
-        let ranks = vec![
+        let ranks = [
             rank_buffer(&others[0], reference::top_k(&others[0], 3_000), dtype),
             rank_buffer(&own_acc, reference::top_k(&own_acc, 3_500), dtype),
             rank_buffer(&others[1], reference::top_k(&others[1], 30_000), dtype), // bitmaps
