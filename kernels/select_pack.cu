@@ -252,10 +252,11 @@ extern "C" __global__ void cs_pack_layout(const unsigned* __restrict__ counts, u
 #define CS_ITEMS 16
 
 // One block per chunk: order-preserving compaction in tiles of
-// CS_BLOCK * CS_ITEMS elements. Ties (mode 1) are ranked in index order by a
-// block scan so the first `quota` of the chunk are kept; the selected entries
-// are ranked by a second scan and written as u16 list entries or bitmap bits,
-// with their quantized values at the chunk's entry offset.
+// CS_BLOCK * CS_ITEMS elements. One block scan per tile ranks both the ties
+// (mode 1; the chunk's first `quota` are kept, so ties go to the lower index)
+// and the strictly selected entries; selected entries are written as u16
+// list entries or bitmap bits, with their quantized values at the chunk's
+// entry offset.
 extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const unsigned* __restrict__ sel, const unsigned* __restrict__ desc,
                                          const cs_u64* __restrict__ info, unsigned dtype,
                                          unsigned char* __restrict__ out) {
@@ -279,7 +280,7 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
         list[cnt] = 0u;
     }
     const float* base = acc + (cs_u64)blockIdx.x * CS_CHUNK;
-    unsigned tie_carry = 0u, pos_carry = 0u;
+    unsigned tie_carry = 0u, strict_carry = 0u;
     for (unsigned tile = 0u; tile < len; tile += CS_BLOCK * CS_ITEMS) {
         const unsigned j0 = tile + threadIdx.x * CS_ITEMS;
         float v[CS_ITEMS];
@@ -306,10 +307,19 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
             if (in && s) strict_mask |= 1u << e;
             if (in && mode == 1u && key == cut) tie_mask |= 1u << e;
         }
+        // One scan for both counts: ties in the high half, strict entries in
+        // the low half (a tile holds at most 4096 of either).
         unsigned total;
-        unsigned tie_rank = tie_carry + cs_block_exclusive_scan<unsigned>(__popc(tie_mask), uscan, &total);
-        tie_carry += total;
+        const unsigned both = (__popc(tie_mask) << 16) | __popc(strict_mask);
+        const unsigned excl = cs_block_exclusive_scan<unsigned>(both, uscan, &total);
+        const unsigned ties_before = tie_carry + (excl >> 16);
+        // Entries selected before this thread's first element: the strict
+        // ones plus the ties among the chunk's first `quota`.
+        unsigned pos = strict_carry + (excl & 0xffffu) + min(ties_before, quota);
+        tie_carry += total >> 16;
+        strict_carry += total & 0xffffu;
         unsigned sel_mask = strict_mask;
+        unsigned tie_rank = ties_before;
 #pragma unroll
         for (int e = 0; e < CS_ITEMS; ++e) {
             if (tie_mask & (1u << e)) {
@@ -317,8 +327,6 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
                 ++tie_rank;
             }
         }
-        unsigned pos = pos_carry + cs_block_exclusive_scan<unsigned>(__popc(sel_mask), uscan, &total);
-        pos_carry += total;
         if (bitmap && sel_mask != 0u) atomicOr(&words[j0 >> 5], sel_mask << (j0 & 31u));
 #pragma unroll
         for (int e = 0; e < CS_ITEMS; ++e) {

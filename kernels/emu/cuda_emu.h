@@ -2,11 +2,11 @@
 // build.rs compiles the kernels as host C++17 (feature `cuda-emu`).
 //
 // Execution model: a launch runs the blocks of its grid one after another; the
-// threads of a block are real std::threads that meet at a barrier for
-// __syncthreads. `__shared__` variables become function-local statics: one
+// threads of a block are real std::threads (a pool reused across launches)
+// that meet at a barrier for __syncthreads. `__shared__` variables become function-local statics: one
 // copy shared by the block's threads, reused by the next block (which, as on
 // a GPU, must initialise them). Warps are 32 consecutive threads; shuffles and
-// votes exchange values through per-warp slots between two warp barriers, so
+// votes exchange values through per-lane slots and one warp barrier, so
 // they require all 32 lanes to take part (the kernels only use full masks in
 // converged code). Atomics are GCC __atomic builtins. Launches are serialised
 // by one process-wide mutex because the statics are global.
@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -71,7 +72,7 @@ class Barrier {
 
 // State shared by the threads of the running block.
 struct Block {
-    explicit Block(unsigned threads) : sync(threads), slots(threads, 0) {
+    explicit Block(unsigned threads) : sync(threads), slots(2 * threads, 0), parity(threads, 0) {
         for (unsigned w = 0; w < threads / 32; ++w) warps.emplace_back(new Barrier(32));
     }
     ~Block() {
@@ -79,7 +80,12 @@ struct Block {
     }
     Barrier sync;
     std::vector<Barrier*> warps;
+    // Two banks of one slot per thread, used alternately by successive warp
+    // exchanges, so one warp barrier per exchange suffices: a lane can only
+    // reuse a bank after the next exchange's barrier, which every lane
+    // reaches only after reading the previous one.
     std::vector<unsigned long long> slots;
+    std::vector<unsigned char> parity;
 };
 
 inline thread_local Block* current = nullptr;
@@ -89,38 +95,97 @@ inline std::mutex& launch_mutex() {
     return m;
 }
 
+// The emulated "SMs": one pool of worker threads, created on first use and
+// reused by every launch (spawning a block's worth of threads per launch
+// costs more than most kernels). Worker t plays threadIdx.x = t.
+class Pool {
+   public:
+    // Runs `body` as `grid` blocks of `block` threads; returns when all
+    // blocks are done. Callers hold launch_mutex().
+    int run(unsigned grid, unsigned block, const std::function<void()>& body) {
+        Block state(block);
+        {
+            std::unique_lock<std::mutex> lock(m_);
+            while (threads_ < block) {
+                const unsigned t = threads_;
+                try {
+                    std::thread(&Pool::worker, this, t).detach();
+                } catch (const std::exception&) {
+                    return 1;
+                }
+                ++threads_;
+            }
+            body_ = &body;
+            grid_ = grid;
+            block_ = block;
+            state_ = &state;
+            remaining_ = block;
+            ++job_;
+        }
+        start_.notify_all();
+        std::unique_lock<std::mutex> lock(m_);
+        done_.wait(lock, [&] { return remaining_ == 0; });
+        return 0;
+    }
+
+   private:
+    void worker(unsigned t) {
+        unsigned long long seen = 0;
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            seen = job_;  // a job posted before this thread existed is ours too
+            if (seen > 0) --seen;
+        }
+        for (;;) {
+            const std::function<void()>* body;
+            unsigned grid, block;
+            Block* state;
+            {
+                std::unique_lock<std::mutex> lock(m_);
+                start_.wait(lock, [&] { return job_ != seen; });
+                seen = job_;
+                if (t >= block_) continue;
+                body = body_;
+                grid = grid_;
+                block = block_;
+                state = state_;
+            }
+            current = state;
+            threadIdx = uint3{t, 0, 0};
+            blockDim = dim3{block, 1, 1};
+            gridDim = dim3{grid, 1, 1};
+            for (unsigned b = 0; b < grid; ++b) {
+                blockIdx = uint3{b, 0, 0};
+                (*body)();
+                // The block ends for every thread before the next begins.
+                state->sync.wait();
+            }
+            current = nullptr;
+            std::lock_guard<std::mutex> lock(m_);
+            if (--remaining_ == 0) done_.notify_one();
+        }
+    }
+
+    std::mutex m_;
+    std::condition_variable start_, done_;
+    unsigned threads_ = 0;
+    unsigned long long job_ = 0;
+    const std::function<void()>* body_ = nullptr;
+    unsigned grid_ = 0, block_ = 0, remaining_ = 0;
+    Block* state_ = nullptr;
+};
+
 // Runs `body` as a grid of `grid` blocks of `block` threads (block a multiple
-// of 32). Returns 0, or 1 if a thread could not be started.
+// of 32, at most 1024). Returns 0, 1 if a worker could not be started, 2 for a
+// bad block size.
 template <class F>
 int launch(unsigned grid, unsigned block, F body) {
-    if (block == 0 || block % 32 != 0) return 2;
+    if (block == 0 || block % 32 != 0 || block > 1024) return 2;
     std::lock_guard<std::mutex> guard(launch_mutex());
-    Block state(block);
-    std::vector<std::thread> threads;
-    threads.reserve(block);
-    try {
-        for (unsigned t = 0; t < block; ++t) {
-            threads.emplace_back([&, t] {
-                current = &state;
-                threadIdx = uint3{t, 0, 0};
-                blockDim = dim3{block, 1, 1};
-                gridDim = dim3{grid, 1, 1};
-                for (unsigned b = 0; b < grid; ++b) {
-                    blockIdx = uint3{b, 0, 0};
-                    body();
-                    // The block ends for every thread before the next begins.
-                    state.sync.wait();
-                }
-                current = nullptr;
-            });
-        }
-    } catch (const std::exception&) {
-        // Threads already started would wait forever at the barrier; this
-        // cannot be recovered, so report it and abort the process.
-        std::terminate();
-    }
-    for (std::thread& th : threads) th.join();
-    return 0;
+    // Never destroyed: detached workers may outlive static destructors.
+    static Pool* pool = new Pool();
+    const std::function<void()> job(body);
+    return pool->run(grid, block, job);
 }
 
 template <class T>
@@ -142,12 +207,13 @@ inline T from_slot(unsigned long long s) {
 template <class T>
 inline T exchange(T v, int src, T fallback) {
     Block* b = current;
-    const unsigned warp = threadIdx.x / 32;
-    b->slots[threadIdx.x] = to_slot(v);
+    const unsigned t = threadIdx.x, warp = t / 32;
+    const unsigned bank = b->parity[t];
+    b->parity[t] ^= 1u;
+    unsigned long long* slots = b->slots.data() + bank * b->parity.size();
+    slots[t] = to_slot(v);
     b->warps[warp]->wait();
-    T out = (src >= 0 && src < 32) ? from_slot<T>(b->slots[warp * 32 + (unsigned)src]) : fallback;
-    b->warps[warp]->wait();
-    return out;
+    return (src >= 0 && src < 32) ? from_slot<T>(slots[warp * 32 + (unsigned)src]) : fallback;
 }
 
 }  // namespace cs_emu
@@ -168,12 +234,14 @@ inline T __shfl_sync(unsigned, T v, int src) {
 }
 inline unsigned __ballot_sync(unsigned, int pred) {
     cs_emu::Block* b = cs_emu::current;
-    const unsigned warp = threadIdx.x / 32;
-    b->slots[threadIdx.x] = pred ? 1u : 0u;
+    const unsigned t = threadIdx.x, warp = t / 32;
+    const unsigned bank = b->parity[t];
+    b->parity[t] ^= 1u;
+    unsigned long long* slots = b->slots.data() + bank * b->parity.size();
+    slots[t] = pred ? 1u : 0u;
     b->warps[warp]->wait();
     unsigned r = 0;
-    for (unsigned l = 0; l < 32; ++l) r |= (unsigned)(b->slots[warp * 32 + l] != 0) << l;
-    b->warps[warp]->wait();
+    for (unsigned l = 0; l < 32; ++l) r |= (unsigned)(slots[warp * 32 + l] != 0) << l;
     return r;
 }
 inline int __all_sync(unsigned m, int pred) { return __ballot_sync(m, pred) == 0xffffffffu; }
