@@ -106,6 +106,24 @@ __device__ unsigned cs_block_sum_u32(unsigned v, unsigned* scratch) {
     return r;
 }
 
+__device__ __forceinline__ cs_u64 cs_warp_sum_u64(cs_u64 v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ cs_u64 cs_block_sum_u64(cs_u64 v, cs_u64* scratch) {
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    v = cs_warp_sum_u64(v);
+    if (lane == 0u) scratch[warp] = v;
+    __syncthreads();
+    cs_u64 r = 0ull;
+    if (warp == 0u) {
+        r = lane < CS_WARPS ? scratch[lane] : 0ull;
+        r = cs_warp_sum_u64(r);
+    }
+    __syncthreads();
+    return r;
+}
+
 // Block-wide exclusive prefix sum of one value per thread (thread order);
 // `*total` receives the block total. `scratch` holds CS_WARPS + 1 values.
 template <typename T>

@@ -151,7 +151,7 @@ __device__ __forceinline__ unsigned cs_chunk_len(cs_u64 n, unsigned c) {
 // One block per wire chunk: entries strictly selected, and ties (mode 1).
 extern "C" __global__ void cs_chunk_count(const float* __restrict__ acc, cs_u64 n,
                                           const unsigned* __restrict__ sel, unsigned* __restrict__ counts) {
-    __shared__ unsigned uscratch[CS_WARPS];
+    __shared__ cs_u64 lscratch[CS_WARPS];
     const unsigned mode = sel[CS_SEL_MODE], cut = sel[CS_SEL_CUT];
     const unsigned len = cs_chunk_len(n, blockIdx.x);
     const float* base = acc + (cs_u64)blockIdx.x * CS_CHUNK;
@@ -173,11 +173,11 @@ extern "C" __global__ void cs_chunk_count(const float* __restrict__ acc, cs_u64 
         strict += mode == 0u ? (k0 >= cut) : (k0 > cut);
         ties += (mode == 1u && k0 == cut);
     }
-    strict = cs_block_sum_u32(strict, uscratch);
-    ties = cs_block_sum_u32(ties, uscratch);
+    // Both counts in one 64-bit block sum (ties high, strict low).
+    const cs_u64 both = cs_block_sum_u64(((cs_u64)ties << 32) | strict, lscratch);
     if (threadIdx.x == 0u) {
-        counts[2u * blockIdx.x] = strict;
-        counts[2u * blockIdx.x + 1u] = ties;
+        counts[2u * blockIdx.x] = (unsigned)both;
+        counts[2u * blockIdx.x + 1u] = (unsigned)(both >> 32);
     }
 }
 
@@ -250,17 +250,54 @@ extern "C" __global__ void cs_pack_layout(const unsigned* __restrict__ counts, u
 }
 
 #define CS_ITEMS 16
+#define CS_TILES (CS_CHUNK / (CS_BLOCK * CS_ITEMS))
 
-// One block per chunk: order-preserving compaction in tiles of
-// CS_BLOCK * CS_ITEMS elements. One block scan per tile ranks both the ties
-// (mode 1; the chunk's first `quota` are kept, so ties go to the lower index)
-// and the strictly selected entries; selected entries are written as u16
-// list entries or bitmap bits, with their quantized values at the chunk's
-// entry offset.
-extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const unsigned* __restrict__ sel, const unsigned* __restrict__ desc,
-                                         const cs_u64* __restrict__ info, unsigned dtype,
-                                         unsigned char* __restrict__ out) {
-    __shared__ unsigned uscan[CS_WARPS + 1];
+// Loads the CS_ITEMS elements a thread owns in a tile (128-bit loads when
+// the group lies inside the chunk) and classifies them: strictly selected,
+// and ties (mode 1).
+__device__ __forceinline__ void cs_classify(const float* base, unsigned j0, unsigned len, unsigned mode,
+                                            unsigned cut, float* v, unsigned* strict_mask,
+                                            unsigned* tie_mask) {
+    if (j0 + CS_ITEMS <= len) {
+        const float4* b4 = reinterpret_cast<const float4*>(base + j0);
+#pragma unroll
+        for (int q = 0; q < CS_ITEMS / 4; ++q) {
+            const float4 a = b4[q];
+            v[4 * q] = a.x;
+            v[4 * q + 1] = a.y;
+            v[4 * q + 2] = a.z;
+            v[4 * q + 3] = a.w;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < CS_ITEMS; ++e) v[e] = (j0 + e < len) ? base[j0 + e] : 0.0f;
+    }
+    unsigned sm = 0u, tm = 0u;
+#pragma unroll
+    for (int e = 0; e < CS_ITEMS; ++e) {
+        const unsigned key = cs_key(v[e]);
+        const bool in = j0 + e < len;
+        if (in && (mode == 0u ? key >= cut : key > cut)) sm |= 1u << e;
+        if (in && mode == 1u && key == cut) tm |= 1u << e;
+    }
+    *strict_mask = sm;
+    *tie_mask = tm;
+}
+
+// One block per chunk: order-preserving compaction. Phase 1 counts, per tile
+// of CS_BLOCK * CS_ITEMS elements and per thread, the strictly selected
+// entries and the ties (coalesced 128-bit reads); one block scan over those
+// counts (in element order) gives every thread its output position and its
+// tie rank. Phase 2 re-reads the chunk (L2-resident) and writes the selected
+// entries — u16 list entries or bitmap bits, and their quantized values at
+// the chunk's entry offset. Ties (mode 1) are kept while their rank in the
+// chunk is below `quota`, so ties go to the lower index.
+extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const unsigned* __restrict__ sel,
+                                         const unsigned* __restrict__ desc, const cs_u64* __restrict__ info,
+                                         unsigned dtype, unsigned char* __restrict__ out) {
+    __shared__ unsigned strict_at[CS_TILES * CS_BLOCK];
+    __shared__ unsigned ties_at[CS_TILES * CS_BLOCK];
+    __shared__ cs_u64 lscan[CS_WARPS + 1];
     const unsigned* d = desc + (cs_u64)blockIdx.x * CS_DESC_WORDS;
     const unsigned cnt = d[0];
     if (cnt == 0u) return;
@@ -275,54 +312,52 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
     unsigned short* list = reinterpret_cast<unsigned short*>(out + off);
     if (bitmap) {
         for (unsigned w = threadIdx.x; w < (len + 31u) / 32u; w += CS_BLOCK) words[w] = 0u;
-        __syncthreads();
     } else if (threadIdx.x == 0u && (cnt & 1u)) {
         list[cnt] = 0u;
     }
     const float* base = acc + (cs_u64)blockIdx.x * CS_CHUNK;
-    unsigned tie_carry = 0u, strict_carry = 0u;
-    for (unsigned tile = 0u; tile < len; tile += CS_BLOCK * CS_ITEMS) {
-        const unsigned j0 = tile + threadIdx.x * CS_ITEMS;
-        float v[CS_ITEMS];
-        if (j0 + CS_ITEMS <= len) {
-            const float4* b4 = reinterpret_cast<const float4*>(base + j0);
-#pragma unroll
-            for (int q = 0; q < CS_ITEMS / 4; ++q) {
-                const float4 a = b4[q];
-                v[4 * q] = a.x;
-                v[4 * q + 1] = a.y;
-                v[4 * q + 2] = a.z;
-                v[4 * q + 3] = a.w;
-            }
-        } else {
-#pragma unroll
-            for (int e = 0; e < CS_ITEMS; ++e) v[e] = (j0 + e < len) ? base[j0 + e] : 0.0f;
-        }
-        unsigned strict_mask = 0u, tie_mask = 0u;
-#pragma unroll
-        for (int e = 0; e < CS_ITEMS; ++e) {
-            const unsigned key = cs_key(v[e]);
-            const bool in = j0 + e < len;
-            const bool s = mode == 0u ? key >= cut : key > cut;
-            if (in && s) strict_mask |= 1u << e;
-            if (in && mode == 1u && key == cut) tie_mask |= 1u << e;
-        }
-        // One scan for both counts: ties in the high half, strict entries in
-        // the low half (a tile holds at most 4096 of either).
-        unsigned total;
-        const unsigned both = (__popc(tie_mask) << 16) | __popc(strict_mask);
-        const unsigned excl = cs_block_exclusive_scan<unsigned>(both, uscan, &total);
-        const unsigned ties_before = tie_carry + (excl >> 16);
+    float v[CS_ITEMS];
+
+    // Phase 1: counts per (tile, thread), slot = tile * CS_BLOCK + thread,
+    // which is element order.
+    for (unsigned tile = 0u; tile < CS_TILES; ++tile) {
+        const unsigned j0 = tile * (CS_BLOCK * CS_ITEMS) + threadIdx.x * CS_ITEMS;
+        unsigned sm = 0u, tm = 0u;
+        if (j0 < len) cs_classify(base, j0, len, mode, cut, v, &sm, &tm);
+        strict_at[tile * CS_BLOCK + threadIdx.x] = __popc(sm);
+        ties_at[tile * CS_BLOCK + threadIdx.x] = __popc(tm);
+    }
+    __syncthreads();
+    // One block scan: thread u owns slots [u * CS_TILES, (u + 1) * CS_TILES);
+    // both counts travel in one 64-bit value (ties high, strict low).
+    const unsigned first = threadIdx.x * CS_TILES;
+    cs_u64 mine = 0ull;
+    for (unsigned s = first; s < first + CS_TILES; ++s) mine += ((cs_u64)ties_at[s] << 32) | strict_at[s];
+    cs_u64 total;
+    cs_u64 run = cs_block_exclusive_scan<cs_u64>(mine, lscan, &total);
+    for (unsigned s = first; s < first + CS_TILES; ++s) {
+        const cs_u64 here = ((cs_u64)ties_at[s] << 32) | strict_at[s];
+        strict_at[s] = (unsigned)run;
+        ties_at[s] = (unsigned)(run >> 32);
+        run += here;
+    }
+    __syncthreads();
+
+    // Phase 2: write.
+    for (unsigned tile = 0u; tile < CS_TILES; ++tile) {
+        const unsigned j0 = tile * (CS_BLOCK * CS_ITEMS) + threadIdx.x * CS_ITEMS;
+        if (j0 >= len) break;
+        unsigned sm, tm;
+        cs_classify(base, j0, len, mode, cut, v, &sm, &tm);
+        if ((sm | tm) == 0u) continue;
+        unsigned tie_rank = ties_at[tile * CS_BLOCK + threadIdx.x];
         // Entries selected before this thread's first element: the strict
         // ones plus the ties among the chunk's first `quota`.
-        unsigned pos = strict_carry + (excl & 0xffffu) + min(ties_before, quota);
-        tie_carry += total >> 16;
-        strict_carry += total & 0xffffu;
-        unsigned sel_mask = strict_mask;
-        unsigned tie_rank = ties_before;
+        unsigned pos = strict_at[tile * CS_BLOCK + threadIdx.x] + min(tie_rank, quota);
+        unsigned sel_mask = sm;
 #pragma unroll
         for (int e = 0; e < CS_ITEMS; ++e) {
-            if (tie_mask & (1u << e)) {
+            if (tm & (1u << e)) {
                 if (tie_rank < quota) sel_mask |= 1u << e;
                 ++tie_rank;
             }
