@@ -386,4 +386,20 @@ pub enum CoordinatorError {
         /// What was wrong.
         reason: String,
     },
+    /// The lease stopped heartbeating for longer than the lease TTL and was
+    /// expired; its slot was freed.
+    #[error("lease {lease} of worker {worker} expired (no heartbeat within the lease TTL)")]
+    LeaseExpired {
+        /// Lease id.
+        lease: u64,
+        /// Worker.
+        worker: u64,
+    },
+    /// A well-formed snapshot does not fit the configuration it is restored
+    /// with (different parameter count, optimizer kind or timescale layout).
+    #[error("snapshot does not match the configuration: {reason}")]
+    SnapshotMismatch {
+        /// What differs.
+        reason: String,
+    },
 }

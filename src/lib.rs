@@ -14,6 +14,7 @@ pub mod workload;
 pub use backend::{Backend, CpuBackend, StepStatus};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
+pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
 pub use sync::{SparseSync, StepReport};
 #[cfg(feature = "cuda")]

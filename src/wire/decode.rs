@@ -175,7 +175,8 @@ impl<'a> PackedView<'a> {
         if have > total {
             return Err(WireError::Oversized { expected: total, have });
         }
-        let view = PackedView { bytes, layout: Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes: total } };
+        let view =
+            PackedView { bytes, layout: Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes: total } };
         view.check_body()?;
         Ok(view)
     }
@@ -196,7 +197,8 @@ impl<'a> PackedView<'a> {
         let b = self.bytes;
         let skip = CHECKSUM_OFFSET / 4;
         let table_end = self.layout.index_offsets[0] as usize;
-        let mut sum = term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
+        let mut sum =
+            term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
         for c in 0..self.num_chunks() {
             let chunk = self.chunk_unchecked(c);
             let start = self.layout.index_offsets[c] as usize;
@@ -216,7 +218,9 @@ impl<'a> PackedView<'a> {
             sum = sum.wrapping_add(term_sum(block, (values_at + block_at) / 4));
             let used = payload.saturating_sub(block_at).min(block.len());
             if let Some(j) = first_non_finite(&block[..used], dtype) {
-                return Err(WireError::NonFiniteValue { position: ((block_at + j * dtype.size()) / dtype.size()) as u64 });
+                return Err(WireError::NonFiniteValue {
+                    position: ((block_at + j * dtype.size()) / dtype.size()) as u64,
+                });
             }
             if let Some(p) = block[used..].iter().position(|&x| x != 0) {
                 return Err(WireError::NonZeroReserved { offset: (values_at + block_at + used + p) as u64 });
@@ -286,10 +290,37 @@ impl<'a> PackedView<'a> {
         let count = self.count() as usize;
         let mut indices = Vec::with_capacity(count);
         let mut values = Vec::with_capacity(count);
+        // Dispatch on the index kind and dtype once per chunk, not per entry.
         for chunk in self.chunks().filter(|c| c.count() > 0) {
             let base = chunk.base();
-            indices.extend(chunk.local_indices().map(|l| base + u64::from(l)));
-            values.extend(chunk.values());
+            match chunk.entries() {
+                ChunkIndex::List(list) => {
+                    indices.extend(list.chunks_exact(2).map(|b| base + u64::from(u16::from_le_bytes([b[0], b[1]]))));
+                }
+                ChunkIndex::Bitmap(words) => {
+                    for (w, word) in words.chunks_exact(4).enumerate() {
+                        let mut bits = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                        let word_base = base + 32 * w as u64;
+                        while bits != 0 {
+                            indices.push(word_base + u64::from(bits.trailing_zeros()));
+                            bits &= bits - 1;
+                        }
+                    }
+                }
+            }
+            let raw = chunk.value_bytes();
+            match self.dtype() {
+                WireDtype::F32 => values
+                    .extend(raw.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+                WireDtype::F16 => values.extend(
+                    raw.chunks_exact(2)
+                        .map(|b| quantize::dequantize(u32::from(u16::from_le_bytes([b[0], b[1]])), WireDtype::F16)),
+                ),
+                WireDtype::Bf16 => values.extend(
+                    raw.chunks_exact(2)
+                        .map(|b| quantize::dequantize(u32::from(u16::from_le_bytes([b[0], b[1]])), WireDtype::Bf16)),
+                ),
+            }
         }
         PackedDelta { n: self.n(), dtype: self.dtype(), indices, values }
     }
@@ -326,7 +357,9 @@ impl<'a> PackedView<'a> {
 /// Index of the first non-finite value in `values` (whole values of `dtype`).
 fn first_non_finite(values: &[u8], dtype: WireDtype) -> Option<usize> {
     match dtype {
-        WireDtype::F32 => values.chunks_exact(4).position(|v| non_finite(u32::from_le_bytes([v[0], v[1], v[2], v[3]]), dtype)),
+        WireDtype::F32 => {
+            values.chunks_exact(4).position(|v| non_finite(u32::from_le_bytes([v[0], v[1], v[2], v[3]]), dtype))
+        }
         WireDtype::F16 | WireDtype::Bf16 => {
             values.chunks_exact(2).position(|v| non_finite(u32::from(u16::from_le_bytes([v[0], v[1]])), dtype))
         }
@@ -490,7 +523,9 @@ impl<'a> ChunkView<'a> {
     pub fn local_indices(&self) -> LocalIndices<'a> {
         match self.entries {
             ChunkIndex::List(b) => LocalIndices { inner: Inner::List(b.chunks_exact(2)) },
-            ChunkIndex::Bitmap(b) => LocalIndices { inner: Inner::Bitmap { words: b.chunks_exact(4), word: 0, base: 0, left: self.count } },
+            ChunkIndex::Bitmap(b) => {
+                LocalIndices { inner: Inner::Bitmap { words: b.chunks_exact(4), word: 0, base: 0, left: self.count } }
+            }
         }
     }
 
@@ -511,7 +546,12 @@ pub struct LocalIndices<'a> {
 enum Inner<'a> {
     List(std::slice::ChunksExact<'a, u8>),
     /// `word` holds the not yet yielded bits of the word at local bit `base - 32`.
-    Bitmap { words: std::slice::ChunksExact<'a, u8>, word: u32, base: u32, left: u32 },
+    Bitmap {
+        words: std::slice::ChunksExact<'a, u8>,
+        word: u32,
+        base: u32,
+        left: u32,
+    },
 }
 
 impl Iterator for LocalIndices<'_> {
@@ -554,7 +594,12 @@ mod tests {
         // chunk 0: bitmap (5000 entries), chunk 1: empty, chunk 2: odd list, chunk 3: short last chunk.
         let n = 3 * CHUNK_ELEMS as u64 + 100;
         let mut indices: Vec<u64> = (0..5000).map(|i| 13 * i).collect();
-        indices.extend([2 * CHUNK_ELEMS as u64 + 1, 2 * CHUNK_ELEMS as u64 + 7, 2 * CHUNK_ELEMS as u64 + 65_535, 3 * CHUNK_ELEMS as u64 + 99]);
+        indices.extend([
+            2 * CHUNK_ELEMS as u64 + 1,
+            2 * CHUNK_ELEMS as u64 + 7,
+            2 * CHUNK_ELEMS as u64 + 65_535,
+            3 * CHUNK_ELEMS as u64 + 99,
+        ]);
         let values = (0..indices.len()).map(|i| i as f32 * 0.25 - 300.0).collect();
         PackedDelta::new(n, dtype, indices, values).unwrap()
     }

@@ -242,10 +242,7 @@ fn golden_f16_saturates_and_empty_buffer() {
 // ---------------------------------------------------------------- round trips
 
 fn n_strategy() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        1u64..=200,
-        (1u64..=3, -3i64..=3).prop_map(|(k, d)| (k * CHUNK) as i64 + d).prop_map(|n| n as u64),
-    ]
+    prop_oneof![1u64..=200, (1u64..=3, -3i64..=3).prop_map(|(k, d)| (k * CHUNK) as i64 + d).prop_map(|n| n as u64),]
 }
 
 fn dtype_strategy() -> impl Strategy<Value = WireDtype> {
@@ -253,7 +250,7 @@ fn dtype_strategy() -> impl Strategy<Value = WireDtype> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn round_trip_any_density(
@@ -285,7 +282,9 @@ fn round_trip_edge_shapes() {
         check_round_trip(&PackedDelta::new(1, dtype, vec![0], vec![0.75]).unwrap());
         // The last element of every chunk, and the very last element.
         let n = 2 * CHUNK + 1;
-        check_round_trip(&PackedDelta::new(n, dtype, vec![CHUNK - 1, 2 * CHUNK - 1, 2 * CHUNK], vec![1.0, 2.0, 3.0]).unwrap());
+        check_round_trip(
+            &PackedDelta::new(n, dtype, vec![CHUNK - 1, 2 * CHUNK - 1, 2 * CHUNK], vec![1.0, 2.0, 3.0]).unwrap(),
+        );
         // Exactly at the switch-over in a full chunk: 4096 entries is a list, 4097 a bitmap.
         for k in [4096u64, 4097] {
             let d = PackedDelta::new(CHUNK, dtype, (0..k).map(|i| i * 15).collect(), vec![1.0; k as usize]).unwrap();
@@ -335,7 +334,7 @@ fn every_truncation_of_small_buffers_is_rejected() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn mutations_are_rejected(
@@ -484,9 +483,20 @@ fn error_bitmap_count() {
 #[test]
 fn error_non_finite_values() {
     // bf16 +inf = 0x7F80, NaN = 0x7FC1.
-    assert_eq!(corrupted(|b| b[VALUES + 4..VALUES + 6].copy_from_slice(&[0x80, 0x7F])), WireError::NonFiniteValue { position: 2 });
-    assert_eq!(corrupted(|b| b[VALUES + 24..VALUES + 26].copy_from_slice(&[0xC1, 0xFF])), WireError::NonFiniteValue { position: 12 });
-    for (dtype, bits) in [(WireDtype::F32, 0x7F80_0000u32), (WireDtype::F32, 0xFFC0_0001), (WireDtype::F16, 0xFC00), (WireDtype::F16, 0x7E01)] {
+    assert_eq!(
+        corrupted(|b| b[VALUES + 4..VALUES + 6].copy_from_slice(&[0x80, 0x7F])),
+        WireError::NonFiniteValue { position: 2 }
+    );
+    assert_eq!(
+        corrupted(|b| b[VALUES + 24..VALUES + 26].copy_from_slice(&[0xC1, 0xFF])),
+        WireError::NonFiniteValue { position: 12 }
+    );
+    for (dtype, bits) in [
+        (WireDtype::F32, 0x7F80_0000u32),
+        (WireDtype::F32, 0xFFC0_0001),
+        (WireDtype::F16, 0xFC00),
+        (WireDtype::F16, 0x7E01),
+    ] {
         let d = PackedDelta::new(10, dtype, vec![2, 7], vec![1.0, 2.0]).unwrap();
         let mut b = d.encode();
         let at = d.layout().values_offset() as usize + dtype.size();
@@ -511,7 +521,9 @@ fn error_checksum_and_mismatch() {
         wire::validate(&b, d.n, WireDtype::F16),
         Err(WireError::Mismatch { n: d.n, dtype: WireDtype::F16, found_n: d.n, found_dtype: WireDtype::Bf16 })
     );
-    assert!(matches!(wire::validate(&b, 7, WireDtype::Bf16), Err(WireError::Mismatch { found_n, .. }) if found_n == d.n));
+    assert!(
+        matches!(wire::validate(&b, 7, WireDtype::Bf16), Err(WireError::Mismatch { found_n, .. }) if found_n == d.n)
+    );
     // An f16 header on bf16 bytes is caught by the checksum (the header is covered).
     let mut m = b.clone();
     m[6] = 1;

@@ -8,8 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::fused::key;
-use super::select::{self, Cut};
+use super::select::{self, CHUNK_WORDS};
 use super::state::CpuState;
 use crate::config::WireDtype;
 use crate::wire::checksum::word_term;
@@ -27,58 +26,10 @@ const MIN_SPLIT_ENTRIES: u64 = 4096;
 /// Selects, packs into `state.packed` and returns the packed length.
 pub(super) fn select_pack(state: &mut CpuState) -> usize {
     state.refresh_stats();
-    let cut = select::cut(state);
-    count_chunks(state, cut);
+    select::select(state);
     let total = lay_out(state);
-    write(state, cut, total);
+    write(state, total);
     total
-}
-
-/// Fills `state.chunk_counts` (and, for an exact cut, `state.chunk_ties`
-/// with the ties each chunk takes: the first ones in index order).
-fn count_chunks(state: &mut CpuState, cut: Cut) {
-    let acc = state.acc.par_chunks(CHUNK_ELEMS);
-    match cut {
-        Cut::AtLeast(0) => {
-            acc.zip(state.chunk_counts.par_iter_mut())
-                .for_each(|(a, count)| *count = a.len() as u32);
-        }
-        Cut::AtLeast(cut) => {
-            acc.zip(state.chunk_counts.par_iter_mut())
-                .for_each(|(a, count)| {
-                    *count = a.iter().map(|&x| u32::from(key(x) >= cut)).sum();
-                });
-        }
-        Cut::Exact { key: t, ties } => {
-            acc.zip(
-                state
-                    .chunk_above
-                    .par_iter_mut()
-                    .zip(state.chunk_ties.par_iter_mut()),
-            )
-            .for_each(|(a, (above, equal))| {
-                let (mut gt, mut eq) = (0u32, 0u32);
-                for &x in a {
-                    let k = key(x);
-                    gt += u32::from(k > t);
-                    eq += u32::from(k == t);
-                }
-                (*above, *equal) = (gt, eq);
-            });
-            let mut left = ties;
-            for ((count, above), taken) in state
-                .chunk_counts
-                .iter_mut()
-                .zip(&state.chunk_above)
-                .zip(&mut state.chunk_ties)
-            {
-                let take = left.min(u64::from(*taken)) as u32;
-                left -= u64::from(take);
-                *taken = take;
-                *count = above + take;
-            }
-        }
-    }
 }
 
 /// The layout of docs/wire-format.md for `state.chunk_counts` (the same
@@ -103,9 +54,8 @@ fn lay_out(state: &mut CpuState) -> usize {
 /// What the chunk writers share.
 struct Ctx<'a> {
     acc: &'a [f32],
-    cut: Cut,
+    sel: &'a [u32],
     counts: &'a [u32],
-    ties: &'a [u32],
     index_offsets: &'a [u64],
     entry_offsets: &'a [u64],
     dtype: WireDtype,
@@ -121,16 +71,15 @@ impl Ctx<'_> {
 }
 
 /// Writes header, chunk table, index sections, values, padding and checksum.
-fn write(state: &mut CpuState, cut: Cut, total: usize) {
+fn write(state: &mut CpuState, total: usize) {
     let n = state.n as u64;
     let chunks = state.chunk_counts.len();
     let count = state.entry_offsets.last().copied().unwrap_or(0)
         + state.chunk_counts.last().copied().map_or(0, u64::from);
     let ctx = Ctx {
         acc: &state.acc,
-        cut,
+        sel: &state.sel,
         counts: &state.chunk_counts,
-        ties: &state.chunk_ties,
         index_offsets: &state.index_offsets,
         entry_offsets: &state.entry_offsets,
         dtype: state.dtype,
@@ -206,104 +155,58 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
             continue;
         }
         let start = c * CHUNK_ELEMS;
-        let acc = &ctx.acc[start..(start + CHUNK_ELEMS).min(ctx.acc.len())];
-        let pick = match ctx.cut {
-            Cut::AtLeast(cut) => Pick::AtLeast(cut),
-            Cut::Exact { key, .. } => Pick::Exact {
-                key,
-                quota: ctx.ties[c],
-            },
-        };
-        let bitmap = layout::uses_bitmap(count, acc.len() as u32);
+        let len = CHUNK_ELEMS.min(ctx.acc.len() - start);
+        let acc = &ctx.acc[start..start + len];
+        let sel = &ctx.sel[c * CHUNK_WORDS..c * CHUNK_WORDS + len.div_ceil(32)];
+        let bitmap = layout::uses_bitmap(count, len as u32);
         match ctx.dtype {
-            WireDtype::F32 => write_chunk::<4>(acc, pick, count, bitmap, idx, vals, |x| {
-                quantize(x, WireDtype::F32)
-            }),
-            WireDtype::F16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| {
-                quantize(x, WireDtype::F16)
-            }),
-            WireDtype::Bf16 => write_chunk::<2>(acc, pick, count, bitmap, idx, vals, |x| {
+            WireDtype::F32 => {
+                write_chunk::<4>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F32))
+            }
+            WireDtype::F16 => {
+                write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F16))
+            }
+            WireDtype::Bf16 => write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| {
                 quantize(x, WireDtype::Bf16)
             }),
         }
     }
 }
 
-/// The selection predicate inside one chunk, in index order.
-#[derive(Clone, Copy)]
-enum Pick {
-    AtLeast(u32),
-    /// Keys above `key`, and the next `quota` keys equal to it.
-    Exact {
-        key: u32,
-        quota: u32,
-    },
-}
-
-impl Pick {
-    #[inline(always)]
-    fn take(&mut self, x: f32) -> bool {
-        let k = key(x);
-        match self {
-            Pick::AtLeast(cut) => k >= *cut,
-            Pick::Exact { key, quota } => {
-                if k > *key {
-                    true
-                } else if k == *key && *quota > 0 {
-                    *quota -= 1;
-                    true
-                } else {
-                    false
-                }
-            }
-        }
-    }
-}
-
-/// Writes one chunk holding `count > 0` selected entries: its index section
-/// `idx` (a bitmap or a `u16` list, with padding) and its values `vals`
-/// (`SIZE` bytes each, from `q`).
+/// Writes one chunk with at least one selected entry, from its selection
+/// bitmap `sel`: the index section `idx` (the bitmap itself, or a `u16` list
+/// with its padding) and the values `vals` (`SIZE` bytes each, from `q`).
 fn write_chunk<const SIZE: usize>(
     acc: &[f32],
-    mut pick: Pick,
-    count: u32,
+    sel: &[u32],
     bitmap: bool,
     idx: &mut [u8],
     vals: &mut [u8],
     q: impl Fn(f32) -> u32,
 ) {
     let mut vals = vals.chunks_exact_mut(SIZE);
-    let mut put = |x: f32| {
-        if let Some(slot) = vals.next() {
-            slot.copy_from_slice(&q(x).to_le_bytes()[..SIZE]);
-        }
-    };
     if bitmap {
-        for (word_bytes, xs) in idx.chunks_exact_mut(4).zip(acc.chunks(32)) {
-            let mut word = 0u32;
-            for (j, &x) in xs.iter().enumerate() {
-                if pick.take(x) {
-                    word |= 1 << j;
-                    put(x);
-                }
-            }
-            word_bytes.copy_from_slice(&word.to_le_bytes());
+        for (slot, &word) in idx.chunks_exact_mut(4).zip(sel) {
+            slot.copy_from_slice(&word.to_le_bytes());
         }
-    } else {
-        let mut slots = idx.chunks_exact_mut(2);
-        let mut left = count;
-        for (j, &x) in acc.iter().enumerate() {
-            if pick.take(x) {
+    }
+    let mut slots = idx.chunks_exact_mut(2);
+    for (w, &word) in sel.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let j = 32 * w + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if !bitmap {
                 if let Some(slot) = slots.next() {
                     slot.copy_from_slice(&(j as u16).to_le_bytes());
                 }
-                put(x);
-                left -= 1;
-                if left == 0 {
-                    break;
-                }
+            }
+            if let (Some(slot), Some(&x)) = (vals.next(), acc.get(j)) {
+                slot.copy_from_slice(&q(x).to_le_bytes()[..SIZE]);
             }
         }
+    }
+    if !bitmap {
         // The padding `u16` of an odd count.
         for slot in slots {
             slot.fill(0);

@@ -4,6 +4,7 @@
 
 use super::apply::Cursor;
 use super::fused::{self, BLOCK};
+use super::select::CHUNK_WORDS;
 use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::{BackendError, Result};
 use crate::wire::layout::{self, CHUNK_ELEMS};
@@ -55,12 +56,19 @@ pub struct CpuState {
     pub(super) task_hists: Vec<u32>,
     /// Histogram of the current cut-search level (levels 2 and 3).
     pub(super) level_hist: Vec<u32>,
-    /// Per wire chunk: entries selected (after the tie quota).
+    /// Per wire chunk: entries selected.
     pub(super) chunk_counts: Vec<u32>,
-    /// Per wire chunk: keys strictly above the exact cut (level-3 ties case).
-    pub(super) chunk_above: Vec<u32>,
-    /// Per wire chunk: keys equal to the exact cut, then the ones taken.
+    /// Per wire chunk: candidates set aside by the selection pass.
+    pub(super) cand_counts: Vec<u32>,
+    /// Per wire chunk: candidates equal to the exact cut, then the ones taken.
     pub(super) chunk_ties: Vec<u32>,
+    /// Selection bitmap, `CHUNK_ELEMS / 32` words per chunk.
+    pub(super) sel: Vec<u32>,
+    /// Candidate keys, chunk `c`'s from index `CHUNK_ELEMS * c` (top-k rules
+    /// only; its pages are only touched as far as candidates are found).
+    pub(super) cand_keys: Vec<u32>,
+    /// Chunk-local indices of the candidates, laid out like `cand_keys`.
+    pub(super) cand_index: Vec<u16>,
     /// Byte offset of each chunk's index section, plus the values offset.
     pub(super) index_offsets: Vec<u64>,
     /// Entries before each chunk.
@@ -104,6 +112,10 @@ impl CpuState {
         let blocks_per_task = blocks.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
         let tasks = blocks.div_ceil(blocks_per_task);
         let chunks = n.div_ceil(CHUNK_ELEMS);
+        let top_k = matches!(
+            config.selection,
+            Selection::TopK { .. } | Selection::TopKApprox { .. }
+        );
         Ok(CpuState {
             n,
             selection: config.selection,
@@ -120,8 +132,11 @@ impl CpuState {
             task_hists: vec![0; tasks * HIST_BINS],
             level_hist: vec![0; HIST_BINS],
             chunk_counts: vec![0; chunks],
-            chunk_above: vec![0; chunks],
+            cand_counts: vec![0; chunks],
             chunk_ties: vec![0; chunks],
+            sel: vec![0; chunks * CHUNK_WORDS],
+            cand_keys: vec![0; if top_k { n } else { 0 }],
+            cand_index: vec![0; if top_k { n } else { 0 }],
             index_offsets: vec![0; chunks + 1],
             entry_offsets: vec![0; chunks],
             packed: vec![0; max_packed_bytes(n as u64, config.wire_dtype)],

@@ -235,3 +235,62 @@ fn packing_is_repeatable_and_read_only() {
         stored.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
     );
 }
+
+/// Inputs built so the cut search stops at level 1, 2, 3, or needs the
+/// exact tie rule, spread over several chunks.
+#[test]
+fn every_stage_of_the_cut_search() {
+    let n = 2 * 65_536 + 9;
+    const BASE: u32 = 0x3f80_0000; // 1.0
+    type Make = Box<dyn Fn(usize) -> f32>;
+    let stages: [(&str, Make); 4] = [
+        // Distinct level-1 digits for the largest entries.
+        (
+            "level 1",
+            Box::new(|i| {
+                if i % 1000 == 7 {
+                    f32::from_bits(BASE + ((i as u32 / 1000) << 20))
+                } else {
+                    0.5
+                }
+            }),
+        ),
+        // Same level-1 digit, distinct level-2 digits.
+        (
+            "level 2",
+            Box::new(|i| {
+                if i % 1000 == 7 {
+                    f32::from_bits(BASE + ((i as u32 / 1000) << 9))
+                } else {
+                    0.5
+                }
+            }),
+        ),
+        // Same level-1 and level-2 digits, distinct level-3 digits.
+        (
+            "level 3",
+            Box::new(|i| {
+                if i % 1000 == 7 {
+                    f32::from_bits(BASE + (i as u32 / 1000))
+                } else {
+                    0.5
+                }
+            }),
+        ),
+        // Ties across chunks.
+        ("exact", Box::new(|i| if i % 3 == 0 { -2.0 } else { 1.0 })),
+    ];
+    let backend = CpuBackend::with_threads(3).unwrap();
+    for (stage, f) in &stages {
+        let acc: Vec<f32> = (0..n).map(f).collect();
+        for ratio in [1.0 / n as f64, 50.0 / n as f64, 0.25, 0.4] {
+            for selection in [
+                Selection::TopK { ratio },
+                Selection::TopKApprox { ratio, slack: 0.05 },
+            ] {
+                let bytes = check(&backend, &acc, selection, WireDtype::F32);
+                assert!(!bytes.is_empty(), "{stage}");
+            }
+        }
+    }
+}
