@@ -13,14 +13,20 @@
 #ifndef CS_CUDA_EMU_H
 #define CS_CUDA_EMU_H
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define __global__
 #define __device__
@@ -46,28 +52,50 @@ inline thread_local dim3 gridDim;
 
 namespace cs_emu {
 
-// A reusable barrier for a fixed number of threads (generation counted).
+// Sleeps while *addr == expected / wakes every sleeper on addr. On Linux a
+// futex (no mutex: waking a block does not convoy its threads through one
+// lock); elsewhere a short sleep-poll.
+inline void wait_while_equal(std::atomic<unsigned>* addr, unsigned expected) {
+    for (unsigned spin = 0; spin < 64; ++spin) {
+        if (addr->load(std::memory_order_acquire) != expected) return;
+    }
+    while (addr->load(std::memory_order_acquire) == expected) {
+#ifdef __linux__
+        syscall(SYS_futex, reinterpret_cast<unsigned*>(addr), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+#else
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+#endif
+    }
+}
+inline void wake_all(std::atomic<unsigned>* addr) {
+#ifdef __linux__
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(addr), FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
+#else
+    (void)addr;
+#endif
+}
+
+// A reusable barrier for a fixed number of threads: an arrival counter and a
+// generation number; the last thread to arrive resets the counter, advances
+// the generation and wakes the others.
 class Barrier {
    public:
     explicit Barrier(unsigned count) : count_(count) {}
     void wait() {
-        std::unique_lock<std::mutex> lock(m_);
-        const unsigned long long gen = gen_;
-        if (++waiting_ == count_) {
-            waiting_ = 0;
-            ++gen_;
-            cv_.notify_all();
-        } else {
-            cv_.wait(lock, [&] { return gen_ != gen; });
+        const unsigned gen = gen_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
+            arrived_.store(0, std::memory_order_relaxed);
+            gen_.fetch_add(1, std::memory_order_acq_rel);
+            wake_all(&gen_);
+            return;
         }
+        wait_while_equal(&gen_, gen);
     }
 
    private:
-    std::mutex m_;
-    std::condition_variable cv_;
-    unsigned count_;
-    unsigned waiting_ = 0;
-    unsigned long long gen_ = 0;
+    const unsigned count_;
+    std::atomic<unsigned> arrived_{0};
+    std::atomic<unsigned> gen_{0};
 };
 
 // State shared by the threads of the running block.
@@ -97,81 +125,63 @@ inline std::mutex& launch_mutex() {
 
 // The emulated "SMs": one pool of worker threads, created on first use and
 // reused by every launch (spawning a block's worth of threads per launch
-// costs more than most kernels). Worker t plays threadIdx.x = t.
+// costs more than most kernels). Worker t plays threadIdx.x = t. A launch
+// publishes the job and bumps `job_`; every worker (also those past the
+// block size, which just report back) decrements `remaining_` when done.
 class Pool {
    public:
     // Runs `body` as `grid` blocks of `block` threads; returns when all
     // blocks are done. Callers hold launch_mutex().
     int run(unsigned grid, unsigned block, const std::function<void()>& body) {
         Block state(block);
-        {
-            std::unique_lock<std::mutex> lock(m_);
-            while (threads_ < block) {
-                const unsigned t = threads_;
-                try {
-                    std::thread(&Pool::worker, this, t).detach();
-                } catch (const std::exception&) {
-                    return 1;
-                }
-                ++threads_;
+        while (threads_ < block) {
+            try {
+                std::thread(&Pool::worker, this, threads_, job_.load(std::memory_order_acquire)).detach();
+            } catch (const std::exception&) {
+                return 1;
             }
-            body_ = &body;
-            grid_ = grid;
-            block_ = block;
-            state_ = &state;
-            remaining_ = block;
-            ++job_;
+            ++threads_;
         }
-        start_.notify_all();
-        std::unique_lock<std::mutex> lock(m_);
-        done_.wait(lock, [&] { return remaining_ == 0; });
+        body_ = &body;
+        grid_ = grid;
+        block_ = block;
+        state_ = &state;
+        remaining_.store(threads_, std::memory_order_relaxed);
+        job_.fetch_add(1, std::memory_order_acq_rel);
+        wake_all(&job_);
+        for (unsigned r; (r = remaining_.load(std::memory_order_acquire)) != 0;) wait_while_equal(&remaining_, r);
         return 0;
     }
 
    private:
-    void worker(unsigned t) {
-        unsigned long long seen = 0;
-        {
-            std::lock_guard<std::mutex> lock(m_);
-            seen = job_;  // a job posted before this thread existed is ours too
-            if (seen > 0) --seen;
-        }
+    void worker(unsigned t, unsigned seen) {
         for (;;) {
-            const std::function<void()>* body;
-            unsigned grid, block;
-            Block* state;
-            {
-                std::unique_lock<std::mutex> lock(m_);
-                start_.wait(lock, [&] { return job_ != seen; });
-                seen = job_;
-                if (t >= block_) continue;
-                body = body_;
-                grid = grid_;
-                block = block_;
-                state = state_;
+            wait_while_equal(&job_, seen);
+            seen = job_.load(std::memory_order_acquire);
+            if (t < block_) {
+                Block* state = state_;
+                current = state;
+                threadIdx = uint3{t, 0, 0};
+                blockDim = dim3{block_, 1, 1};
+                gridDim = dim3{grid_, 1, 1};
+                for (unsigned b = 0; b < grid_; ++b) {
+                    blockIdx = uint3{b, 0, 0};
+                    (*body_)();
+                    // The block ends for every thread before the next begins.
+                    state->sync.wait();
+                }
+                current = nullptr;
             }
-            current = state;
-            threadIdx = uint3{t, 0, 0};
-            blockDim = dim3{block, 1, 1};
-            gridDim = dim3{grid, 1, 1};
-            for (unsigned b = 0; b < grid; ++b) {
-                blockIdx = uint3{b, 0, 0};
-                (*body)();
-                // The block ends for every thread before the next begins.
-                state->sync.wait();
-            }
-            current = nullptr;
-            std::lock_guard<std::mutex> lock(m_);
-            if (--remaining_ == 0) done_.notify_one();
+            if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) wake_all(&remaining_);
         }
     }
 
-    std::mutex m_;
-    std::condition_variable start_, done_;
     unsigned threads_ = 0;
-    unsigned long long job_ = 0;
+    std::atomic<unsigned> job_{0};
+    std::atomic<unsigned> remaining_{0};
+    // Written by the launcher before `job_` is bumped, read by workers after.
     const std::function<void()>* body_ = nullptr;
-    unsigned grid_ = 0, block_ = 0, remaining_ = 0;
+    unsigned grid_ = 0, block_ = 0;
     Block* state_ = nullptr;
 };
 
