@@ -17,3 +17,9 @@ pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
 pub use sync::{SparseSync, StepReport};
+#[cfg(feature = "cuda")]
+pub use backend::cuda::CudaBackend;
+#[cfg(feature = "cuda-emu")]
+pub use backend::cuda::CudaEmuBackend;
+#[cfg(feature = "nccl")]
+pub use collective::nccl::{NcclCollective, NcclId};

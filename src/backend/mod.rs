@@ -13,6 +13,8 @@
 //! reference and the same packed bytes.
 
 pub mod cpu;
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+pub mod cuda;
 pub mod status;
 
 pub use cpu::CpuBackend;

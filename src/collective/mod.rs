@@ -11,6 +11,8 @@
 
 pub mod gathered;
 pub mod local;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 pub use gathered::Gathered;
 pub use local::LocalCollective;

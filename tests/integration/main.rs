@@ -7,3 +7,5 @@ mod coordinator;
 mod hyperclean;
 mod reference;
 mod wire;
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+mod cuda;

@@ -104,3 +104,7 @@ pub fn run_case<B: Backend>(name: &str, make: fn() -> Option<B>, case: fn(&Arc<B
 }
 
 mod cpu;
+#[cfg(feature = "nccl")]
+mod cuda;
+#[cfg(feature = "cuda-emu")]
+mod cuda_emu;

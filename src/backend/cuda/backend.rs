@@ -1,0 +1,318 @@
+//! The host orchestration of the CUDA kernels, written once: which kernels
+//! run for each [`Backend`] operation, their grids and the buffers they use.
+//! Generic over the [`KernelRunner`] that executes them (cudarc on a GPU, or
+//! the CPU emulation of the same `.cu` sources).
+
+use super::kernels::{Arg, BINS, BLOCK, DESC_WORDS, Kernel};
+use super::peers::describe;
+use super::runner::KernelRunner;
+use super::state::{KernelState, chunks};
+use crate::backend::{Backend, StepStatus};
+use crate::collective::Gathered;
+use crate::config::{Selection, SyncConfig};
+use crate::error::{BackendError, CollectiveError, Error, Result};
+
+/// A dense `f32` vector in a runner's device memory.
+pub struct DeviceBuffer<M> {
+    mem: M,
+    len: usize,
+}
+
+/// The CUDA backend over a [`KernelRunner`]: see [`super::CudaBackend`] (GPU)
+/// and `CudaEmuBackend` (CPU emulation, feature `cuda-emu`).
+pub struct KernelBackend<R: KernelRunner> {
+    runner: R,
+    label: &'static str,
+}
+
+fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected != actual {
+        return Err(Error::LengthMismatch { what, expected, actual });
+    }
+    Ok(())
+}
+
+impl<R: KernelRunner> KernelBackend<R> {
+    /// Wraps `runner`; `label` names the backend in [`Backend::name`].
+    pub fn from_runner(runner: R, label: &'static str) -> Self {
+        KernelBackend { runner, label }
+    }
+
+    /// The runner executing the kernels.
+    pub fn runner(&self) -> &R {
+        &self.runner
+    }
+
+    /// Blocks for a grid-stride pass over `n` elements read as `float4`.
+    fn stride_grid(&self, n: usize) -> u32 {
+        let wanted = n.div_ceil(4).div_ceil(BLOCK as usize).max(1);
+        wanted.min(self.runner.stride_blocks().max(1) as usize) as u32
+    }
+
+    fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()> {
+        // SAFETY: every pointer passed by this module comes from a live
+        // allocation of `self.runner` sized for the kernel's documented
+        // accesses (KernelState::new, DeviceBuffer lengths checked against n).
+        unsafe { self.runner.launch(kernel, grid, args) }
+    }
+
+    fn p(&self, mem: &R::Mem) -> Arg {
+        Arg::Ptr(self.runner.ptr(mem))
+    }
+
+    fn fill(&self, mem: &R::Mem, words: usize, value: u32) -> Result<()> {
+        let grid = (words.div_ceil(BLOCK as usize)).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
+        self.launch(Kernel::FillU32, grid, &[self.p(mem), Arg::U64(words as u64), Arg::U32(value)])
+    }
+
+    /// The radix select of docs/selection.md for the top-k rules, entirely on
+    /// the device (the level-1 histogram comes from the fused pass).
+    fn cut_search(&self, st: &KernelState<R::Mem>, k: u32, kmax: u32) -> Result<()> {
+        let acc = &st.acc[st.committed];
+        let n = Arg::U64(st.n as u64);
+        let grid = self.stride_grid(st.n);
+        let cut = |hist: &R::Mem, level: u32, next: &R::Mem| {
+            self.launch(
+                Kernel::CutSearch,
+                1,
+                &[self.p(hist), Arg::U32(level), Arg::U32(k), Arg::U32(kmax), self.p(&st.sel), self.p(next)],
+            )
+        };
+        let hist = |level: u32, out: &R::Mem| {
+            self.launch(Kernel::HistLevel, grid, &[self.p(acc), n, Arg::U32(level), self.p(&st.sel), self.p(out)])
+        };
+        cut(&st.hist1[st.committed], 1, &st.hist2)?;
+        hist(2, &st.hist2)?;
+        cut(&st.hist2, 2, &st.hist3)?;
+        hist(3, &st.hist3)?;
+        cut(&st.hist3, 3, &st.hist3)
+    }
+}
+
+impl<R: KernelRunner> Backend for KernelBackend<R> {
+    type Buffer = DeviceBuffer<R::Mem>;
+    type State = KernelState<R::Mem>;
+
+    fn name(&self) -> String {
+        format!("{} ({})", self.label, self.runner.device_name())
+    }
+
+    fn alloc(&self, n: usize) -> Result<Self::Buffer> {
+        Ok(DeviceBuffer { mem: self.runner.alloc_zeroed((4 * n).max(16))?, len: n })
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut Self::Buffer) -> Result<()> {
+        check_len("upload", dst.len, src.len())?;
+        self.runner.write(&mut dst.mem, 0, bytemuck::cast_slice(src))
+    }
+
+    fn download(&self, src: &Self::Buffer, dst: &mut [f32]) -> Result<()> {
+        check_len("download", src.len, dst.len())?;
+        self.runner.read(&src.mem, 0, bytemuck::cast_slice_mut(dst))
+    }
+
+    fn buffer_len(&self, buf: &Self::Buffer) -> usize {
+        buf.len
+    }
+
+    fn create_state(&self, n: usize, config: &SyncConfig) -> Result<Self::State> {
+        if n == 0 || n >= u32::MAX as usize {
+            return Err(BackendError::Unsupported {
+                backend: self.label,
+                what: format!("vectors of {n} elements (1 ..= 2^32 - 2 supported: u32 histogram counts)"),
+            }
+            .into());
+        }
+        KernelState::new(&self.runner, n, config, self.stride_grid(n))
+    }
+
+    fn read_accumulator(&self, state: &Self::State, dst: &mut [f32]) -> Result<()> {
+        check_len("accumulator", state.n, dst.len())?;
+        self.runner.read(&state.acc[state.committed], 0, bytemuck::cast_slice_mut(dst))
+    }
+
+    fn accumulate(
+        &self,
+        st: &mut Self::State,
+        delta: &Self::Buffer,
+        theta: &Self::Buffer,
+        tau: f32,
+    ) -> Result<StepStatus> {
+        check_len("delta", st.n, delta.len)?;
+        check_len("theta", st.n, theta.len)?;
+        let spare = 1 - st.committed;
+        self.fill(&st.hist1[spare], BINS, 0)?;
+        self.launch(
+            Kernel::FusedPass,
+            st.grid,
+            &[
+                self.p(&st.acc[st.committed]),
+                self.p(&delta.mem),
+                self.p(&theta.mem),
+                self.p(&st.acc[spare]),
+                self.p(&st.part_acc),
+                self.p(&st.part_theta),
+                self.p(&st.part_nonfinite),
+                self.p(&st.hist1[spare]),
+                Arg::U64(st.n as u64),
+            ],
+        )?;
+        self.launch(
+            Kernel::FusedFinish,
+            1,
+            &[
+                self.p(&st.part_acc),
+                self.p(&st.part_theta),
+                self.p(&st.part_nonfinite),
+                Arg::U32(st.grid),
+                Arg::F32(tau),
+                self.p(&st.status),
+            ],
+        )?;
+        let mut raw = [0u8; std::mem::size_of::<StepStatus>()];
+        self.runner.read(&st.status, 0, &mut raw)?;
+        let status: StepStatus = bytemuck::pod_read_unaligned(&raw);
+        st.pending = Some(status);
+        Ok(status)
+    }
+
+    fn commit_accumulate(&self, st: &mut Self::State) -> Result<()> {
+        if let Some(status) = st.pending.take() {
+            st.committed = 1 - st.committed;
+            st.committed_status = status;
+        }
+        Ok(())
+    }
+
+    fn select_pack<'s>(&self, st: &'s mut Self::State) -> Result<&'s [u8]> {
+        let n = st.n;
+        match st.config.selection {
+            Selection::TopK { .. } | Selection::TopKApprox { .. } => {
+                let k = st.config.selection.k(n).unwrap_or(1);
+                let kmax = match st.config.selection {
+                    Selection::TopKApprox { slack, .. } => ((k as f64) * (1.0 + slack)).floor().min(n as f64) as usize,
+                    _ => k,
+                }
+                .max(k);
+                self.cut_search(st, k as u32, kmax as u32)?;
+            }
+            Selection::Threshold { rel } => {
+                let cut = (rel as f32) * (st.committed_status.acc_sq / n as f32).sqrt();
+                self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(cut.to_bits())])?;
+            }
+            _ => self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(0)])?,
+        }
+        let c = chunks(n) as u32;
+        let acc = self.p(&st.acc[st.committed]);
+        let dtype = Arg::U32(u32::from(st.config.wire_dtype.code()));
+        self.launch(Kernel::ChunkCount, c, &[acc, Arg::U64(n as u64), self.p(&st.sel), self.p(&st.counts)])?;
+        self.launch(
+            Kernel::PackLayout,
+            1,
+            &[
+                self.p(&st.counts),
+                Arg::U32(c),
+                Arg::U64(n as u64),
+                dtype,
+                self.p(&st.sel),
+                self.p(&st.desc),
+                self.p(&st.packed),
+                self.p(&st.info),
+            ],
+        )?;
+        self.launch(
+            Kernel::PackChunk,
+            c,
+            &[acc, self.p(&st.sel), self.p(&st.desc), self.p(&st.info), dtype, self.p(&st.packed)],
+        )?;
+        let words = self.runner.size(&st.packed) / 4;
+        let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
+        self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
+        let mut info = [0u8; 24];
+        self.runner.read(&st.info, 0, &mut info)?;
+        let total = u64::from_le_bytes(info[..8].try_into().expect("8 bytes")) as usize;
+        if total > self.runner.size(&st.packed) {
+            return Err(BackendError::Driver {
+                backend: self.label,
+                call: "cs_pack_layout",
+                message: format!("packed size {total} exceeds the staging buffer"),
+            }
+            .into());
+        }
+        st.host_packed.resize(total, 0);
+        self.runner.read(&st.packed, 0, &mut st.host_packed)?;
+        Ok(&st.host_packed)
+    }
+
+    fn apply(
+        &self,
+        st: &mut Self::State,
+        theta: &mut Self::Buffer,
+        gathered: &Gathered,
+        own_rank: usize,
+        weight: f32,
+    ) -> Result<()> {
+        check_len("theta", st.n, theta.len)?;
+        let world = gathered.ranks();
+        if own_rank >= world {
+            return Err(CollectiveError::InvalidRank { rank: own_rank, world }.into());
+        }
+        let dtype = st.config.wire_dtype;
+        st.host_desc.clear();
+        for (r, bytes) in gathered.iter() {
+            describe(bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
+                .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
+        }
+        let all = gathered.as_bytes();
+        let desc_bytes: &[u8] = bytemuck::cast_slice(&st.host_desc);
+        grow(&self.runner, &mut st.peer_bytes, all.len())?;
+        grow(&self.runner, &mut st.peer_desc, desc_bytes.len())?;
+        let (Some(g), Some(d)) = (st.peer_bytes.as_mut(), st.peer_desc.as_mut()) else {
+            unreachable!("grow always leaves an allocation");
+        };
+        self.runner.write(g, 0, all)?;
+        self.runner.write(d, 0, desc_bytes)?;
+        let c = chunks(st.n);
+        let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
+        let run = |mode: u32, r: usize, acc: &R::Mem| {
+            self.launch(
+                Kernel::ApplyEntries,
+                c as u32,
+                &[
+                    Arg::Ptr(self.runner.ptr(g)),
+                    rank_desc(r),
+                    Arg::U32(u32::from(dtype.code())),
+                    Arg::U32(mode),
+                    self.p(&st.sum),
+                    self.p(&st.mark),
+                    self.p(&theta.mem),
+                    self.p(acc),
+                    Arg::F32(weight),
+                ],
+            )
+        };
+        let acc = &st.acc[st.committed];
+        for r in 0..world {
+            run(0, r, acc)?;
+        }
+        for r in 0..world {
+            run(1, r, acc)?;
+        }
+        if st.config.error_feedback {
+            run(2, own_rank, acc)?;
+        } else {
+            self.fill(acc, st.n, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `slot` hold at least `bytes` bytes (doubling, so repeated exchanges
+/// of similar size stop allocating).
+fn grow<R: KernelRunner>(runner: &R, slot: &mut Option<R::Mem>, bytes: usize) -> Result<()> {
+    let have = slot.as_ref().map_or(0, |m| runner.size(m));
+    if have < bytes.max(16) {
+        *slot = Some(runner.alloc_zeroed(bytes.max(16).next_power_of_two())?);
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The one seam between the host orchestration ([`super::KernelBackend`]) and
+//! whatever executes the kernels: real GPUs through cudarc, or the CPU
+//! emulation of the same `.cu` sources.
+
+use super::kernels::{Arg, Kernel};
+use crate::error::Result;
+
+/// Executes the kernels of `kernels/*.cu` in order on one stream.
+///
+/// Contract: launches and copies take effect in call order; `read` returns
+/// only once every earlier launch has finished and the bytes are on the
+/// host. Memory from `alloc_zeroed` is at least 256-byte aligned (the kernels
+/// use 128-bit loads) and stays at the address [`KernelRunner::ptr`] reports
+/// until dropped.
+pub trait KernelRunner: Send + Sync + 'static {
+    /// One device allocation.
+    type Mem: Send;
+
+    /// Describes the device, e.g. `"cuda:0 NVIDIA H100 (sm_90)"`.
+    fn device_name(&self) -> String;
+    /// Blocks a grid-stride kernel is given (enough to fill the device).
+    fn stride_blocks(&self) -> u32;
+    /// A zero-filled allocation of `bytes` bytes (at least 1).
+    fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Mem>;
+    /// The device address of `mem`, for kernel arguments.
+    fn ptr(&self, mem: &Self::Mem) -> u64;
+    /// Size of `mem` in bytes.
+    fn size(&self, mem: &Self::Mem) -> usize;
+    /// Copies `src` to `dst` at byte `offset` (bounds checked by the caller).
+    fn write(&self, dst: &mut Self::Mem, offset: usize, src: &[u8]) -> Result<()>;
+    /// Copies `dst.len()` bytes from `src` at byte `offset` after all earlier work.
+    fn read(&self, src: &Self::Mem, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Launches `kernel` on `grid` blocks of [`super::kernels::BLOCK`] threads.
+    ///
+    /// # Safety
+    /// Every `Arg::Ptr` must address live memory of this runner large enough
+    /// for what the kernel's contract (its comment in `kernels/`) accesses.
+    unsafe fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()>;
+}

@@ -1,0 +1,96 @@
+//! Per-instance device state of a [`super::KernelBackend`]: everything a step
+//! touches, allocated once in `create_state` so no step allocates (except the
+//! peer-buffer staging in `apply`, which grows to the largest exchange seen).
+
+use super::kernels::{BINS, BINS3, DESC_WORDS, SEL_WORDS};
+use super::runner::KernelRunner;
+use crate::backend::StepStatus;
+use crate::config::{SyncConfig, WireDtype};
+use crate::error::Result;
+use crate::wire::layout::{self, CHUNK_ELEMS};
+
+/// Device state of one [`crate::SparseSync`] on a kernel backend.
+pub struct KernelState<M> {
+    pub(super) n: usize,
+    /// Blocks of the grid-stride kernels (fixed per state, so the reduction
+    /// tree — and with it every status bit — is the same on every step).
+    pub(super) grid: u32,
+    pub(super) config: SyncConfig,
+    /// Double-buffered accumulator; `acc[committed]` is the committed one.
+    pub(super) acc: [M; 2],
+    /// Level-1 histogram of each accumulator, written by the fused pass.
+    pub(super) hist1: [M; 2],
+    pub(super) committed: usize,
+    /// Status of the last `accumulate`, awaiting `commit_accumulate`.
+    pub(super) pending: Option<StepStatus>,
+    /// Status of the committed accumulator (its `acc_sq` drives `Threshold`).
+    pub(super) committed_status: StepStatus,
+    pub(super) hist2: M,
+    pub(super) hist3: M,
+    pub(super) part_acc: M,
+    pub(super) part_theta: M,
+    pub(super) part_nonfinite: M,
+    pub(super) status: M,
+    pub(super) sel: M,
+    pub(super) counts: M,
+    pub(super) desc: M,
+    pub(super) packed: M,
+    pub(super) info: M,
+    pub(super) host_packed: Vec<u8>,
+    /// Apply workspaces: per-element f32 sum and presence mark, kept zero.
+    pub(super) sum: M,
+    pub(super) mark: M,
+    /// Peer bytes and their chunk descriptors, grown on demand.
+    pub(super) peer_bytes: Option<M>,
+    pub(super) peer_desc: Option<M>,
+    pub(super) host_desc: Vec<u32>,
+}
+
+/// Largest packed buffer for `n` elements of `dtype`: every chunk at its
+/// largest index section (a list is used only while it is not larger than
+/// the bitmap) and every value present.
+pub fn max_packed_bytes(n: usize, dtype: WireDtype) -> usize {
+    let n64 = n as u64;
+    let chunks = layout::num_chunks(n64);
+    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n64, c))).sum();
+    (layout::index_base(n64) + index + layout::values_bytes(n64, dtype)) as usize
+}
+
+/// Number of wire chunks for `n` elements.
+pub fn chunks(n: usize) -> usize {
+    n.div_ceil(CHUNK_ELEMS)
+}
+
+impl<M: Send> KernelState<M> {
+    pub(super) fn new<R: KernelRunner<Mem = M>>(runner: &R, n: usize, config: &SyncConfig, grid: u32) -> Result<Self> {
+        let c = chunks(n);
+        let packed_cap = max_packed_bytes(n, config.wire_dtype);
+        Ok(KernelState {
+            n,
+            grid,
+            config: config.clone(),
+            acc: [runner.alloc_zeroed(4 * n)?, runner.alloc_zeroed(4 * n)?],
+            hist1: [runner.alloc_zeroed(4 * BINS)?, runner.alloc_zeroed(4 * BINS)?],
+            committed: 0,
+            pending: None,
+            committed_status: StepStatus::default(),
+            hist2: runner.alloc_zeroed(4 * BINS)?,
+            hist3: runner.alloc_zeroed(4 * BINS3)?,
+            part_acc: runner.alloc_zeroed(4 * grid as usize)?,
+            part_theta: runner.alloc_zeroed(4 * grid as usize)?,
+            part_nonfinite: runner.alloc_zeroed(4 * grid as usize)?,
+            status: runner.alloc_zeroed(std::mem::size_of::<StepStatus>())?,
+            sel: runner.alloc_zeroed(4 * SEL_WORDS)?,
+            counts: runner.alloc_zeroed(8 * c)?,
+            desc: runner.alloc_zeroed(4 * DESC_WORDS * c)?,
+            packed: runner.alloc_zeroed(packed_cap)?,
+            info: runner.alloc_zeroed(8 * 4)?,
+            host_packed: Vec::with_capacity(packed_cap),
+            sum: runner.alloc_zeroed(4 * n)?,
+            mark: runner.alloc_zeroed(4 * n)?,
+            peer_bytes: None,
+            peer_desc: None,
+            host_desc: Vec::new(),
+        })
+    }
+}
