@@ -232,16 +232,20 @@ fn apply_chunk(
     for cursor in cursors.iter_mut() {
         cursor.advance(sh.bytes);
     }
+    // The merge fills a small batch of (index, sum) and (own index, own
+    // value); the batch is then applied in a tight loop whose iterations are
+    // independent, so the cache misses on `theta` and `acc` overlap.
+    let mut batch = Batch::new();
+    let len = theta.len().min(acc.len());
     loop {
         let i = cursors.iter().map(|c| c.head).min().unwrap_or(DONE);
         if i == DONE {
             break;
         }
-        let (Some(t), Some(a)) = (theta.get_mut(i as usize), acc.get_mut(i as usize)) else {
+        if i as usize >= len {
             let rank = cursors.iter().position(|c| c.head == i).unwrap_or(0);
-            let len = theta.len() as u32;
-            return Err((rank, WireError::IndexOutOfRange { chunk: chunk as u64, index: i, len }));
-        };
+            return Err((rank, WireError::IndexOutOfRange { chunk: chunk as u64, index: i, len: len as u32 }));
+        }
         // Rank order, starting from +0.0 (so -0.0 + 0.0 gives +0.0, as specified).
         let mut sum = 0.0f32;
         for (rank, cursor) in cursors.iter_mut().enumerate() {
@@ -249,19 +253,86 @@ fn apply_chunk(
                 let v = cursor.take_value(sh.bytes, sh.dtype);
                 sum += v;
                 if sh.feedback && rank == sh.own_rank {
-                    *a -= v;
+                    batch.own(i, v);
                 }
                 cursor.advance(sh.bytes);
             }
         }
-        // One multiply, one add: two roundings, never a fused multiply-add.
-        *t += sh.weight * sum;
+        if batch.push(i, sum) {
+            batch.flush(theta, acc, sh.weight);
+        }
     }
+    batch.flush(theta, acc, sh.weight);
     match cursors.iter().position(|c| c.broken) {
         Some(rank) => {
             let have = sh.bytes.len() as u64;
             Err((rank, WireError::Truncated { needed: have + 1, have }))
         }
         None => Ok(()),
+    }
+}
+
+/// Entries merged per batch (stack arrays of a few KiB).
+const BATCH: usize = 256;
+
+/// Merged entries of one chunk waiting to be applied.
+struct Batch {
+    index: [u32; BATCH],
+    sum: [f32; BATCH],
+    own_index: [u32; BATCH],
+    own_value: [f32; BATCH],
+    len: usize,
+    own_len: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            index: [0; BATCH],
+            sum: [0.0; BATCH],
+            own_index: [0; BATCH],
+            own_value: [0.0; BATCH],
+            len: 0,
+            own_len: 0,
+        }
+    }
+
+    /// Records this rank's own value at `i` (at most one per merged entry).
+    #[inline]
+    fn own(&mut self, i: u32, v: f32) {
+        if let (Some(slot_i), Some(slot_v)) =
+            (self.own_index.get_mut(self.own_len), self.own_value.get_mut(self.own_len))
+        {
+            (*slot_i, *slot_v) = (i, v);
+            self.own_len += 1;
+        }
+    }
+
+    /// Records the rank sum at `i`; true when the batch is full.
+    #[inline]
+    fn push(&mut self, i: u32, sum: f32) -> bool {
+        if let (Some(slot_i), Some(slot_s)) = (self.index.get_mut(self.len), self.sum.get_mut(self.len)) {
+            (*slot_i, *slot_s) = (i, sum);
+            self.len += 1;
+        }
+        self.len == BATCH
+    }
+
+    /// `theta_i += weight * sum_i` (one multiply, one add: two roundings,
+    /// never a fused multiply-add) and `acc_i -= own_i`. Indices were checked
+    /// against the chunk length by the merge.
+    fn flush(&mut self, theta: &mut [f32], acc: &mut [f32], weight: f32) {
+        for (&i, &sum) in self.index[..self.len].iter().zip(&self.sum[..self.len]) {
+            if let Some(t) = theta.get_mut(i as usize) {
+                *t += weight * sum;
+            }
+        }
+        for (&i, &v) in self.own_index[..self.own_len].iter().zip(&self.own_value[..self.own_len]) {
+            if let Some(a) = acc.get_mut(i as usize) {
+                *a -= v;
+            }
+        }
+        self.len = 0;
+        self.own_len = 0;
     }
 }

@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::state::{CpuState, HIST_BINS};
+use super::tables::{SET_LEN, SUB_TABLES};
 use crate::backend::StepStatus;
 
 /// Elements per reduction block (a constant: results depend on it).
@@ -36,53 +37,23 @@ fn nonfinite(x: f32) -> u32 {
     u32::from(x.to_bits() & EXP_MASK == EXP_MASK)
 }
 
-/// Histogram tables per task in the fused pass: lane `j` of each group of
-/// `LANES` elements counts into table `j % SUB_TABLES`, so runs of equal
-/// digits do not serialize on one counter's load-add-store.
-pub(super) const SUB_TABLES: usize = 4;
-/// Counters of one task's tables in the fused pass.
-const TASK_TABLE: usize = SUB_TABLES * HIST_BINS;
-
-/// A task's `SUB_TABLES` tables as one fixed-size array (no bounds checks).
-#[inline]
-fn sub_tables(hist: &mut [u32]) -> &mut [u32; TASK_TABLE] {
-    hist.try_into().expect("task tables are SUB_TABLES * HIST_BINS counters long")
-}
-
-/// Views a task's slice of the histogram tables as one fixed-size table, so
-/// that indexing it with a digit (always < `HIST_BINS`) needs no bounds check.
-#[inline]
-pub(super) fn table(hist: &mut [u32]) -> &mut [u32; HIST_BINS] {
-    hist.try_into().expect("histogram tables are HIST_BINS counters long")
-}
-
 /// Runs the fused pass: writes `acc + delta` into `state.spare` and its
 /// statistics into `state.spare_stats`, and returns the step status for `tau`.
 /// The caller checked both lengths against `state.n`.
 pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau: f32) -> StepStatus {
-    let bpt = state.blocks_per_task;
-    let task_elems = bpt * BLOCK;
     let acc = &state.acc;
+    let tables = &state.tables;
+    tables.zero();
     state
         .spare
-        .par_chunks_mut(task_elems)
-        .zip(state.block_sums.par_chunks_mut(bpt))
-        .zip(state.block_bad.par_chunks_mut(bpt))
-        .zip(state.task_hists.par_chunks_mut(TASK_TABLE))
+        .par_chunks_mut(BLOCK)
+        .zip(state.block_sums.par_iter_mut().zip(state.block_bad.par_iter_mut()))
         .enumerate()
-        .for_each(|(task, (((out, sums), bad), hist))| {
-            let start = task * task_elems;
+        .for_each(|(b, (out, (sum, bad)))| {
+            let start = b * BLOCK;
             let end = start + out.len();
-            let hist = sub_tables(hist);
-            hist.fill(0);
-            let blocks = out
-                .chunks_mut(BLOCK)
-                .zip(delta[start..end].chunks(BLOCK))
-                .zip(acc[start..end].chunks(BLOCK))
-                .zip(theta[start..end].chunks(BLOCK));
-            for ((((out, d), a), t), (sum, bad)) in blocks.zip(sums.iter_mut().zip(bad.iter_mut())) {
-                (*sum, *bad) = fused_block(d, a, t, out, hist);
-            }
+            (*sum, *bad) =
+                tables.with(|hist| fused_block(&delta[start..end], &acc[start..end], &theta[start..end], out, hist));
         });
     let mut acc_sq = 0.0f64;
     let mut theta_sq = 0.0f64;
@@ -92,8 +63,7 @@ pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau
         theta_sq += s[1];
         bad = bad.saturating_add(*b);
     }
-    let tasks = state.n.div_ceil(task_elems);
-    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.spare_stats.hist1);
+    tables.sum_into(&mut state.spare_stats.hist1);
     state.spare_stats.acc_sq = acc_sq as f32;
     state.spare_stats.valid = true;
     state.pending = true;
@@ -104,41 +74,21 @@ pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau
 /// `apply` changed it). Same blocks and lanes as the fused pass, so the same
 /// accumulator gives the same `acc_sq` bits either way.
 pub(super) fn acc_stats(state: &mut CpuState) {
-    let bpt = state.blocks_per_task;
-    let task_elems = bpt * BLOCK;
-    state
-        .acc
-        .par_chunks(task_elems)
-        .zip(state.block_sums.par_chunks_mut(bpt))
-        .zip(state.task_hists.par_chunks_mut(TASK_TABLE))
-        .for_each(|((acc, sums), hist)| {
-            let hist = sub_tables(hist);
-            hist.fill(0);
-            for (a, sum) in acc.chunks(BLOCK).zip(sums.iter_mut()) {
-                sum[0] = stats_block(a, hist);
-            }
-        });
+    let tables = &state.tables;
+    tables.zero();
+    state.acc.par_chunks(BLOCK).zip(state.block_sums.par_iter_mut()).for_each(|(a, sum)| {
+        sum[0] = tables.with(|hist| stats_block(a, hist));
+    });
     let acc_sq = state.block_sums.iter().fold(0.0f64, |sum, s| sum + s[0]);
-    let tasks = state.n.div_ceil(task_elems);
-    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.stats.hist1);
+    tables.sum_into(&mut state.stats.hist1);
     state.stats.acc_sq = acc_sq as f32;
     state.stats.valid = true;
-}
-
-/// `out[b] = sum over the first `tasks` tables of table[b]`.
-pub(super) fn sum_tables(tables: &[u32], tasks: usize, out: &mut [u32]) {
-    out.fill(0);
-    for t in tables.chunks_exact(out.len()).take(tasks) {
-        for (o, &c) in out.iter_mut().zip(t) {
-            *o += c;
-        }
-    }
 }
 
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
 /// non-finite count of `d` and `t`; adds the level-1 digits of `out` to `hist`.
 #[inline]
-fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; TASK_TABLE]) -> ([f64; 2], u32) {
+fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; SET_LEN]) -> ([f64; 2], u32) {
     let mut sa = [0.0f64; LANES];
     let mut st = [0.0f64; LANES];
     let mut bad = [0u32; LANES];
@@ -187,7 +137,7 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
 /// One block of the statistics-only pass: `sum(a^2)` with the lanes of
 /// [`fused_block`], and the level-1 digits of `a` added to `hist`.
 #[inline]
-fn stats_block(a: &[f32], hist: &mut [u32; TASK_TABLE]) -> f64 {
+fn stats_block(a: &[f32], hist: &mut [u32; SET_LEN]) -> f64 {
     let mut sa = [0.0f64; LANES];
     let body = a.len() - a.len() % LANES;
     for a in a[..body].chunks_exact(LANES) {

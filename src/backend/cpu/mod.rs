@@ -18,6 +18,7 @@ pub(super) mod fused;
 mod pack;
 mod select;
 mod state;
+mod tables;
 #[cfg(test)]
 mod tests;
 

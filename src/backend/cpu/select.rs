@@ -11,8 +11,9 @@
 
 use rayon::prelude::*;
 
-use super::fused::{key, sum_tables, table};
-use super::state::{CpuState, HIST_BINS};
+use super::fused::key;
+use super::state::CpuState;
+use super::tables::SET_LEN;
 use crate::config::Selection;
 use crate::wire::layout::CHUNK_ELEMS;
 
@@ -96,75 +97,53 @@ fn scan(hist: &[u32], above: u64, k: u64) -> (usize, u64, u64) {
 /// chunk's candidate slots, their count into `state.cand_counts`, and their
 /// level-2 histogram into `state.level_hist`.
 fn mark<const CANDIDATES: bool>(state: &mut CpuState, hi: u32, bin: u32) {
-    let chunks = state.chunk_counts.len();
-    let groups = state.task_hists.len() / HIST_BINS;
-    let per_group = chunks.div_ceil(groups.max(1)).max(1);
-    let elems = per_group * CHUNK_ELEMS;
-    let cand_elems = if CANDIDATES { elems } else { 0 };
-    let cand =
-        state.cand_keys.par_chunks_mut(cand_elems.max(1)).zip(state.cand_index.par_chunks_mut(cand_elems.max(1)));
+    let tables = &state.tables;
+    tables.zero();
     let work = state
         .acc
-        .par_chunks(elems)
-        .zip(state.sel.par_chunks_mut(per_group * CHUNK_WORDS))
-        .zip(state.chunk_counts.par_chunks_mut(per_group).zip(state.cand_counts.par_chunks_mut(per_group)))
-        .zip(state.task_hists.par_chunks_mut(HIST_BINS));
+        .par_chunks(CHUNK_ELEMS)
+        .zip(state.sel.par_chunks_mut(CHUNK_WORDS))
+        .zip(state.chunk_counts.par_iter_mut().zip(state.cand_counts.par_iter_mut()));
     if CANDIDATES {
-        work.zip(cand).for_each(|((((acc, sel), (counts, cand_counts)), hist), (keys, index))| {
-            mark_group::<true>(Group { acc, sel, counts, cand_counts, hist, keys, index }, hi, bin);
+        let cand = state.cand_keys.par_chunks_mut(CHUNK_ELEMS).zip(state.cand_index.par_chunks_mut(CHUNK_ELEMS));
+        work.zip(cand).for_each(|(((acc, sel), (count, found)), (keys, index))| {
+            (*count, *found) = tables.with(|hist| mark_chunk::<true>(acc, sel, keys, index, hist, hi, bin));
         });
     } else {
-        work.for_each(|(((acc, sel), (counts, cand_counts)), hist)| {
-            let (keys, index) = (&mut [][..], &mut [][..]);
-            mark_group::<false>(Group { acc, sel, counts, cand_counts, hist, keys, index }, hi, bin);
+        work.for_each(|((acc, sel), (count, found))| {
+            (*count, *found) = tables.with(|hist| mark_chunk::<false>(acc, sel, &mut [], &mut [], hist, hi, bin));
         });
     }
-    let used = state.n.div_ceil(elems);
-    sum_tables(&state.task_hists, used, &mut state.level_hist);
+    tables.sum_into(&mut state.level_hist);
 }
 
-/// One task's share of [`mark`]: consecutive chunks and their outputs.
-struct Group<'a> {
-    acc: &'a [f32],
-    sel: &'a mut [u32],
-    counts: &'a mut [u32],
-    cand_counts: &'a mut [u32],
-    hist: &'a mut [u32],
-    /// Candidate slots of these chunks (empty without candidates).
-    keys: &'a mut [u32],
-    index: &'a mut [u16],
-}
-
-/// [`mark`] over one group of chunks.
-fn mark_group<const CANDIDATES: bool>(g: Group<'_>, hi: u32, bin: u32) {
-    let hist = table(g.hist);
-    hist.fill(0);
-    let chunks = g.acc.chunks(CHUNK_ELEMS).zip(g.sel.chunks_mut(CHUNK_WORDS));
-    for (c, (acc, sel)) in chunks.enumerate() {
-        let mut count = 0u32;
-        let mut found = 0usize;
-        let (keys, index) = if CANDIDATES {
-            (&mut g.keys[c * CHUNK_ELEMS..], &mut g.index[c * CHUNK_ELEMS..])
-        } else {
-            (&mut [][..], &mut [][..])
-        };
-        for (w, (xs, word)) in acc.chunks(32).zip(sel.iter_mut()).enumerate() {
-            let (bits, mut cands) = mark_word::<CANDIDATES>(xs, hi, bin);
-            *word = bits;
-            count += bits.count_ones();
-            while cands != 0 {
-                let j = cands.trailing_zeros() as usize;
-                cands &= cands - 1;
-                let k = key(xs[j]);
-                keys[found] = k;
-                index[found] = (32 * w + j) as u16;
-                hist[((k >> 9) & 0x7ff) as usize] += 1;
-                found += 1;
-            }
+/// [`mark`] over one chunk. Returns the count of keys `>= hi` and of candidates.
+fn mark_chunk<const CANDIDATES: bool>(
+    acc: &[f32],
+    sel: &mut [u32],
+    keys: &mut [u32],
+    index: &mut [u16],
+    hist: &mut [u32; SET_LEN],
+    hi: u32,
+    bin: u32,
+) -> (u32, u32) {
+    let mut count = 0u32;
+    let mut found = 0usize;
+    for (w, (xs, word)) in acc.chunks(32).zip(sel.iter_mut()).enumerate() {
+        let (bits, mut cands) = mark_word::<CANDIDATES>(xs, hi, bin);
+        *word = bits;
+        count += bits.count_ones();
+        while cands != 0 {
+            let j = cands.trailing_zeros() as usize;
+            cands &= cands - 1;
+            let k = key(xs[j]);
+            keys[found] = k;
+            index[found] = (32 * w + j) as u16;
+            hist[((k >> 9) & 0x7ff) as usize] += 1;
+            found += 1;
         }
-        g.counts[c] = count;
-        g.cand_counts[c] = found as u32;
     }
+    (count, found as u32)
 }
 
 /// Bits of `key >= hi`, and with `CANDIDATES` bits of `key >> 20 == bin`,
@@ -196,27 +175,18 @@ fn mark_word<const CANDIDATES: bool>(xs: &[f32], hi: u32, bin: u32) -> (u32, u32
 /// Fills `state.level_hist[..512]` with the level-3 digits of the candidates
 /// whose `key >> 9 == want`.
 fn candidate_histogram(state: &mut CpuState, want: u32) {
-    let chunks = state.chunk_counts.len();
-    let groups = state.task_hists.len() / HIST_BINS;
-    let per_group = chunks.div_ceil(groups.max(1)).max(1);
-    state
-        .cand_keys
-        .par_chunks(per_group * CHUNK_ELEMS)
-        .zip(state.cand_counts.par_chunks(per_group))
-        .zip(state.task_hists.par_chunks_mut(HIST_BINS))
-        .for_each(|((keys, counts), hist)| {
-            let hist = table(hist);
-            hist.fill(0);
-            for (keys, &m) in keys.chunks(CHUNK_ELEMS).zip(counts) {
-                for &k in &keys[..m as usize] {
-                    if k >> 9 == want {
-                        hist[(k & 0x1ff) as usize] += 1;
-                    }
+    let tables = &state.tables;
+    tables.zero();
+    state.cand_keys.par_chunks(CHUNK_ELEMS).zip(state.cand_counts.par_iter()).for_each(|(keys, &m)| {
+        tables.with(|hist| {
+            for &k in &keys[..m as usize] {
+                if k >> 9 == want {
+                    hist[(k & 0x1ff) as usize] += 1;
                 }
             }
         });
-    let used = chunks.div_ceil(per_group);
-    sum_tables(&state.task_hists, used, &mut state.level_hist);
+    });
+    tables.sum_into(&mut state.level_hist);
 }
 
 /// Adds to the selection the candidates with `key >= cut`, plus the first

@@ -5,17 +5,13 @@
 use super::apply::Cursor;
 use super::fused::{self, BLOCK};
 use super::select::CHUNK_WORDS;
+use super::tables::Tables;
 use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::{BackendError, Result};
 use crate::wire::layout::{self, CHUNK_ELEMS};
 
 /// Bins of the level-1 selection histogram.
 pub(super) const HIST_BINS: usize = 2048;
-
-/// Reduction tasks per worker thread: a few per thread so that a slow thread
-/// does not hold up the pass. Only integer histograms are kept per task, so
-/// the split never changes a result.
-const TASKS_PER_THREAD: usize = 4;
 
 /// The accumulator statistics the selection reads: `sum(acc^2)` as the status
 /// reports it and the level-1 histogram of the keys.
@@ -45,14 +41,12 @@ pub struct CpuState {
     pub(super) stats: AccStats,
     /// Statistics of `spare`, swapped with `stats` on commit.
     pub(super) spare_stats: AccStats,
-    /// Blocks (of `BLOCK` elements) handled by one reduction task.
-    pub(super) blocks_per_task: usize,
     /// Per-block `[sum(acc'^2), sum(theta^2)]`, combined in block order.
     pub(super) block_sums: Vec<[f64; 2]>,
     /// Per-block non-finite counts.
     pub(super) block_bad: Vec<u32>,
-    /// `SUB_TABLES` histograms of `HIST_BINS` counters per reduction task.
-    pub(super) task_hists: Vec<u32>,
+    /// Per-thread histogram tables of the parallel passes.
+    pub(super) tables: Tables,
     /// Histogram of the current cut-search level (levels 2 and 3).
     pub(super) level_hist: Vec<u32>,
     /// Per wire chunk: entries selected.
@@ -104,7 +98,7 @@ impl AccStats {
 
 impl CpuState {
     /// Allocates the state for `n` elements under `config` (validated by the
-    /// caller). `threads` only sizes the per-task histogram tables.
+    /// caller). `threads` only sets the number of histogram table sets.
     pub(super) fn new(n: usize, config: &SyncConfig, threads: usize) -> Result<CpuState> {
         if n == 0 || n as u64 >= u32::MAX as u64 {
             return Err(BackendError::Unsupported {
@@ -114,8 +108,6 @@ impl CpuState {
             .into());
         }
         let blocks = n.div_ceil(BLOCK);
-        let blocks_per_task = blocks.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
-        let tasks = blocks.div_ceil(blocks_per_task);
         let chunks = n.div_ceil(CHUNK_ELEMS);
         let top_k = matches!(config.selection, Selection::TopK { .. } | Selection::TopKApprox { .. });
         Ok(CpuState {
@@ -128,10 +120,9 @@ impl CpuState {
             pending: false,
             stats: AccStats::zero(n),
             spare_stats: AccStats::zero(n),
-            blocks_per_task,
             block_sums: vec![[0.0; 2]; blocks],
             block_bad: vec![0; blocks],
-            task_hists: vec![0; tasks * fused::SUB_TABLES * HIST_BINS],
+            tables: Tables::new(threads),
             level_hist: vec![0; HIST_BINS],
             chunk_counts: vec![0; chunks],
             cand_counts: vec![0; chunks],
