@@ -54,7 +54,7 @@ extern "C" __global__ void cs_fused_pass(const float* __restrict__ acc_in, const
         t_sq = __fmaf_rn(t.y, t.y, t_sq);
         t_sq = __fmaf_rn(t.z, t.z, t_sq);
         t_sq = __fmaf_rn(t.w, t.w, t_sq);
-        bad += cs_is_nonfinite(d.x) + cs_is_nonfinite(d.y) + cs_is_nonfinite(d.z) + cs_is_nonfinite(d.w);
+        bad += cs_is_nonfinite(s.x) + cs_is_nonfinite(s.y) + cs_is_nonfinite(s.z) + cs_is_nonfinite(s.w);
         bad += cs_is_nonfinite(t.x) + cs_is_nonfinite(t.y) + cs_is_nonfinite(t.z) + cs_is_nonfinite(t.w);
         atomicAdd(&hist[cs_key(s.x) >> 20], 1u);
         atomicAdd(&hist[cs_key(s.y) >> 20], 1u);
@@ -69,7 +69,7 @@ extern "C" __global__ void cs_fused_pass(const float* __restrict__ acc_in, const
         acc_out[tail] = s;
         a_sq = __fmaf_rn(s, s, a_sq);
         t_sq = __fmaf_rn(t, t, t_sq);
-        bad += cs_is_nonfinite(d) + cs_is_nonfinite(t);
+        bad += cs_is_nonfinite(s) + cs_is_nonfinite(t);
         atomicAdd(&hist[cs_key(s) >> 20], 1u);
     }
 

@@ -11,15 +11,15 @@ pub mod sync;
 pub mod wire;
 pub mod workload;
 
+#[cfg(feature = "cuda")]
+pub use backend::cuda::CudaBackend;
+#[cfg(feature = "cuda-emu")]
+pub use backend::cuda::CudaEmuBackend;
 pub use backend::{Backend, CpuBackend, StepStatus};
+#[cfg(feature = "nccl")]
+pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
 pub use sync::{SparseSync, StepReport};
-#[cfg(feature = "cuda")]
-pub use backend::cuda::CudaBackend;
-#[cfg(feature = "cuda-emu")]
-pub use backend::cuda::CudaEmuBackend;
-#[cfg(feature = "nccl")]
-pub use collective::nccl::{NcclCollective, NcclId};

@@ -58,7 +58,10 @@ pub trait Backend: Send + Sync {
 
     /// Operation 1, fused: `acc' = acc + delta` into the spare accumulator, and
     /// in the same pass `sum(acc'^2)`, `sum(theta^2)`, the non-finite count of
-    /// `delta` and `theta`, the level-1 selection histogram of `acc'`
+    /// `acc'` and `theta` (the committed accumulator is always finite, so a
+    /// non-finite `acc'` means a non-finite `delta` or an overflow of the
+    /// sum: either way the step must not commit), the level-1 selection
+    /// histogram of `acc'`
     /// (docs/selection.md) and the threshold test `s > tau`. Deterministic:
     /// the same inputs give the same status bits on every run. The committed
     /// accumulator is unchanged.

@@ -15,7 +15,8 @@ pub struct StepStatus {
     pub significance: f32,
     /// The threshold `tau` the test used.
     pub tau: f32,
-    /// Number of non-finite values in `delta` and `theta`.
+    /// Number of non-finite values in the new accumulator `acc' = acc + delta`
+    /// (non-finite `delta` or overflow) and in `theta`.
     pub nonfinite: u32,
     /// 1 when `s > tau` (and the input was finite), else 0.
     pub triggered: u32,

@@ -4,8 +4,8 @@
 mod common;
 mod conformance;
 mod coordinator;
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+mod cuda;
 mod hyperclean;
 mod reference;
 mod wire;
-#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
-mod cuda;

@@ -116,7 +116,7 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
             let t64 = f64::from(t[j]);
             sa[j] += v64 * v64;
             st[j] += t64 * t64;
-            bad[j] += nonfinite(d[j]) + nonfinite(t[j]);
+            bad[j] += nonfinite(v[j]) + nonfinite(t[j]);
         }
         for (j, x) in v.into_iter().enumerate() {
             hist[(j % SUB_TABLES) * HIST_BINS + (key(x) >> LEVEL1_SHIFT) as usize] += 1;
@@ -128,7 +128,7 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
         *o = v;
         sa[j] += f64::from(v) * f64::from(v);
         st[j] += f64::from(t[i]) * f64::from(t[i]);
-        bad[j] += nonfinite(d[i]) + nonfinite(t[i]);
+        bad[j] += nonfinite(v) + nonfinite(t[i]);
         hist[(key(v) >> LEVEL1_SHIFT) as usize] += 1;
     }
     ([lane_sum(&sa), lane_sum(&st)], bad.iter().sum())

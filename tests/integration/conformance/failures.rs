@@ -178,3 +178,37 @@ pub fn missing_rank_times_out<B: Backend>(backend: &Arc<B>) {
         }
     }
 }
+
+/// A finite update whose sum with the accumulator overflows f32 is refused
+/// like non-finite input: every rank gets `Error::NonFinite` naming the rank
+/// whose accumulator would overflow, and nothing is committed anywhere.
+pub fn overflowing_accumulation_is_refused<B: Backend>(backend: &Arc<B>) {
+    let (world, n) = (2, 4099);
+    let config = SyncConfig::default();
+    let theta0 = initial_params(81, n, 1.0);
+    // Close to f32::MAX with low mantissa bits set, so its bf16 rounding
+    // (down) leaves a positive residual in the accumulator after the sync.
+    let big = f32::from_bits(0x7f00_1234);
+    let ranks = make_ranks(backend, world, &config, &theta0, Duration::from_secs(30)).unwrap();
+    on_ranks(ranks, |mut r| {
+        let mut delta = vec![0.0f32; n];
+        if r.rank == 0 {
+            delta[7] = big;
+        }
+        let first = r.step_host(&delta).unwrap_or_else(|e| panic!("rank {} step 1: {e}", r.rank));
+        assert!(first.synced, "rank {}: a huge update is significant", r.rank);
+        let acc_before = r.acc();
+        let theta_before = r.theta();
+        if r.rank == 0 {
+            assert!(acc_before[7] > 0.0, "the bf16 residual stays in the accumulator");
+            delta[7] = f32::MAX;
+        }
+        match r.step_host(&delta) {
+            Err(Error::NonFinite { ranks }) => assert_eq!(ranks, vec![0], "rank {}", r.rank),
+            other => panic!("rank {}: expected NonFinite [0], got {other:?}", r.rank),
+        }
+        assert_eq!(r.sync.steps(), 1, "rank {}: the refused step does not count", r.rank);
+        assert_bitwise_eq(&format!("rank {} acc", r.rank), &r.acc(), &acc_before);
+        assert_bitwise_eq(&format!("rank {} theta", r.rank), &r.theta(), &theta_before);
+    });
+}

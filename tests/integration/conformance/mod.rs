@@ -50,6 +50,7 @@ macro_rules! conformance_suite {
                 ten_million_elements,
                 all_zero_input,
                 non_finite_input_fails_every_rank_and_rolls_back,
+                overflowing_accumulation_is_refused,
                 missing_rank_times_out,
             );
         }
