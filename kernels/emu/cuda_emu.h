@@ -1,15 +1,23 @@
 // CPU emulation of the CUDA subset used by kernels/*.cu, force-included when
 // build.rs compiles the kernels as host C++17 (feature `cuda-emu`).
 //
-// Execution model: a launch runs the blocks of its grid one after another; the
-// threads of a block are real std::threads (a pool reused across launches)
-// that meet at a barrier for __syncthreads. `__shared__` variables become function-local statics: one
-// copy shared by the block's threads, reused by the next block (which, as on
-// a GPU, must initialise them). Warps are 32 consecutive threads; shuffles and
-// votes exchange values through per-lane slots and one warp barrier, so
-// they require all 32 lanes to take part (the kernels only use full masks in
-// converged code). Atomics are GCC __atomic builtins. Launches are serialised
-// by one process-wide mutex because the statics are global.
+// Execution model: a launch runs the blocks of its grid one after another on
+// the calling thread. The threads of a block are fibers (ucontext, one stack
+// each, reused across blocks and launches) scheduled cooperatively: a fiber
+// runs until it reaches a barrier (__syncthreads, or the warp barrier inside
+// a shuffle/vote) or returns. A block barrier releases once every live
+// thread of the block waits at it, a warp barrier once every live lane of the
+// warp does, exactly CUDA's rules for converged code; a state where nothing
+// can run is reported as a deadlock instead of hanging. Fibers instead of OS
+// threads because a barrier then costs two user-space context switches, not
+// a futex wake-up of hundreds of threads on a machine with two cores.
+// `__shared__` variables become function-local statics: one copy shared by
+// the block's threads, reused by the next block (which, as on a GPU, must
+// initialise them). Warps are 32 consecutive threads; shuffles and votes
+// exchange values through per-lane slots. Atomics are GCC __atomic builtins
+// (fibers never interleave inside one, but the kernels' code stays as on the
+// GPU). Launches are serialised by one process-wide mutex because the
+// statics are global.
 #ifndef CS_CUDA_EMU_H
 #define CS_CUDA_EMU_H
 
@@ -22,11 +30,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-#ifdef __linux__
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
+#include <memory>
+#include <ucontext.h>
 
 #define __global__
 #define __device__
@@ -52,68 +57,31 @@ inline thread_local dim3 gridDim;
 
 namespace cs_emu {
 
-// Sleeps while *addr == expected / wakes every sleeper on addr. On Linux a
-// futex (no mutex: waking a block does not convoy its threads through one
-// lock); elsewhere a short sleep-poll.
-inline void wait_while_equal(std::atomic<unsigned>* addr, unsigned expected) {
-    for (unsigned spin = 0; spin < 64; ++spin) {
-        if (addr->load(std::memory_order_acquire) != expected) return;
-    }
-    while (addr->load(std::memory_order_acquire) == expected) {
-#ifdef __linux__
-        syscall(SYS_futex, reinterpret_cast<unsigned*>(addr), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
-#else
-        std::this_thread::sleep_for(std::chrono::microseconds(20));
-#endif
-    }
-}
-inline void wake_all(std::atomic<unsigned>* addr) {
-#ifdef __linux__
-    syscall(SYS_futex, reinterpret_cast<unsigned*>(addr), FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
-#else
-    (void)addr;
-#endif
-}
+// Where a fiber stands between two runs of the scheduler.
+enum class Wait : unsigned char { Run, Block, Warp, Done };
 
-// A reusable barrier for a fixed number of threads: an arrival counter and a
-// generation number; the last thread to arrive resets the counter, advances
-// the generation and wakes the others.
-class Barrier {
-   public:
-    explicit Barrier(unsigned count) : count_(count) {}
-    void wait() {
-        const unsigned gen = gen_.load(std::memory_order_acquire);
-        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
-            arrived_.store(0, std::memory_order_relaxed);
-            gen_.fetch_add(1, std::memory_order_acq_rel);
-            wake_all(&gen_);
-            return;
-        }
-        wait_while_equal(&gen_, gen);
-    }
+// Bytes of stack per emulated thread: the kernels' frames are small; the
+// pages are only touched as far as a fiber actually goes.
+constexpr std::size_t STACK_BYTES = 256 * 1024;
 
-   private:
-    const unsigned count_;
-    std::atomic<unsigned> arrived_{0};
-    std::atomic<unsigned> gen_{0};
+struct Fiber {
+    ucontext_t ctx;
+    Wait state = Wait::Done;
 };
 
-// State shared by the threads of the running block.
+// State of the running block (and, for slots, of its warps' exchanges).
 struct Block {
-    explicit Block(unsigned threads) : sync(threads), slots(2 * threads, 0), parity(threads, 0) {
-        for (unsigned w = 0; w < threads / 32; ++w) warps.emplace_back(new Barrier(32));
-    }
-    ~Block() {
-        for (Barrier* b : warps) delete b;
-    }
-    Barrier sync;
-    std::vector<Barrier*> warps;
+    explicit Block(unsigned threads) : threads(threads), slots(2 * threads, 0), parity(threads, 0), fibers(threads) {}
+    unsigned threads;
     // Two banks of one slot per thread, used alternately by successive warp
     // exchanges, so one warp barrier per exchange suffices: a lane can only
     // reuse a bank after the next exchange's barrier, which every lane
     // reaches only after reading the previous one.
     std::vector<unsigned long long> slots;
     std::vector<unsigned char> parity;
+    std::vector<Fiber> fibers;
+    ucontext_t scheduler;
+    const std::function<void()>* body = nullptr;
 };
 
 inline thread_local Block* current = nullptr;
@@ -123,79 +91,106 @@ inline std::mutex& launch_mutex() {
     return m;
 }
 
-// The emulated "SMs": one pool of worker threads, created on first use and
-// reused by every launch (spawning a block's worth of threads per launch
-// costs more than most kernels). Worker t plays threadIdx.x = t. A launch
-// publishes the job and bumps `job_`; every worker (also those past the
-// block size, which just report back) decrements `remaining_` when done.
-class Pool {
-   public:
-    // Runs `body` as `grid` blocks of `block` threads; returns when all
-    // blocks are done. Callers hold launch_mutex().
-    int run(unsigned grid, unsigned block, const std::function<void()>& body) {
-        Block state(block);
-        while (threads_ < block) {
-            try {
-                std::thread(&Pool::worker, this, threads_, job_.load(std::memory_order_acquire)).detach();
-            } catch (const std::exception&) {
-                return 1;
-            }
-            ++threads_;
-        }
-        body_ = &body;
-        grid_ = grid;
-        block_ = block;
-        state_ = &state;
-        remaining_.store(threads_, std::memory_order_relaxed);
-        job_.fetch_add(1, std::memory_order_acq_rel);
-        wake_all(&job_);
-        for (unsigned r; (r = remaining_.load(std::memory_order_acquire)) != 0;) wait_while_equal(&remaining_, r);
-        return 0;
-    }
+// Stacks, one per thread index, created on first use and kept (never
+// destroyed: reused by every later launch).
+inline char* stack_for(unsigned t) {
+    static std::vector<std::unique_ptr<char[]>>* stacks = new std::vector<std::unique_ptr<char[]>>();
+    while (stacks->size() <= t) stacks->emplace_back(new char[STACK_BYTES]);
+    return (*stacks)[t].get();
+}
 
-   private:
-    void worker(unsigned t, unsigned seen) {
-        for (;;) {
-            wait_while_equal(&job_, seen);
-            seen = job_.load(std::memory_order_acquire);
-            if (t < block_) {
-                Block* state = state_;
-                current = state;
-                threadIdx = uint3{t, 0, 0};
-                blockDim = dim3{block_, 1, 1};
-                gridDim = dim3{grid_, 1, 1};
-                for (unsigned b = 0; b < grid_; ++b) {
-                    blockIdx = uint3{b, 0, 0};
-                    (*body_)();
-                    // The block ends for every thread before the next begins.
-                    state->sync.wait();
-                }
-                current = nullptr;
-            }
-            if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) wake_all(&remaining_);
-        }
-    }
+// Parks the running fiber at a barrier and returns to the scheduler; returns
+// when the scheduler resumes it after the barrier released.
+inline void park(Wait why) {
+    Block* b = current;
+    Fiber& f = b->fibers[threadIdx.x];
+    f.state = why;
+    swapcontext(&f.ctx, &b->scheduler);
+}
 
-    unsigned threads_ = 0;
-    std::atomic<unsigned> job_{0};
-    std::atomic<unsigned> remaining_{0};
-    // Written by the launcher before `job_` is bumped, read by workers after.
-    const std::function<void()>* body_ = nullptr;
-    unsigned grid_ = 0, block_ = 0;
-    Block* state_ = nullptr;
-};
+// Entry of every fiber: the kernel body, then back to the scheduler (uc_link).
+inline void fiber_main() {
+    (*current->body)();
+    current->fibers[threadIdx.x].state = Wait::Done;
+}
+
+// Prepares fiber `t` to run the kernel body from its start on its stack.
+// Out of line for the same reason as `resume` (getcontext returns twice).
+__attribute__((noinline)) inline void start_fiber(Block& b, unsigned t) {
+    Fiber& f = b.fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = stack_for(t);
+    f.ctx.uc_stack.ss_size = STACK_BYTES;
+    f.ctx.uc_link = &b.scheduler;
+    makecontext(&f.ctx, fiber_main, 0);
+    f.state = Wait::Run;
+}
+
+// Switches to fiber `t` until it parks or returns. Out of line so that no
+// local of the scheduler's loop lives across the returns-twice call.
+__attribute__((noinline)) inline void resume(Block& b, unsigned t) {
+    threadIdx = uint3{t, 0, 0};
+    swapcontext(&b.scheduler, &b.fibers[t].ctx);
+}
+
+// Runs one block to completion. Returns 0, or 4 when the live threads wait at
+// barriers none of which can release (a divergent barrier in a kernel).
+inline int run_block(Block& b) {
+    for (unsigned t = 0; t < b.threads; ++t) start_fiber(b, t);
+    for (;;) {
+        for (unsigned t = 0; t < b.threads; ++t) {
+            Fiber& f = b.fibers[t];
+            if (f.state != Wait::Run) continue;
+            resume(b, t);
+        }
+        // Every fiber now waits at a barrier or is done: release what can go.
+        bool released = false, all_done = true, all_at_block = true;
+        for (unsigned w = 0; w < b.threads / 32; ++w) {
+            bool warp_ready = true, any_waiting = false;
+            for (unsigned l = w * 32; l < w * 32 + 32; ++l) {
+                const Wait s = b.fibers[l].state;
+                if (s == Wait::Done) continue;
+                all_done = false;
+                if (s != Wait::Block) all_at_block = false;
+                if (s != Wait::Warp) warp_ready = false;
+                if (s == Wait::Warp) any_waiting = true;
+            }
+            if (warp_ready && any_waiting) {
+                for (unsigned l = w * 32; l < w * 32 + 32; ++l)
+                    if (b.fibers[l].state == Wait::Warp) b.fibers[l].state = Wait::Run;
+                released = true;
+            }
+        }
+        if (all_done) return 0;
+        if (!released && all_at_block) {
+            for (Fiber& f : b.fibers)
+                if (f.state == Wait::Block) f.state = Wait::Run;
+            released = true;
+        }
+        if (!released) return 4;
+    }
+}
 
 // Runs `body` as a grid of `grid` blocks of `block` threads (block a multiple
-// of 32, at most 1024). Returns 0, 1 if a worker could not be started, 2 for a
-// bad block size.
+// of 32, at most 1024). Returns 0, 2 for a bad block size, 4 for a deadlock.
 template <class F>
 int launch(unsigned grid, unsigned block, F body) {
     if (block == 0 || block % 32 != 0 || block > 1024) return 2;
     std::lock_guard<std::mutex> guard(launch_mutex());
-    // Never destroyed: detached workers may outlive static destructors.
-    static Pool* pool = new Pool();
     const std::function<void()> job(body);
-    return pool->run(grid, block, job);
+    Block state(block);
+    state.body = &job;
+    Block* outer = current;
+    current = &state;
+    blockDim = dim3{block, 1, 1};
+    gridDim = dim3{grid, 1, 1};
+    int rc = 0;
+    for (unsigned g = 0; g < grid && rc == 0; ++g) {
+        blockIdx = uint3{g, 0, 0};
+        rc = run_block(state);
+    }
+    current = outer;
+    return rc;
 }
 
 template <class T>
@@ -222,13 +217,13 @@ inline T exchange(T v, int src, T fallback) {
     b->parity[t] ^= 1u;
     unsigned long long* slots = b->slots.data() + bank * b->parity.size();
     slots[t] = to_slot(v);
-    b->warps[warp]->wait();
+    park(Wait::Warp);
     return (src >= 0 && src < 32) ? from_slot<T>(slots[warp * 32 + (unsigned)src]) : fallback;
 }
 
 }  // namespace cs_emu
 
-inline void __syncthreads() { cs_emu::current->sync.wait(); }
+inline void __syncthreads() { cs_emu::park(cs_emu::Wait::Block); }
 
 template <class T>
 inline T __shfl_down_sync(unsigned, T v, int delta) {
@@ -249,7 +244,7 @@ inline unsigned __ballot_sync(unsigned, int pred) {
     b->parity[t] ^= 1u;
     unsigned long long* slots = b->slots.data() + bank * b->parity.size();
     slots[t] = pred ? 1u : 0u;
-    b->warps[warp]->wait();
+    cs_emu::park(cs_emu::Wait::Warp);
     unsigned r = 0;
     for (unsigned l = 0; l < 32; ++l) r |= (unsigned)(slots[warp * 32 + l] != 0) << l;
     return r;

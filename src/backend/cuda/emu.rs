@@ -1,6 +1,6 @@
 //! The CPU emulation runner (feature `cuda-emu`): the `.cu` kernels compiled
 //! as host C++ by build.rs against `kernels/emu/cuda_emu.h` and executed by
-//! `cs_emu_launch` (blocks in sequence, a block's threads as real threads).
+//! `cs_emu_launch` (blocks in sequence, a block's threads as fibers).
 
 use super::backend::KernelBackend;
 use super::kernels::{Arg, BLOCK, Kernel};
