@@ -12,6 +12,8 @@ pub mod wire;
 pub mod workload;
 
 pub use backend::{Backend, CpuBackend, StepStatus};
+#[cfg(feature = "wgpu")]
+pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};

@@ -14,6 +14,8 @@
 
 pub mod cpu;
 pub mod status;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 pub use cpu::CpuBackend;
 pub use status::StepStatus;
