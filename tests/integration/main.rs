@@ -6,3 +6,5 @@ mod conformance;
 mod coordinator;
 mod reference;
 mod wire;
+#[cfg(feature = "wgpu")]
+mod wgpu;
