@@ -227,9 +227,12 @@ fn wgpu_fused_pass_matches_f64_reference() {
     assert_eq!((s4.nonfinite, s4.triggered), (3, 0));
 }
 
-fn check_pack(b: &WgpuBackend, acc: &[f32], rule: Selection, dtype: WireDtype) {
+fn check_pack(b: &WgpuBackend, values: &[f32], rule: Selection, dtype: WireDtype) {
     let cfg = config(rule, dtype);
-    let mut st = state_with(b, acc, &cfg);
+    let mut st = state_with(b, values, &cfg);
+    // The committed accumulator is 0.0 + values (which turns -0.0 into +0.0).
+    let acc: Vec<f32> = values.iter().map(|&v| 0.0 + v).collect();
+    let acc = &acc[..];
     let status = b.accumulate(&mut st, &buffer(b, &vec![0.0; acc.len()]), &buffer(b, &vec![1.0; acc.len()]), 0.0).unwrap();
     b.commit_accumulate(&mut st).unwrap();
     let sel = ref_select(acc, rule, status.acc_sq);
@@ -237,7 +240,11 @@ fn check_pack(b: &WgpuBackend, acc: &[f32], rule: Selection, dtype: WireDtype) {
     let got = b.select_pack(&mut st).unwrap().to_vec();
     assert_eq!(got.len(), want.len(), "{rule:?} {dtype:?}: length");
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
-        panic!("{rule:?} {dtype:?}: first differing byte at {i} of {}", want.len());
+        let body = got.iter().zip(&want).skip(28).position(|(a, b)| a != b).map(|j| {
+            let at = (28 + j) & !1;
+            (at, &got[at..at + 2], &want[at..at + 2])
+        });
+        panic!("{rule:?} {dtype:?}: first differing byte at {i} of {}; past the header: {body:?}", want.len());
     }
     // select_pack leaves the accumulator alone.
     let mut host = vec![0.0; acc.len()];
