@@ -177,6 +177,41 @@ pub enum WireError {
         /// Checksum computed over the buffer.
         actual: u32,
     },
+    /// A [`crate::wire::PackedDelta`] was given a different number of indices
+    /// and values.
+    #[error("{indices} indices but {values} values")]
+    EntryLengths {
+        /// Indices supplied.
+        indices: u64,
+        /// Values supplied.
+        values: u64,
+    },
+    /// A [`crate::wire::PackedDelta`] index is at or past the dense length.
+    #[error("entry {position}: index {index} is at or past n = {n}")]
+    IndexPastEnd {
+        /// Position among the entries.
+        position: u64,
+        /// The global index.
+        index: u64,
+        /// Dense length.
+        n: u64,
+    },
+    /// A [`crate::wire::PackedDelta`] value is not exactly representable in its
+    /// dtype (only possible when the public fields were set by hand).
+    #[error("entry {position}: value is not representable in the wire dtype")]
+    NotRepresentable {
+        /// Position among the entries.
+        position: u64,
+    },
+    /// The encoded buffer for a [`crate::wire::PackedDelta`] could not be
+    /// allocated.
+    #[error("a buffer for n = {n} needs {bytes} bytes, more than can be allocated")]
+    TooLarge {
+        /// Dense length.
+        n: u64,
+        /// Bytes the buffer would need.
+        bytes: u64,
+    },
     /// The buffer is well formed but describes another problem (length or dtype).
     #[error("buffer is for n = {found_n} with {found_dtype:?}, expected n = {n} with {dtype:?}")]
     Mismatch {
@@ -302,7 +337,9 @@ pub enum CollectiveError {
 #[non_exhaustive]
 pub enum CoordinatorError {
     /// `max_in_flight` versions stayed checked out for the whole checkout timeout.
-    #[error("checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})")]
+    #[error(
+        "checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})"
+    )]
     Backpressure {
         /// Worker asking.
         worker: u64,
@@ -347,6 +384,22 @@ pub enum CoordinatorError {
     #[error("corrupt snapshot: {reason}")]
     CorruptSnapshot {
         /// What was wrong.
+        reason: String,
+    },
+    /// The lease stopped heartbeating for longer than the lease TTL and was
+    /// expired; its slot was freed.
+    #[error("lease {lease} of worker {worker} expired (no heartbeat within the lease TTL)")]
+    LeaseExpired {
+        /// Lease id.
+        lease: u64,
+        /// Worker.
+        worker: u64,
+    },
+    /// A well-formed snapshot does not fit the configuration it is restored
+    /// with (different parameter count, optimizer kind or timescale layout).
+    #[error("snapshot does not match the configuration: {reason}")]
+    SnapshotMismatch {
+        /// What differs.
         reason: String,
     },
 }

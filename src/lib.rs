@@ -16,5 +16,6 @@ pub use backend::{Backend, CpuBackend, StepStatus};
 pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
+pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
 pub use sync::{SparseSync, StepReport};

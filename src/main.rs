@@ -1,2 +1,7 @@
-//! PLACEHOLDER — the `chronos-sync` command line.
-fn main() {}
+//! The `chronos-sync` command line: see `chronos-sync --help`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -525,6 +525,9 @@ mod tests {
                 .collect();
             joins.into_iter().map(|j| j.join().unwrap()).collect()
         });
+        // The first deadline to pass fails the round for every rank in it,
+        // so only the longest wait is bounded below by the timeout.
+        assert!(outcomes.iter().map(|o| o.1).max().unwrap() >= timeout);
         for (err, elapsed) in outcomes {
             match err {
                 Error::Timeout { op, missing, after } => {
@@ -534,7 +537,6 @@ mod tests {
                 }
                 other => panic!("expected a timeout, got {other}"),
             }
-            assert!(elapsed >= timeout, "returned early after {elapsed:?}");
             assert!(elapsed < timeout + Duration::from_secs(5), "took {elapsed:?}");
         }
         // The late rank and every later call fail at once.

@@ -1,6 +1,10 @@
 //! The packed-delta wire format (docs/wire-format.md): one self-describing,
 //! checksummed buffer per rank per sync, with chunk-local `u16` indices or
 //! bitmaps so that a bf16 entry costs about 4 bytes.
+//!
+//! [`PackedDelta`] is the owned form and the encoder; [`PackedView`] is the
+//! validating, zero-copy decoder that appliers read chunk by chunk
+//! ([`ChunkView`]), in parallel if they like.
 
 pub mod checksum;
 mod decode;
@@ -8,5 +12,5 @@ mod encode;
 pub mod layout;
 pub mod quantize;
 
-pub use decode::{PackedView, peek_count, validate};
-pub use encode::PackedDelta;
+pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, decode, peek_count, validate};
+pub use encode::{PackedDelta, encoded_len};

@@ -1,0 +1,174 @@
+//! One `SparseSync` instance's state on the CPU backend. Everything a step
+//! touches is allocated here, once, so that steps never allocate (the apply
+//! cursors grow once if a larger group than ever before shows up).
+
+use super::apply::Cursor;
+use super::fused::{self, BLOCK};
+use super::select::CHUNK_WORDS;
+use crate::config::{Selection, SyncConfig, WireDtype};
+use crate::error::{BackendError, Result};
+use crate::wire::layout::{self, CHUNK_ELEMS};
+
+/// Bins of the level-1 selection histogram.
+pub(super) const HIST_BINS: usize = 2048;
+
+/// Reduction tasks per worker thread: a few per thread so that a slow thread
+/// does not hold up the pass. Only integer histograms are kept per task, so
+/// the split never changes a result.
+const TASKS_PER_THREAD: usize = 4;
+
+/// The accumulator statistics the selection reads: `sum(acc^2)` as the status
+/// reports it and the level-1 histogram of the keys.
+#[derive(Debug, Clone)]
+pub(super) struct AccStats {
+    /// `sum(acc^2)`, accumulated in f64 per block, rounded to f32.
+    pub acc_sq: f32,
+    /// Level-1 histogram (docs/selection.md), `HIST_BINS` counters.
+    pub hist1: Vec<u32>,
+    /// False once the accumulator changed after these were computed.
+    pub valid: bool,
+}
+
+/// Device state of the CPU backend for vectors of `n` elements.
+#[derive(Debug)]
+pub struct CpuState {
+    pub(super) n: usize,
+    pub(super) selection: Selection,
+    pub(super) dtype: WireDtype,
+    pub(super) error_feedback: bool,
+    /// The committed accumulator.
+    pub(super) acc: Vec<f32>,
+    /// Written by `accumulate`; swapped in by `commit_accumulate`.
+    pub(super) spare: Vec<f32>,
+    /// True while `spare` holds an uncommitted result.
+    pub(super) pending: bool,
+    /// Statistics of `acc`.
+    pub(super) stats: AccStats,
+    /// Statistics of `spare`, swapped with `stats` on commit.
+    pub(super) spare_stats: AccStats,
+    /// Blocks (of `BLOCK` elements) handled by one reduction task.
+    pub(super) blocks_per_task: usize,
+    /// Per-block `[sum(acc'^2), sum(theta^2)]`, combined in block order.
+    pub(super) block_sums: Vec<[f64; 2]>,
+    /// Per-block non-finite counts.
+    pub(super) block_bad: Vec<u32>,
+    /// One `HIST_BINS` histogram per reduction task.
+    pub(super) task_hists: Vec<u32>,
+    /// Histogram of the current cut-search level (levels 2 and 3).
+    pub(super) level_hist: Vec<u32>,
+    /// Per wire chunk: entries selected.
+    pub(super) chunk_counts: Vec<u32>,
+    /// Per wire chunk: candidates set aside by the selection pass.
+    pub(super) cand_counts: Vec<u32>,
+    /// Per wire chunk: candidates equal to the exact cut, then the ones taken.
+    pub(super) chunk_ties: Vec<u32>,
+    /// Selection bitmap, `CHUNK_ELEMS / 32` words per chunk.
+    pub(super) sel: Vec<u32>,
+    /// Candidate keys, chunk `c`'s from index `CHUNK_ELEMS * c` (top-k rules
+    /// only; its pages are only touched as far as candidates are found).
+    pub(super) cand_keys: Vec<u32>,
+    /// Chunk-local indices of the candidates, laid out like `cand_keys`.
+    pub(super) cand_index: Vec<u16>,
+    /// Byte offset of each chunk's index section, plus the values offset.
+    pub(super) index_offsets: Vec<u64>,
+    /// Entries before each chunk.
+    pub(super) entry_offsets: Vec<u64>,
+    /// Staging buffer, sized for the largest possible packed buffer (its pages
+    /// are zero-filled lazily by the OS, so the unused tail costs nothing).
+    pub(super) packed: Vec<u8>,
+    /// Merge cursors for `apply`: one per (chunk, rank), chunk-major. Grows
+    /// (once) to the largest group seen.
+    pub(super) cursors: Vec<Cursor>,
+}
+
+impl AccStats {
+    /// The statistics of an all-zero accumulator of `n` elements.
+    fn zero(n: usize) -> AccStats {
+        let mut hist1 = vec![0u32; HIST_BINS];
+        hist1[0] = n as u32;
+        AccStats {
+            acc_sq: 0.0,
+            hist1,
+            valid: true,
+        }
+    }
+}
+
+impl CpuState {
+    /// Allocates the state for `n` elements under `config` (validated by the
+    /// caller). `threads` only sizes the per-task histogram tables.
+    pub(super) fn new(n: usize, config: &SyncConfig, threads: usize) -> Result<CpuState> {
+        if n == 0 || n as u64 >= u32::MAX as u64 {
+            return Err(BackendError::Unsupported {
+                backend: "cpu",
+                what: format!(
+                    "vectors of {n} elements (supported: 1 ..= {})",
+                    u32::MAX - 1
+                ),
+            }
+            .into());
+        }
+        let blocks = n.div_ceil(BLOCK);
+        let blocks_per_task = blocks.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
+        let tasks = blocks.div_ceil(blocks_per_task);
+        let chunks = n.div_ceil(CHUNK_ELEMS);
+        let top_k = matches!(
+            config.selection,
+            Selection::TopK { .. } | Selection::TopKApprox { .. }
+        );
+        Ok(CpuState {
+            n,
+            selection: config.selection,
+            dtype: config.wire_dtype,
+            error_feedback: config.error_feedback,
+            acc: vec![0.0; n],
+            spare: vec![0.0; n],
+            pending: false,
+            stats: AccStats::zero(n),
+            spare_stats: AccStats::zero(n),
+            blocks_per_task,
+            block_sums: vec![[0.0; 2]; blocks],
+            block_bad: vec![0; blocks],
+            task_hists: vec![0; tasks * HIST_BINS],
+            level_hist: vec![0; HIST_BINS],
+            chunk_counts: vec![0; chunks],
+            cand_counts: vec![0; chunks],
+            chunk_ties: vec![0; chunks],
+            sel: vec![0; chunks * CHUNK_WORDS],
+            cand_keys: vec![0; if top_k { n } else { 0 }],
+            cand_index: vec![0; if top_k { n } else { 0 }],
+            index_offsets: vec![0; chunks + 1],
+            entry_offsets: vec![0; chunks],
+            packed: vec![0; max_packed_bytes(n as u64, config.wire_dtype)],
+            cursors: Vec::new(),
+        })
+    }
+
+    /// `commit_accumulate`: the spare accumulator becomes the committed one
+    /// (a swap, no copy). Without a pending result this does nothing.
+    pub(super) fn commit(&mut self) {
+        if self.pending {
+            std::mem::swap(&mut self.acc, &mut self.spare);
+            std::mem::swap(&mut self.stats, &mut self.spare_stats);
+            self.pending = false;
+        }
+    }
+
+    /// Makes sure `stats` describes `acc` (it does not after `apply`).
+    pub(super) fn refresh_stats(&mut self) {
+        if !self.stats.valid {
+            fused::acc_stats(self);
+        }
+    }
+}
+
+/// The largest packed buffer `n` elements can produce: every chunk at its
+/// largest index section (a list is only used when it is not larger than the
+/// bitmap) and every value sent.
+fn max_packed_bytes(n: u64, dtype: WireDtype) -> usize {
+    let chunks = layout::num_chunks(n);
+    let index: u64 = (0..chunks)
+        .map(|c| layout::bitmap_bytes(layout::chunk_len(n, c)))
+        .sum();
+    (layout::index_base(n) + index + layout::values_bytes(n, dtype)) as usize
+}
