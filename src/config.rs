@@ -133,10 +133,7 @@ impl Default for SyncConfig {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
+    Error::InvalidConfig { field, reason: reason.into() }
 }
 
 fn check_non_negative(field: &'static str, v: f64) -> Result<()> {
@@ -156,9 +153,7 @@ fn check_ratio(field: &'static str, v: f64) -> Result<()> {
 impl SyncConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> SyncConfigBuilder {
-        SyncConfigBuilder {
-            config: SyncConfig::default(),
-        }
+        SyncConfigBuilder { config: SyncConfig::default() }
     }
 
     /// Checks every field against its documented range.
@@ -169,10 +164,7 @@ impl SyncConfig {
         if self.min_threshold > self.max_threshold {
             return Err(invalid(
                 "min_threshold",
-                format!(
-                    "must not exceed max_threshold ({} > {})",
-                    self.min_threshold, self.max_threshold
-                ),
+                format!("must not exceed max_threshold ({} > {})", self.min_threshold, self.max_threshold),
             ));
         }
         if self.adaptive {
@@ -203,10 +195,7 @@ impl SyncConfig {
         }
         if let Some(w) = self.apply_weight {
             if !w.is_finite() || w <= 0.0 {
-                return Err(invalid(
-                    "apply_weight",
-                    format!("must be finite and > 0, got {w}"),
-                ));
+                return Err(invalid("apply_weight", format!("must be finite and > 0, got {w}")));
             }
         }
         Ok(())
@@ -215,8 +204,7 @@ impl SyncConfig {
     /// The threshold `tau_t` in force at step `t` (counted from 1).
     pub fn tau(&self, t: u64) -> f64 {
         if self.adaptive && t < self.warmup_steps {
-            self.min_threshold
-                + (t as f64 / self.warmup_steps as f64) * (self.threshold - self.min_threshold)
+            self.min_threshold + (t as f64 / self.warmup_steps as f64) * (self.threshold - self.min_threshold)
         } else {
             self.threshold
         }

@@ -337,9 +337,7 @@ pub enum CollectiveError {
 #[non_exhaustive]
 pub enum CoordinatorError {
     /// `max_in_flight` versions stayed checked out for the whole checkout timeout.
-    #[error(
-        "checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})"
-    )]
+    #[error("checkout by worker {worker} timed out after {after:?}: {in_flight} versions in flight (max {max})")]
     Backpressure {
         /// Worker asking.
         worker: u64,

@@ -11,9 +11,9 @@ pub mod sync;
 pub mod wire;
 pub mod workload;
 
-pub use backend::{Backend, CpuBackend, StepStatus};
 #[cfg(feature = "wgpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuOptions};
+pub use backend::{Backend, CpuBackend, StepStatus};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};

@@ -38,18 +38,11 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
     pub fn new(backend: B, collective: C, n: usize, config: SyncConfig) -> Result<Self> {
         config.validate()?;
         if n == 0 {
-            return Err(Error::InvalidConfig {
-                field: "n",
-                reason: "must be >= 1".into(),
-            });
+            return Err(Error::InvalidConfig { field: "n", reason: "must be >= 1".into() });
         }
         let world = collective.world_size();
         if world == 0 || collective.rank() >= world {
-            return Err(crate::error::CollectiveError::InvalidRank {
-                rank: collective.rank(),
-                world,
-            }
-            .into());
+            return Err(crate::error::CollectiveError::InvalidRank { rank: collective.rank(), world }.into());
         }
         let state = backend.create_state(n, &config)?;
         Ok(SparseSync {
@@ -116,9 +109,7 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
         let t = self.t + 1;
         let since = self.since + 1;
         let tau = self.config.tau(t) as f32;
-        let status = self
-            .backend
-            .accumulate(&mut self.state, delta, params, tau)?;
+        let status = self.backend.accumulate(&mut self.state, delta, params, tau)?;
 
         let world = self.collective.world_size();
         let rank = self.collective.rank();
@@ -154,15 +145,13 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
         let sent = packed.len() as u64;
         let entries = wire::peek_count(packed)?;
         self.collective.all_gather_u64(sent, &mut self.lens)?;
-        self.collective
-            .all_gather_bytes(packed, &self.lens, &mut self.gathered)?;
+        self.collective.all_gather_bytes(packed, &self.lens, &mut self.gathered)?;
         for (r, bytes) in self.gathered.iter() {
             wire::validate(bytes, self.n as u64, self.config.wire_dtype)
                 .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
         }
         let weight = self.config.apply_weight.unwrap_or(1.0 / world as f32);
-        self.backend
-            .apply(&mut self.state, params, &self.gathered, rank, weight)?;
+        self.backend.apply(&mut self.state, params, &self.gathered, rank, weight)?;
         self.since = 0;
         report.synced = true;
         report.entries_sent = entries;
@@ -176,11 +165,7 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected != actual {
-        return Err(Error::LengthMismatch {
-            what,
-            expected,
-            actual,
-        });
+        return Err(Error::LengthMismatch { what, expected, actual });
     }
     Ok(())
 }

@@ -23,11 +23,7 @@ pub const fn num_chunks(n: u64) -> u64 {
 pub const fn chunk_len(n: u64, c: u64) -> u32 {
     let start = c * CHUNK_ELEMS as u64;
     let rest = n - start;
-    if rest < CHUNK_ELEMS as u64 {
-        rest as u32
-    } else {
-        CHUNK_ELEMS as u32
-    }
+    if rest < CHUNK_ELEMS as u64 { rest as u32 } else { CHUNK_ELEMS as u32 }
 }
 
 /// Bytes of a chunk's bitmap: one bit per element, in whole `u32` words.
@@ -47,11 +43,7 @@ pub const fn uses_bitmap(count: u32, chunk_len: u32) -> bool {
 
 /// Bytes of a chunk's index section (list or bitmap, whichever is used).
 pub const fn index_section_bytes(count: u32, chunk_len: u32) -> u64 {
-    if uses_bitmap(count, chunk_len) {
-        bitmap_bytes(chunk_len)
-    } else {
-        list_bytes(count)
-    }
+    if uses_bitmap(count, chunk_len) { bitmap_bytes(chunk_len) } else { list_bytes(count) }
 }
 
 /// Byte offset of the first chunk's index section (after header and chunk table).
@@ -99,21 +91,11 @@ impl Layout {
         }
         index_offsets.push(at);
         let total_bytes = at.saturating_add(values_bytes(count, dtype));
-        Layout {
-            n,
-            dtype,
-            count,
-            index_offsets,
-            entry_offsets,
-            total_bytes,
-        }
+        Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes }
     }
 
     /// Byte offset of the values section.
     pub fn values_offset(&self) -> u64 {
-        *self
-            .index_offsets
-            .last()
-            .expect("index_offsets is never empty")
+        *self.index_offsets.last().expect("index_offsets is never empty")
     }
 }

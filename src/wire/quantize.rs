@@ -13,20 +13,12 @@ pub fn quantize(x: f32, dtype: WireDtype) -> u32 {
         WireDtype::F32 => x.to_bits(),
         WireDtype::F16 => {
             let h = f16::from_f32(x);
-            let h = if h.is_infinite() {
-                if x < 0.0 { f16::MIN } else { f16::MAX }
-            } else {
-                h
-            };
+            let h = if h.is_infinite() { if x < 0.0 { f16::MIN } else { f16::MAX } } else { h };
             h.to_bits() as u32
         }
         WireDtype::Bf16 => {
             let h = bf16::from_f32(x);
-            let h = if h.is_infinite() {
-                if x < 0.0 { bf16::MIN } else { bf16::MAX }
-            } else {
-                h
-            };
+            let h = if h.is_infinite() { if x < 0.0 { bf16::MIN } else { bf16::MAX } } else { h };
             h.to_bits() as u32
         }
     }

@@ -5,6 +5,6 @@ mod common;
 mod conformance;
 mod coordinator;
 mod reference;
-mod wire;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+mod wire;

@@ -210,7 +210,9 @@ fn wgpu_fused_pass_matches_f64_reference() {
     let a = sq_sum(&expect);
     let p = sq_sum(&theta);
     let s = a.sqrt() / p.sqrt();
-    for (got, want, what) in [(s1.acc_sq as f64, a, "A"), (s1.theta_sq as f64, p, "P"), (s1.significance as f64, s, "s")] {
+    for (got, want, what) in
+        [(s1.acc_sq as f64, a, "A"), (s1.theta_sq as f64, p, "P"), (s1.significance as f64, s, "s")]
+    {
         assert!((got - want).abs() <= 1e-5 * want, "{what}: {got} vs {want}");
     }
     assert_eq!((s1.nonfinite, s1.triggered, s1.tau), (0, u32::from(s > 0.5), 0.5));
@@ -233,7 +235,8 @@ fn check_pack(b: &WgpuBackend, values: &[f32], rule: Selection, dtype: WireDtype
     // The committed accumulator is 0.0 + values (which turns -0.0 into +0.0).
     let acc: Vec<f32> = values.iter().map(|&v| 0.0 + v).collect();
     let acc = &acc[..];
-    let status = b.accumulate(&mut st, &buffer(b, &vec![0.0; acc.len()]), &buffer(b, &vec![1.0; acc.len()]), 0.0).unwrap();
+    let status =
+        b.accumulate(&mut st, &buffer(b, &vec![0.0; acc.len()]), &buffer(b, &vec![1.0; acc.len()]), 0.0).unwrap();
     b.commit_accumulate(&mut st).unwrap();
     let sel = ref_select(acc, rule, status.acc_sq);
     let want = ref_pack(acc, &sel, dtype);
@@ -280,9 +283,28 @@ fn wgpu_packed_bytes_match_reference() {
 fn wgpu_quantization_matches_half_bit_for_bit() {
     let Some(b) = make_wgpu() else { return };
     let mut v: Vec<f32> = vec![
-        0.0, -0.0, 1.0, -1.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e10, -3.4e38, f32::MAX, f32::MIN,
-        f32::MIN_POSITIVE, 1e-40, -1e-45, 5.960_464_5e-8, 2.980_232_2e-8, 2.980_233e-8, 8.940_697e-8, 6.1e-5,
-        6.097_555e-5, 3.051_757_8e-5,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        1e10,
+        -3.4e38,
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        1e-40,
+        -1e-45,
+        5.960_464_5e-8,
+        2.980_232_2e-8,
+        2.980_233e-8,
+        8.940_697e-8,
+        6.1e-5,
+        6.097_555e-5,
+        3.051_757_8e-5,
     ];
     // f16 and bf16 rounding ties and near-ties at many exponents.
     for e in [-24i32, -20, -15, -14, -10, 0, 5, 15, 100, 127] {
@@ -343,12 +365,8 @@ fn wgpu_apply_matches_reference_in_rank_order() {
             ranks.push(sel.iter().map(|&i| (i, round_trip(acc[i], dtype))).collect::<Vec<_>>());
         }
         let own = 2;
-        let cfg = SyncConfig::builder()
-            .selection(rules[own])
-            .wire_dtype(dtype)
-            .error_feedback(feedback)
-            .build()
-            .unwrap();
+        let cfg =
+            SyncConfig::builder().selection(rules[own]).wire_dtype(dtype).error_feedback(feedback).build().unwrap();
         let mut st = state_with(&b, &rank_acc[own], &cfg);
         let theta0 = rng.vec(n, 4.0);
         let mut theta = buffer(&b, &theta0);
@@ -433,4 +451,72 @@ fn wgpu_bad_input_is_a_typed_error_and_changes_nothing() {
     assert!(after.iter().all(|&x| x == 0.5));
     b.read_accumulator(&st, &mut after).unwrap();
     assert!(after.iter().zip(&acc).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+/// Four ranks, each a thread with its own backend (for wgpu: its own device),
+/// running `SparseSync` over a `LocalCollective`. Returns per rank the final
+/// parameter and accumulator bits and the number of syncs.
+fn four_rank_job<B: Backend + 'static>(make: fn() -> B) -> Vec<(Vec<u32>, Vec<u32>, u64)> {
+    use chronos_sync::{LocalCollective, SparseSync};
+    let n = 150_000;
+    let steps = 6;
+    let cfg = SyncConfig::builder()
+        .selection(Selection::TopK { ratio: 0.01 })
+        .wire_dtype(WireDtype::Bf16)
+        .adaptive(false)
+        .threshold(0.001)
+        .build()
+        .unwrap();
+    let theta0 = Rng(21).vec(n, 1.0);
+    let group = LocalCollective::group(4, std::time::Duration::from_secs(120)).unwrap();
+    let handles: Vec<_> = group
+        .into_iter()
+        .enumerate()
+        .map(|(rank, coll)| {
+            let cfg = cfg.clone();
+            let theta0 = theta0.clone();
+            std::thread::spawn(move || {
+                let backend = make();
+                let mut params = backend.alloc(n).unwrap();
+                backend.upload(&theta0, &mut params).unwrap();
+                let mut delta = backend.alloc(n).unwrap();
+                let mut rng = Rng(100 + rank as u64);
+                let mut sync = SparseSync::new(backend, coll, n, cfg).unwrap();
+                let mut syncs = 0;
+                for _ in 0..steps {
+                    sync.backend().upload(&rng.vec(n, 0.01), &mut delta).unwrap();
+                    syncs += u64::from(sync.step(&delta, &mut params).unwrap().synced);
+                }
+                let mut host = vec![0.0f32; n];
+                sync.backend().download(&params, &mut host).unwrap();
+                let p = host.iter().map(|x| x.to_bits()).collect();
+                sync.read_accumulator(&mut host).unwrap();
+                (p, host.iter().map(|x| x.to_bits()).collect(), syncs)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn own_device() -> WgpuBackend {
+    make_wgpu().expect("adapter was found a moment ago")
+}
+
+#[test]
+fn wgpu_sparse_sync_four_ranks_own_devices_identical_replicas() {
+    if make_wgpu().is_none() {
+        return;
+    }
+    let gpu = four_rank_job(own_device);
+    assert!(gpu[0].2 >= 2, "threshold 0.001 must sync: {} syncs", gpu[0].2);
+    for r in 1..4 {
+        assert!(gpu[r].0 == gpu[0].0, "rank {r}: parameters differ from rank 0");
+        assert_eq!(gpu[r].2, gpu[0].2);
+    }
+    // Same bytes as the CPU backend, so the same parameters and accumulators.
+    let cpu = four_rank_job(chronos_sync::CpuBackend::new);
+    for r in 0..4 {
+        assert!(gpu[r].0 == cpu[r].0, "rank {r}: parameters differ from the CPU backend");
+        assert!(gpu[r].1 == cpu[r].1, "rank {r}: accumulator differs from the CPU backend");
+    }
 }

@@ -44,14 +44,7 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     fn new(index_at: usize, bitmap: bool, value_at: usize, count: u32) -> Cursor {
-        Cursor {
-            index_at,
-            bitmap,
-            value_at,
-            left: count,
-            head: DONE,
-            ..Cursor::default()
-        }
+        Cursor { index_at, bitmap, value_at, left: count, head: DONE, ..Cursor::default() }
     }
 
     /// Moves to the next entry (`head = DONE` when there is none).
@@ -120,41 +113,18 @@ pub(super) fn apply(
 ) -> Result<()> {
     let world = gathered.ranks();
     if own_rank >= world {
-        return Err(CollectiveError::InvalidRank {
-            rank: own_rank,
-            world,
-        }
-        .into());
+        return Err(CollectiveError::InvalidRank { rank: own_rank, world }.into());
     }
     let n = state.n as u64;
     let chunks = state.chunk_counts.len();
     state.cursors.resize(chunks * world, Cursor::default());
     let all = gathered.as_bytes();
-    for (rank, (&start, &end)) in gathered
-        .offsets()
-        .iter()
-        .zip(&gathered.offsets()[1..])
-        .enumerate()
-    {
+    for (rank, (&start, &end)) in gathered.offsets().iter().zip(&gathered.offsets()[1..]).enumerate() {
         let bytes = all.get(start..end).unwrap_or_default();
-        open_rank(
-            bytes,
-            start,
-            n,
-            state.dtype,
-            rank,
-            world,
-            &mut state.cursors,
-        )
-        .map_err(|source| Error::InvalidPeerBuffer { rank, source })?;
+        open_rank(bytes, start, n, state.dtype, rank, world, &mut state.cursors)
+            .map_err(|source| Error::InvalidPeerBuffer { rank, source })?;
     }
-    let sh = Shared {
-        bytes: all,
-        own_rank,
-        feedback: state.error_feedback,
-        weight,
-        dtype: state.dtype,
-    };
+    let sh = Shared { bytes: all, own_rank, feedback: state.error_feedback, weight, dtype: state.dtype };
     let broken = theta
         .par_chunks_mut(CHUNK_ELEMS)
         .zip(state.acc.par_chunks_mut(CHUNK_ELEMS))
@@ -191,10 +161,7 @@ fn open_rank(
     let chunks = layout::num_chunks(n);
     let table_end = layout::index_base(n);
     if have < table_end {
-        return Err(WireError::Truncated {
-            needed: table_end,
-            have,
-        });
+        return Err(WireError::Truncated { needed: table_end, have });
     }
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
     let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
@@ -203,21 +170,12 @@ fn open_rank(
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version != FORMAT_VERSION {
-        return Err(WireError::UnsupportedVersion {
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(WireError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
-    let found_dtype =
-        WireDtype::from_code(bytes[6]).ok_or(WireError::UnknownDtype { code: bytes[6] })?;
+    let found_dtype = WireDtype::from_code(bytes[6]).ok_or(WireError::UnknownDtype { code: bytes[6] })?;
     let found_n = u64_at(8);
     if found_n != n || found_dtype != dtype {
-        return Err(WireError::Mismatch {
-            n,
-            dtype,
-            found_n,
-            found_dtype,
-        });
+        return Err(WireError::Mismatch { n, dtype, found_n, found_dtype });
     }
     let count = u64_at(16);
     let mut at = table_end;
@@ -227,27 +185,15 @@ fn open_rank(
         let k = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
         let len = layout::chunk_len(n, c as u64);
         if k > len {
-            return Err(WireError::ChunkOverfull {
-                chunk: c as u64,
-                count: k,
-                len,
-            });
+            return Err(WireError::ChunkOverfull { chunk: c as u64, count: k, len });
         }
-        cursors[c * world + rank] = Cursor::new(
-            base + at as usize,
-            layout::uses_bitmap(k, len),
-            entries as usize * dtype.size(),
-            k,
-        );
+        cursors[c * world + rank] =
+            Cursor::new(base + at as usize, layout::uses_bitmap(k, len), entries as usize * dtype.size(), k);
         at += layout::index_section_bytes(k, len);
         entries += u64::from(k);
     }
     if entries != count {
-        return Err(WireError::CountMismatch {
-            header: count,
-            table: entries,
-            n,
-        });
+        return Err(WireError::CountMismatch { header: count, table: entries, n });
     }
     let values_at = base + at as usize;
     for c in 0..chunks as usize {
@@ -255,10 +201,7 @@ fn open_rank(
     }
     let expected = at + layout::values_bytes(count, dtype);
     if have < expected {
-        return Err(WireError::Truncated {
-            needed: expected,
-            have,
-        });
+        return Err(WireError::Truncated { needed: expected, have });
     }
     if have > expected {
         return Err(WireError::Oversized { expected, have });
@@ -297,14 +240,7 @@ fn apply_chunk(
         let (Some(t), Some(a)) = (theta.get_mut(i as usize), acc.get_mut(i as usize)) else {
             let rank = cursors.iter().position(|c| c.head == i).unwrap_or(0);
             let len = theta.len() as u32;
-            return Err((
-                rank,
-                WireError::IndexOutOfRange {
-                    chunk: chunk as u64,
-                    index: i,
-                    len,
-                },
-            ));
+            return Err((rank, WireError::IndexOutOfRange { chunk: chunk as u64, index: i, len }));
         };
         // Rank order, starting from +0.0 (so -0.0 + 0.0 gives +0.0, as specified).
         let mut sum = 0.0f32;
@@ -324,13 +260,7 @@ fn apply_chunk(
     match cursors.iter().position(|c| c.broken) {
         Some(rank) => {
             let have = sh.bytes.len() as u64;
-            Err((
-                rank,
-                WireError::Truncated {
-                    needed: have + 1,
-                    have,
-                },
-            ))
+            Err((rank, WireError::Truncated { needed: have + 1, have }))
         }
         None => Ok(()),
     }

@@ -40,19 +40,13 @@ fn nonfinite(x: f32) -> u32 {
 /// that indexing it with a digit (always < `HIST_BINS`) needs no bounds check.
 #[inline]
 pub(super) fn table(hist: &mut [u32]) -> &mut [u32; HIST_BINS] {
-    hist.try_into()
-        .expect("histogram tables are HIST_BINS counters long")
+    hist.try_into().expect("histogram tables are HIST_BINS counters long")
 }
 
 /// Runs the fused pass: writes `acc + delta` into `state.spare` and its
 /// statistics into `state.spare_stats`, and returns the step status for `tau`.
 /// The caller checked both lengths against `state.n`.
-pub(super) fn accumulate(
-    state: &mut CpuState,
-    delta: &[f32],
-    theta: &[f32],
-    tau: f32,
-) -> StepStatus {
+pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau: f32) -> StepStatus {
     let bpt = state.blocks_per_task;
     let task_elems = bpt * BLOCK;
     let acc = &state.acc;
@@ -73,8 +67,7 @@ pub(super) fn accumulate(
                 .zip(delta[start..end].chunks(BLOCK))
                 .zip(acc[start..end].chunks(BLOCK))
                 .zip(theta[start..end].chunks(BLOCK));
-            for ((((out, d), a), t), (sum, bad)) in blocks.zip(sums.iter_mut().zip(bad.iter_mut()))
-            {
+            for ((((out, d), a), t), (sum, bad)) in blocks.zip(sums.iter_mut().zip(bad.iter_mut())) {
                 (*sum, *bad) = fused_block(d, a, t, out, hist);
             }
         });
@@ -132,13 +125,7 @@ pub(super) fn sum_tables(tables: &[u32], tasks: usize, out: &mut [u32]) {
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
 /// non-finite count of `d` and `t`; adds the level-1 digits of `out` to `hist`.
 #[inline]
-fn fused_block(
-    d: &[f32],
-    a: &[f32],
-    t: &[f32],
-    out: &mut [f32],
-    hist: &mut [u32; HIST_BINS],
-) -> ([f64; 2], u32) {
+fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; HIST_BINS]) -> ([f64; 2], u32) {
     let mut sa = [0.0f64; LANES];
     let mut st = [0.0f64; LANES];
     let mut bad = [0u32; LANES];

@@ -48,19 +48,13 @@ impl CpuBackend {
     /// [`BackendError::Unavailable`] when the threads cannot be spawned.
     pub fn with_threads(threads: usize) -> Result<CpuBackend> {
         if threads == 0 {
-            return Err(Error::InvalidConfig {
-                field: "threads",
-                reason: "must be >= 1".into(),
-            });
+            return Err(Error::InvalidConfig { field: "threads", reason: "must be >= 1".into() });
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("chronos-cpu-{i}"))
             .build()
-            .map_err(|e| BackendError::Unavailable {
-                backend: "cpu",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| BackendError::Unavailable { backend: "cpu", reason: e.to_string() })?;
         Ok(CpuBackend { pool: Some(pool) })
     }
 
@@ -90,19 +84,13 @@ impl Default for CpuBackend {
 
 impl std::fmt::Debug for CpuBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuBackend")
-            .field("threads", &self.threads())
-            .finish()
+        f.debug_struct("CpuBackend").field("threads", &self.threads()).finish()
     }
 }
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected != actual {
-        return Err(Error::LengthMismatch {
-            what,
-            expected,
-            actual,
-        });
+        return Err(Error::LengthMismatch { what, expected, actual });
     }
     Ok(())
 }
@@ -113,10 +101,7 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> String {
         let threads = self.threads();
-        format!(
-            "cpu ({threads} thread{})",
-            if threads == 1 { "" } else { "s" }
-        )
+        format!("cpu ({threads} thread{})", if threads == 1 { "" } else { "s" })
     }
 
     fn alloc(&self, n: usize) -> Result<Vec<f32>> {
@@ -149,13 +134,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn accumulate(
-        &self,
-        state: &mut CpuState,
-        delta: &Vec<f32>,
-        theta: &Vec<f32>,
-        tau: f32,
-    ) -> Result<StepStatus> {
+    fn accumulate(&self, state: &mut CpuState, delta: &Vec<f32>, theta: &Vec<f32>, tau: f32) -> Result<StepStatus> {
         check_len("delta", state.n, delta.len())?;
         check_len("theta", state.n, theta.len())?;
         Ok(self.run(|| fused::accumulate(state, delta, theta, tau)))

@@ -12,9 +12,7 @@ use super::select::{self, CHUNK_WORDS};
 use super::state::CpuState;
 use crate::config::WireDtype;
 use crate::wire::checksum::word_term;
-use crate::wire::layout::{
-    self, CHECKSUM_OFFSET, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, MAGIC,
-};
+use crate::wire::layout::{self, CHECKSUM_OFFSET, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, MAGIC};
 use crate::wire::quantize::quantize;
 
 /// Words per checksum task.
@@ -74,8 +72,8 @@ impl Ctx<'_> {
 fn write(state: &mut CpuState, total: usize) {
     let n = state.n as u64;
     let chunks = state.chunk_counts.len();
-    let count = state.entry_offsets.last().copied().unwrap_or(0)
-        + state.chunk_counts.last().copied().map_or(0, u64::from);
+    let count =
+        state.entry_offsets.last().copied().unwrap_or(0) + state.chunk_counts.last().copied().map_or(0, u64::from);
     let ctx = Ctx {
         acc: &state.acc,
         sel: &state.sel,
@@ -114,10 +112,7 @@ fn write(state: &mut CpuState, total: usize) {
                 if i == CHECKSUM_OFFSET / 4 {
                     sum
                 } else {
-                    sum.wrapping_add(word_term(
-                        i as u32,
-                        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                    ))
+                    sum.wrapping_add(word_term(i as u32, u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
                 }
             })
         })
@@ -133,8 +128,7 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
     if range.len() > 1 && entries >= MIN_SPLIT_ENTRIES {
         let mid = range.start + range.len() / 2;
         let index_mid = (ctx.index_offsets[mid] - ctx.index_offsets[range.start]) as usize;
-        let values_mid =
-            (ctx.entry_offsets[mid] - ctx.entry_offsets[range.start]) as usize * ctx.dtype.size();
+        let values_mid = (ctx.entry_offsets[mid] - ctx.entry_offsets[range.start]) as usize * ctx.dtype.size();
         let (index_lo, index_hi) = index.split_at_mut(index_mid);
         let (values_lo, values_hi) = values.split_at_mut(values_mid);
         rayon::join(
@@ -148,8 +142,7 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
         let count = ctx.counts[c];
         let index_len = (ctx.index_offsets[c + 1] - ctx.index_offsets[c]) as usize;
         let (idx, index_rest) = std::mem::take(&mut index).split_at_mut(index_len);
-        let (vals, values_rest) =
-            std::mem::take(&mut values).split_at_mut(count as usize * ctx.dtype.size());
+        let (vals, values_rest) = std::mem::take(&mut values).split_at_mut(count as usize * ctx.dtype.size());
         (index, values) = (index_rest, values_rest);
         if count == 0 {
             continue;
@@ -160,15 +153,9 @@ fn write_range(ctx: &Ctx<'_>, range: Range<usize>, index: &mut [u8], values: &mu
         let sel = &ctx.sel[c * CHUNK_WORDS..c * CHUNK_WORDS + len.div_ceil(32)];
         let bitmap = layout::uses_bitmap(count, len as u32);
         match ctx.dtype {
-            WireDtype::F32 => {
-                write_chunk::<4>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F32))
-            }
-            WireDtype::F16 => {
-                write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F16))
-            }
-            WireDtype::Bf16 => write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| {
-                quantize(x, WireDtype::Bf16)
-            }),
+            WireDtype::F32 => write_chunk::<4>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F32)),
+            WireDtype::F16 => write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::F16)),
+            WireDtype::Bf16 => write_chunk::<2>(acc, sel, bitmap, idx, vals, |x| quantize(x, WireDtype::Bf16)),
         }
     }
 }

@@ -101,55 +101,22 @@ fn mark<const CANDIDATES: bool>(state: &mut CpuState, hi: u32, bin: u32) {
     let per_group = chunks.div_ceil(groups.max(1)).max(1);
     let elems = per_group * CHUNK_ELEMS;
     let cand_elems = if CANDIDATES { elems } else { 0 };
-    let cand = state
-        .cand_keys
-        .par_chunks_mut(cand_elems.max(1))
-        .zip(state.cand_index.par_chunks_mut(cand_elems.max(1)));
+    let cand =
+        state.cand_keys.par_chunks_mut(cand_elems.max(1)).zip(state.cand_index.par_chunks_mut(cand_elems.max(1)));
     let work = state
         .acc
         .par_chunks(elems)
         .zip(state.sel.par_chunks_mut(per_group * CHUNK_WORDS))
-        .zip(
-            state
-                .chunk_counts
-                .par_chunks_mut(per_group)
-                .zip(state.cand_counts.par_chunks_mut(per_group)),
-        )
+        .zip(state.chunk_counts.par_chunks_mut(per_group).zip(state.cand_counts.par_chunks_mut(per_group)))
         .zip(state.task_hists.par_chunks_mut(HIST_BINS));
     if CANDIDATES {
-        work.zip(cand).for_each(
-            |((((acc, sel), (counts, cand_counts)), hist), (keys, index))| {
-                mark_group::<true>(
-                    Group {
-                        acc,
-                        sel,
-                        counts,
-                        cand_counts,
-                        hist,
-                        keys,
-                        index,
-                    },
-                    hi,
-                    bin,
-                );
-            },
-        );
+        work.zip(cand).for_each(|((((acc, sel), (counts, cand_counts)), hist), (keys, index))| {
+            mark_group::<true>(Group { acc, sel, counts, cand_counts, hist, keys, index }, hi, bin);
+        });
     } else {
         work.for_each(|(((acc, sel), (counts, cand_counts)), hist)| {
             let (keys, index) = (&mut [][..], &mut [][..]);
-            mark_group::<false>(
-                Group {
-                    acc,
-                    sel,
-                    counts,
-                    cand_counts,
-                    hist,
-                    keys,
-                    index,
-                },
-                hi,
-                bin,
-            );
+            mark_group::<false>(Group { acc, sel, counts, cand_counts, hist, keys, index }, hi, bin);
         });
     }
     let used = state.n.div_ceil(elems);
@@ -177,10 +144,7 @@ fn mark_group<const CANDIDATES: bool>(g: Group<'_>, hi: u32, bin: u32) {
         let mut count = 0u32;
         let mut found = 0usize;
         let (keys, index) = if CANDIDATES {
-            (
-                &mut g.keys[c * CHUNK_ELEMS..],
-                &mut g.index[c * CHUNK_ELEMS..],
-            )
+            (&mut g.keys[c * CHUNK_ELEMS..], &mut g.index[c * CHUNK_ELEMS..])
         } else {
             (&mut [][..], &mut [][..])
         };
@@ -265,12 +229,7 @@ fn take_candidates(state: &mut CpuState, cut: u32, tie: u32, ties: u64) {
             .par_chunks(CHUNK_ELEMS)
             .zip(state.cand_counts.par_iter())
             .zip(state.chunk_ties.par_iter_mut())
-            .for_each(|((keys, &m), eq)| {
-                *eq = keys[..m as usize]
-                    .iter()
-                    .map(|&k| u32::from(k == tie))
-                    .sum()
-            });
+            .for_each(|((keys, &m), eq)| *eq = keys[..m as usize].iter().map(|&k| u32::from(k == tie)).sum());
     }
     let mut left = ties;
     for eq in state.chunk_ties.iter_mut() {
@@ -283,12 +242,7 @@ fn take_candidates(state: &mut CpuState, cut: u32, tie: u32, ties: u64) {
         .par_chunks(CHUNK_ELEMS)
         .zip(state.cand_index.par_chunks(CHUNK_ELEMS))
         .zip(state.sel.par_chunks_mut(CHUNK_WORDS))
-        .zip(
-            state
-                .cand_counts
-                .par_iter()
-                .zip(state.chunk_ties.par_iter()),
-        )
+        .zip(state.cand_counts.par_iter().zip(state.chunk_ties.par_iter()))
         .zip(state.chunk_counts.par_iter_mut())
         .for_each(|((((keys, index), sel), (&m, &quota)), count)| {
             let mut quota = quota;

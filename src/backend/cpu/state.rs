@@ -86,11 +86,7 @@ impl AccStats {
     fn zero(n: usize) -> AccStats {
         let mut hist1 = vec![0u32; HIST_BINS];
         hist1[0] = n as u32;
-        AccStats {
-            acc_sq: 0.0,
-            hist1,
-            valid: true,
-        }
+        AccStats { acc_sq: 0.0, hist1, valid: true }
     }
 }
 
@@ -101,10 +97,7 @@ impl CpuState {
         if n == 0 || n as u64 >= u32::MAX as u64 {
             return Err(BackendError::Unsupported {
                 backend: "cpu",
-                what: format!(
-                    "vectors of {n} elements (supported: 1 ..= {})",
-                    u32::MAX - 1
-                ),
+                what: format!("vectors of {n} elements (supported: 1 ..= {})", u32::MAX - 1),
             }
             .into());
         }
@@ -112,10 +105,7 @@ impl CpuState {
         let blocks_per_task = blocks.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
         let tasks = blocks.div_ceil(blocks_per_task);
         let chunks = n.div_ceil(CHUNK_ELEMS);
-        let top_k = matches!(
-            config.selection,
-            Selection::TopK { .. } | Selection::TopKApprox { .. }
-        );
+        let top_k = matches!(config.selection, Selection::TopK { .. } | Selection::TopKApprox { .. });
         Ok(CpuState {
             n,
             selection: config.selection,
@@ -167,8 +157,6 @@ impl CpuState {
 /// bitmap) and every value sent.
 fn max_packed_bytes(n: u64, dtype: WireDtype) -> usize {
     let chunks = layout::num_chunks(n);
-    let index: u64 = (0..chunks)
-        .map(|c| layout::bitmap_bytes(layout::chunk_len(n, c)))
-        .sum();
+    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n, c))).sum();
     (layout::index_base(n) + index + layout::values_bytes(n, dtype)) as usize
 }

@@ -56,7 +56,12 @@ fn rank_layout(state: &WgpuState, r: usize, bytes: &[u8], start: u64) -> Result<
 }
 
 /// Makes sure `slot` holds a storage buffer of at least `bytes`.
-fn ensure<'a>(ctx: &GpuContext, slot: &'a mut Option<(wgpu::Buffer, u64)>, label: &str, bytes: u64) -> Result<&'a wgpu::Buffer> {
+fn ensure<'a>(
+    ctx: &GpuContext,
+    slot: &'a mut Option<(wgpu::Buffer, u64)>,
+    label: &str,
+    bytes: u64,
+) -> Result<&'a wgpu::Buffer> {
     if bytes > ctx.limits.max_buffer_size {
         return Err(BackendError::Unsupported {
             backend: BACKEND,
@@ -96,7 +101,8 @@ pub(super) fn apply(
     for rl in &layouts {
         let values = rl.start + rl.lay.values_offset();
         for c in 0..chunks {
-            let count = (rl.lay.entry_offsets.get(c + 1).copied().unwrap_or(rl.lay.count) - rl.lay.entry_offsets[c]) as u32;
+            let count =
+                (rl.lay.entry_offsets.get(c + 1).copied().unwrap_or(rl.lay.count) - rl.lay.entry_offsets[c]) as u32;
             desc.push([
                 (rl.start + rl.lay.index_offsets[c]) as u32,
                 (values + rl.lay.entry_offsets[c] * size) as u32,
@@ -107,7 +113,9 @@ pub(super) fn apply(
     }
     let total = gathered.total_len() as u64;
     if total > u64::from(u32::MAX) {
-        return Err(BackendError::Unsupported { backend: BACKEND, what: format!("gathered buffers of {total} bytes") }.into());
+        return Err(
+            BackendError::Unsupported { backend: BACKEND, what: format!("gathered buffers of {total} bytes") }.into()
+        );
     }
     ensure(ctx, &mut state.gathered, "gathered", total)?;
     ensure(ctx, &mut state.desc, "chunk descriptors", 16 * desc.len() as u64)?;

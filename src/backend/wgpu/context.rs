@@ -53,7 +53,11 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| BackendError::Driver { backend: BACKEND, call: "request_device", message: e.to_string() })?;
+        .map_err(|e| BackendError::Driver {
+            backend: BACKEND,
+            call: "request_device",
+            message: e.to_string(),
+        })?;
 
         let lost = Arc::new(Mutex::new(None));
         let lost_cb = Arc::clone(&lost);
@@ -104,7 +108,11 @@ impl GpuContext {
             return Err(if compile {
                 BackendError::Compile { backend: BACKEND, module: what.to_string(), message }
             } else {
-                BackendError::Driver { backend: BACKEND, call: "wgpu validation", message: format!("{what}: {message}") }
+                BackendError::Driver {
+                    backend: BACKEND,
+                    call: "wgpu validation",
+                    message: format!("{what}: {message}"),
+                }
             }
             .into());
         }
@@ -138,14 +146,22 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.wait(op)?;
-        let mapped = rx
-            .recv_timeout(self.timeout)
-            .map_err(|_| Error::Timeout { op, missing: Vec::new(), after: self.timeout })?;
-        mapped.map_err(|e| BackendError::Driver { backend: BACKEND, call: "Buffer::map_async", message: e.to_string() })?;
+        let mapped = rx.recv_timeout(self.timeout).map_err(|_| Error::Timeout {
+            op,
+            missing: Vec::new(),
+            after: self.timeout,
+        })?;
+        mapped.map_err(|e| BackendError::Driver {
+            backend: BACKEND,
+            call: "Buffer::map_async",
+            message: e.to_string(),
+        })?;
         {
-            let view = buf
-                .get_mapped_range(0..size)
-                .map_err(|e| BackendError::Driver { backend: BACKEND, call: "get_mapped_range", message: e.to_string() })?;
+            let view = buf.get_mapped_range(0..size).map_err(|e| BackendError::Driver {
+                backend: BACKEND,
+                call: "get_mapped_range",
+                message: e.to_string(),
+            })?;
             read(&view);
         }
         buf.unmap();

@@ -54,16 +54,31 @@ impl Kernels {
         let scatter_src = include_str!("../../../shaders/scatter.wgsl");
         Ok(Kernels {
             fused: build(ctx, "fused", &[fused_src], &[P, R, R, R, W, W, W])?,
-            fused_finish: build(ctx, "fused_finish", &[include_str!("../../../shaders/fused_finish.wgsl")], &[P, R, W])?,
+            fused_finish: build(
+                ctx,
+                "fused_finish",
+                &[include_str!("../../../shaders/fused_finish.wgsl")],
+                &[P, R, W],
+            )?,
             hist_level: build(ctx, "hist_level", &[include_str!("../../../shaders/hist_level.wgsl")], &[P, R, R, W])?,
             cut: build(ctx, "cut", &[include_str!("../../../shaders/cut.wgsl")], &[P, R, W])?,
-            threshold_cut: build(ctx, "threshold_cut", &[include_str!("../../../shaders/threshold_cut.wgsl")], &[P, R, W])?,
+            threshold_cut: build(
+                ctx,
+                "threshold_cut",
+                &[include_str!("../../../shaders/threshold_cut.wgsl")],
+                &[P, R, W],
+            )?,
             tile_count: build(ctx, "tile_count", &[include_str!("../../../shaders/tile_count.wgsl")], &[P, R, R, W])?,
             scan: build(ctx, "scan", &[include_str!("../../../shaders/scan.wgsl")], &[P, R, R, W, W, W])?,
             pack_write: build(ctx, "pack_write", &[QUANTIZE, pack_src], &[P, R, R, R, R, W, W])?,
             checksum: build(ctx, "checksum", &[include_str!("../../../shaders/checksum.wgsl")], &[P, R, W])?,
             scatter: build(ctx, "scatter", &[QUANTIZE, scatter_src], &[P, R, R, R, W, W])?,
-            apply_theta: build(ctx, "apply_theta", &[include_str!("../../../shaders/apply_theta.wgsl")], &[P, R, R, W])?,
+            apply_theta: build(
+                ctx,
+                "apply_theta",
+                &[include_str!("../../../shaders/apply_theta.wgsl")],
+                &[P, R, R, W],
+            )?,
         })
     }
 }
@@ -107,7 +122,8 @@ fn build(ctx: &GpuContext, name: &'static str, parts: &[&str], slots: &[Slot]) -
                 count: None,
             })
             .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+        let layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(name),
             bind_group_layouts: &[Some(&layout)],

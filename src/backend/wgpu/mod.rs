@@ -94,7 +94,11 @@ impl WgpuBackend {
 
     fn check_buffer(&self, buf: &WgpuBuffer, n: usize, what: &'static str) -> Result<()> {
         if buf.owner != self.id {
-            return Err(BackendError::Unsupported { backend: BACKEND, what: format!("{what} allocated by another WgpuBackend") }.into());
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                what: format!("{what} allocated by another WgpuBackend"),
+            }
+            .into());
         }
         if buf.len != n {
             return Err(Error::LengthMismatch { what, expected: n, actual: buf.len });
@@ -104,7 +108,11 @@ impl WgpuBackend {
 
     fn check_state(&self, state: &WgpuState) -> Result<()> {
         if state.owner != self.id {
-            return Err(BackendError::Unsupported { backend: BACKEND, what: "a state created by another WgpuBackend".into() }.into());
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                what: "a state created by another WgpuBackend".into(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -113,7 +121,8 @@ impl WgpuBackend {
     fn read_back(&self, op: &'static str, src: &wgpu::Buffer, dst: &mut [f32]) -> Result<()> {
         let bytes = 4 * dst.len() as u64;
         self.ctx.scoped(op, bytes, false, || {
-            let staging = self.ctx.buffer("download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+            let staging =
+                self.ctx.buffer("download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, Some(bytes));
             self.ctx.queue.submit([enc.finish()]);
@@ -182,7 +191,13 @@ impl Backend for WgpuBackend {
         self.read_back("wgpu read_accumulator", &state.acc[state.committed], dst)
     }
 
-    fn accumulate(&self, state: &mut WgpuState, delta: &WgpuBuffer, theta: &WgpuBuffer, tau: f32) -> Result<StepStatus> {
+    fn accumulate(
+        &self,
+        state: &mut WgpuState,
+        delta: &WgpuBuffer,
+        theta: &WgpuBuffer,
+        tau: f32,
+    ) -> Result<StepStatus> {
         self.check_state(state)?;
         self.check_buffer(delta, state.n as usize, "delta")?;
         self.check_buffer(theta, state.n as usize, "theta")?;
@@ -203,13 +218,24 @@ impl Backend for WgpuBackend {
     fn select_pack<'s>(&self, state: &'s mut WgpuState) -> Result<&'s [u8]> {
         self.check_state(state)?;
         // Run inside the error scopes, then hand out the bytes.
-        self.ctx.scoped("select_pack", 0, false, || select_pack::select_pack(&self.ctx, &self.kernels, state).map(|_| ()))?;
+        self.ctx.scoped("select_pack", 0, false, || {
+            select_pack::select_pack(&self.ctx, &self.kernels, state).map(|_| ())
+        })?;
         Ok(&state.packed_host)
     }
 
-    fn apply(&self, state: &mut WgpuState, theta: &mut WgpuBuffer, gathered: &Gathered, own_rank: usize, weight: f32) -> Result<()> {
+    fn apply(
+        &self,
+        state: &mut WgpuState,
+        theta: &mut WgpuBuffer,
+        gathered: &Gathered,
+        own_rank: usize,
+        weight: f32,
+    ) -> Result<()> {
         self.check_state(state)?;
         self.check_buffer(theta, state.n as usize, "theta")?;
-        self.ctx.scoped("apply", 0, false, || apply::apply(&self.ctx, &self.kernels, state, &theta.buffer, gathered, own_rank, weight))
+        self.ctx.scoped("apply", 0, false, || {
+            apply::apply(&self.ctx, &self.kernels, state, &theta.buffer, gathered, own_rank, weight)
+        })
     }
 }

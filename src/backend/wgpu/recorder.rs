@@ -128,7 +128,8 @@ impl<'a> Recorder<'a> {
                     i += 1;
                 }
                 Step::Dispatch { .. } => {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    let mut pass = encoder
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                     while let Some(Step::Dispatch { kernel, binds, slot, grid }) = self.steps.get(i) {
                         let group = bind_group(ctx, kernel, &ring.buffer, binds);
                         pass.set_pipeline(&kernel.pipeline);
@@ -164,5 +165,9 @@ fn bind_group(ctx: &GpuContext, kernel: &Kernel, params: &wgpu::Buffer, binds: &
             }),
         });
     }
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(kernel.name), layout: &kernel.layout, entries: &entries })
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(kernel.name),
+        layout: &kernel.layout,
+        entries: &entries,
+    })
 }

@@ -197,7 +197,12 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout
             let mut p = [0u32; 16];
             p[2] = words as u32;
             p[3] = (word_base + at / 4) as u32;
-            rec.dispatch(&k.checksum, words.div_ceil(FUSED_TILE) as u32, p, &[Bind::range(buf, at, bytes), Bind::all(&state.checksum)]);
+            rec.dispatch(
+                &k.checksum,
+                words.div_ceil(FUSED_TILE) as u32,
+                p,
+                &[Bind::range(buf, at, bytes), Bind::all(&state.checksum)],
+            );
             at += bytes;
         }
     }

@@ -85,7 +85,13 @@ fn max_index_bytes(n: u64) -> u64 {
 }
 
 /// Allocates a state for `n` elements (`config` already validated).
-pub(super) fn create(ctx: &GpuContext, owner: u64, n: usize, config: &SyncConfig, seg_limit: Option<u64>) -> Result<WgpuState> {
+pub(super) fn create(
+    ctx: &GpuContext,
+    owner: u64,
+    n: usize,
+    config: &SyncConfig,
+    seg_limit: Option<u64>,
+) -> Result<WgpuState> {
     let n64 = n as u64;
     let unsupported = |what: String| -> crate::Error { BackendError::Unsupported { backend: BACKEND, what }.into() };
     if n == 0 {
@@ -104,7 +110,10 @@ pub(super) fn create(ctx: &GpuContext, owner: u64, n: usize, config: &SyncConfig
     let idx_bytes = layout::index_base(n64) + max_index_bytes(n64);
     let val_bytes = layout::values_bytes(n64, dtype);
     let packed_bytes = idx_bytes + val_bytes;
-    if packed_bytes > u64::from(u32::MAX) || 4 * n64 > ctx.limits.max_buffer_size || val_bytes > ctx.limits.max_buffer_size {
+    if packed_bytes > u64::from(u32::MAX)
+        || 4 * n64 > ctx.limits.max_buffer_size
+        || val_bytes > ctx.limits.max_buffer_size
+    {
         return Err(unsupported(format!(
             "n = {n}: buffers of {} bytes exceed max_buffer_size {} (or the 4 GiB packed-offset range)",
             packed_bytes.max(4 * n64),

@@ -14,23 +14,12 @@ use crate::wire::quantize::dequantize;
 
 /// The spec's apply, written naively: per index, rank-order f32 sum from +0.0,
 /// one multiply, one add; then `acc -= own value` (or zero without feedback).
-fn naive_apply(
-    buffers: &[Vec<u8>],
-    theta: &mut [f32],
-    acc: &mut [f32],
-    own: usize,
-    weight: f32,
-    feedback: bool,
-) {
+fn naive_apply(buffers: &[Vec<u8>], theta: &mut [f32], acc: &mut [f32], own: usize, weight: f32, feedback: bool) {
     let ranks: Vec<BTreeMap<usize, f32>> = buffers
         .iter()
         .map(|b| {
             let d = decode(b);
-            d.indices
-                .iter()
-                .zip(&d.values)
-                .map(|(&i, &v)| (i, dequantize(v, d.dtype)))
-                .collect()
+            d.indices.iter().zip(&d.values).map(|(&i, &v)| (i, dequantize(v, d.dtype))).collect()
         })
         .collect();
     let present: BTreeSet<usize> = ranks.iter().flat_map(|m| m.keys().copied()).collect();
@@ -67,11 +56,7 @@ fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
 fn apply_matches_the_naive_rank_order_sum() {
     let n = 2 * 65_536 + 77;
     let mut rng = Rng::new(21);
-    let rules = [
-        Selection::TopK { ratio: 0.05 },
-        Selection::TopK { ratio: 0.2 },
-        Selection::Dense,
-    ];
+    let rules = [Selection::TopK { ratio: 0.05 }, Selection::TopK { ratio: 0.2 }, Selection::Dense];
     for dtype in DTYPES {
         for feedback in [true, false] {
             let backend = CpuBackend::with_threads(2).unwrap();
@@ -101,37 +86,17 @@ fn apply_matches_the_naive_rank_order_sum() {
             theta[10] = -0.0;
             let mut want_theta = theta.clone();
             let mut want_acc = stored;
-            naive_apply(
-                &buffers,
-                &mut want_theta,
-                &mut want_acc,
-                1,
-                1.0 / 3.0,
-                feedback,
-            );
-            backend
-                .apply(&mut state, &mut theta, &gathered, 1, 1.0 / 3.0)
-                .unwrap();
-            assert_same_bits(
-                &theta,
-                &want_theta,
-                &format!("theta, {dtype:?}, feedback {feedback}"),
-            );
+            naive_apply(&buffers, &mut want_theta, &mut want_acc, 1, 1.0 / 3.0, feedback);
+            backend.apply(&mut state, &mut theta, &gathered, 1, 1.0 / 3.0).unwrap();
+            assert_same_bits(&theta, &want_theta, &format!("theta, {dtype:?}, feedback {feedback}"));
             assert_eq!(theta[10].to_bits(), 0, "-0.0 + weight * (+0.0) is +0.0");
             let mut acc = vec![0.0; n];
             backend.read_accumulator(&state, &mut acc).unwrap();
-            assert_same_bits(
-                &acc,
-                &want_acc,
-                &format!("acc, {dtype:?}, feedback {feedback}"),
-            );
+            assert_same_bits(&acc, &want_acc, &format!("acc, {dtype:?}, feedback {feedback}"));
             // The statistics follow the changed accumulator.
             let packed = backend.select_pack(&mut state).unwrap().to_vec();
             let want = reference::topk_by_sort(&acc, rules[1].k(n).unwrap());
-            assert!(
-                packed == reference::pack(&acc, &want, dtype),
-                "repacked after apply, {dtype:?}"
-            );
+            assert!(packed == reference::pack(&acc, &want, dtype), "repacked after apply, {dtype:?}");
         }
     }
 }
@@ -146,11 +111,7 @@ fn broken_buffers_are_refused_before_anything_changes() {
     let good = backend.select_pack(&mut state).unwrap().to_vec();
     let theta0 = Rng::new(5).vec(n, false);
 
-    let mut cases: Vec<Vec<u8>> = vec![
-        good[..good.len() - 4].to_vec(),
-        good[..20].to_vec(),
-        Vec::new(),
-    ];
+    let mut cases: Vec<Vec<u8>> = vec![good[..good.len() - 4].to_vec(), good[..20].to_vec(), Vec::new()];
     let mut longer = good.clone();
     longer.extend_from_slice(&[0; 4]);
     cases.push(longer);
@@ -171,13 +132,8 @@ fn broken_buffers_are_refused_before_anything_changes() {
         gathered.push_rank(&good);
         gathered.push_rank(&bad);
         let mut theta = theta0.clone();
-        let err = backend
-            .apply(&mut state, &mut theta, &gathered, 0, 0.5)
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidPeerBuffer { rank: 1, .. }),
-            "{err:?}"
-        );
+        let err = backend.apply(&mut state, &mut theta, &gathered, 0, 0.5).unwrap_err();
+        assert!(matches!(err, Error::InvalidPeerBuffer { rank: 1, .. }), "{err:?}");
         assert_same_bits(&theta, &theta0, "theta after a refused apply");
         let mut now = vec![0.0; n];
         backend.read_accumulator(&state, &mut now).unwrap();
@@ -186,15 +142,7 @@ fn broken_buffers_are_refused_before_anything_changes() {
     let mut gathered = Gathered::new();
     gathered.push_rank(&good);
     let mut theta = theta0.clone();
-    assert!(
-        backend
-            .apply(&mut state, &mut theta, &gathered, 1, 0.5)
-            .is_err()
-    );
-    assert!(
-        backend
-            .apply(&mut state, &mut theta, &Gathered::new(), 0, 0.5)
-            .is_err()
-    );
+    assert!(backend.apply(&mut state, &mut theta, &gathered, 1, 0.5).is_err());
+    assert!(backend.apply(&mut state, &mut theta, &Gathered::new(), 0, 0.5).is_err());
     assert_same_bits(&theta, &theta0, "theta after a refused apply");
 }

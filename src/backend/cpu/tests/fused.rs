@@ -7,11 +7,7 @@ use crate::backend::{Backend, StepStatus};
 use crate::config::SyncConfig;
 
 fn rel_err(got: f32, want: f64) -> f64 {
-    if want == 0.0 {
-        f64::from(got).abs()
-    } else {
-        (f64::from(got) - want).abs() / want.abs()
-    }
+    if want == 0.0 { f64::from(got).abs() } else { (f64::from(got) - want).abs() / want.abs() }
 }
 
 #[test]
@@ -25,29 +21,15 @@ fn sums_and_histogram_match_an_f64_reference() {
         let mut theta = rng.vec(n, false);
         theta.iter_mut().step_by(3).for_each(|t| *t = 0.5);
         let (mut state, acc0) = loaded(&backend, &acc0, &SyncConfig::default());
-        let status = backend
-            .accumulate(&mut state, &delta, &theta, 0.25)
-            .unwrap();
+        let status = backend.accumulate(&mut state, &delta, &theta, 0.25).unwrap();
         let new: Vec<f32> = acc0.iter().zip(&delta).map(|(a, d)| a + d).collect();
         let a_ref: f64 = new.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
         let p_ref: f64 = theta.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-        assert!(
-            rel_err(status.acc_sq, a_ref) < 1e-6,
-            "n {n}: {} vs {a_ref}",
-            status.acc_sq
-        );
-        assert!(
-            rel_err(status.theta_sq, p_ref) < 1e-6,
-            "n {n}: {} vs {p_ref}",
-            status.theta_sq
-        );
-        assert_eq!(
-            status,
-            StepStatus::from_sums(status.acc_sq, status.theta_sq, 0, 0.25)
-        );
+        assert!(rel_err(status.acc_sq, a_ref) < 1e-6, "n {n}: {} vs {a_ref}", status.acc_sq);
+        assert!(rel_err(status.theta_sq, p_ref) < 1e-6, "n {n}: {} vs {p_ref}", status.theta_sq);
+        assert_eq!(status, StepStatus::from_sums(status.acc_sq, status.theta_sq, 0, 0.25));
         let mut hist = vec![0u32; 2048];
-        new.iter()
-            .for_each(|&x| hist[((x.to_bits() & 0x7fff_ffff) >> 20) as usize] += 1);
+        new.iter().for_each(|&x| hist[((x.to_bits() & 0x7fff_ffff) >> 20) as usize] += 1);
         assert_eq!(state.spare_stats.hist1, hist);
         backend.commit_accumulate(&mut state).unwrap();
         let mut out = vec![0.0; n];
@@ -112,14 +94,10 @@ fn threshold_test_uses_tau() {
     let backend = CpuBackend::new();
     let mut state = backend.create_state(4, &SyncConfig::default()).unwrap();
     // A = 4 * 0.01, P = 4: s = sqrt(0.04) / 2 = 0.1.
-    let status = backend
-        .accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.05)
-        .unwrap();
+    let status = backend.accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.05).unwrap();
     assert!((status.significance - 0.1).abs() < 1e-6);
     assert_eq!(status.triggered, 1);
-    let status = backend
-        .accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.2)
-        .unwrap();
+    let status = backend.accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.2).unwrap();
     assert_eq!(status.triggered, 0);
     assert_eq!(status.tau, 0.2);
 }

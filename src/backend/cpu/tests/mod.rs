@@ -14,11 +14,7 @@ const DTYPES: [WireDtype; 3] = [WireDtype::F32, WireDtype::F16, WireDtype::Bf16]
 
 /// A configuration with the given rule and dtype, the rest default.
 fn config(selection: Selection, wire_dtype: WireDtype) -> SyncConfig {
-    SyncConfig {
-        selection,
-        wire_dtype,
-        ..SyncConfig::default()
-    }
+    SyncConfig { selection, wire_dtype, ..SyncConfig::default() }
 }
 
 /// A state whose committed accumulator is `acc` (loaded through the fused
@@ -26,9 +22,7 @@ fn config(selection: Selection, wire_dtype: WireDtype) -> SyncConfig {
 fn loaded(backend: &CpuBackend, acc: &[f32], config: &SyncConfig) -> (CpuState, Vec<f32>) {
     let mut state = backend.create_state(acc.len(), config).unwrap();
     let theta = vec![1.0; acc.len()];
-    backend
-        .accumulate(&mut state, &acc.to_vec(), &theta, 0.0)
-        .unwrap();
+    backend.accumulate(&mut state, &acc.to_vec(), &theta, 0.0).unwrap();
     backend.commit_accumulate(&mut state).unwrap();
     let mut stored = vec![0.0; acc.len()];
     backend.read_accumulator(&state, &mut stored).unwrap();
@@ -62,28 +56,14 @@ impl Rng {
         }
     }
     fn vec(&mut self, n: usize, tie_heavy: bool) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                if tie_heavy {
-                    self.tie_heavy()
-                } else {
-                    self.unit()
-                }
-            })
-            .collect()
+        (0..n).map(|_| if tie_heavy { self.tie_heavy() } else { self.unit() }).collect()
     }
 }
 
 #[test]
 fn name_reports_threads() {
-    assert_eq!(
-        CpuBackend::with_threads(2).unwrap().name(),
-        "cpu (2 threads)"
-    );
-    assert_eq!(
-        CpuBackend::with_threads(1).unwrap().name(),
-        "cpu (1 thread)"
-    );
+    assert_eq!(CpuBackend::with_threads(2).unwrap().name(), "cpu (2 threads)");
+    assert_eq!(CpuBackend::with_threads(1).unwrap().name(), "cpu (1 thread)");
     assert!(CpuBackend::with_threads(0).is_err());
     assert!(CpuBackend::default().threads() >= 1);
 }
@@ -93,16 +73,10 @@ fn buffers_check_lengths() {
     let b = CpuBackend::new();
     let mut buf = b.alloc(4).unwrap();
     assert_eq!(buf, vec![0.0; 4]);
-    assert!(matches!(
-        b.upload(&[1.0; 3], &mut buf),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
+    assert!(matches!(b.upload(&[1.0; 3], &mut buf), Err(crate::Error::LengthMismatch { .. })));
     b.upload(&[1.0, 2.0, 3.0, 4.0], &mut buf).unwrap();
     let mut out = [0.0; 5];
-    assert!(matches!(
-        b.download(&buf, &mut out),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
+    assert!(matches!(b.download(&buf, &mut out), Err(crate::Error::LengthMismatch { .. })));
     let mut out = [0.0; 4];
     b.download(&buf, &mut out).unwrap();
     assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
@@ -110,23 +84,11 @@ fn buffers_check_lengths() {
 
     let mut state = b.create_state(4, &SyncConfig::default()).unwrap();
     let short = vec![0.0; 3];
-    assert!(matches!(
-        b.accumulate(&mut state, &short, &buf, 0.0),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
-    assert!(matches!(
-        b.accumulate(&mut state, &buf, &short, 0.0),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
-    assert!(matches!(
-        b.read_accumulator(&state, &mut [0.0; 5]),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
+    assert!(matches!(b.accumulate(&mut state, &short, &buf, 0.0), Err(crate::Error::LengthMismatch { .. })));
+    assert!(matches!(b.accumulate(&mut state, &buf, &short, 0.0), Err(crate::Error::LengthMismatch { .. })));
+    assert!(matches!(b.read_accumulator(&state, &mut [0.0; 5]), Err(crate::Error::LengthMismatch { .. })));
     let mut theta = vec![0.0; 5];
     let gathered = crate::collective::Gathered::new();
-    assert!(matches!(
-        b.apply(&mut state, &mut theta, &gathered, 0, 1.0),
-        Err(crate::Error::LengthMismatch { .. })
-    ));
+    assert!(matches!(b.apply(&mut state, &mut theta, &gathered, 0, 1.0), Err(crate::Error::LengthMismatch { .. })));
     assert!(b.create_state(0, &SyncConfig::default()).is_err());
 }

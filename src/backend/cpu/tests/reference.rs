@@ -23,11 +23,7 @@ pub fn topk_by_sort(acc: &[f32], k: usize) -> Vec<usize> {
 /// The cut search of docs/selection.md, one full scan per histogram.
 pub fn radix_select(acc: &[f32], k: usize, kmax: usize) -> Vec<usize> {
     // (digit shift, digit mask, shift of the higher digits that must match)
-    let levels = [
-        (20u32, 0x7ffu32, None),
-        (9, 0x7ff, Some(20u32)),
-        (0, 0x1ff, Some(9)),
-    ];
+    let levels = [(20u32, 0x7ffu32, None), (9, 0x7ff, Some(20u32)), (0, 0x1ff, Some(9))];
     let (mut above, mut prefix) = (0usize, 0u32);
     for (shift, mask, higher) in levels {
         let mut hist = vec![0usize; mask as usize + 1];
@@ -74,16 +70,8 @@ pub fn pack(acc: &[f32], indices: &[usize], dtype: WireDtype) -> Vec<u8> {
     out.extend_from_slice(&(n as u64).to_le_bytes());
     out.extend_from_slice(&(indices.len() as u64).to_le_bytes());
     out.extend_from_slice(&[0; 8]);
-    let per_chunk: Vec<Vec<usize>> = (0..chunks)
-        .map(|c| {
-            indices
-                .iter()
-                .copied()
-                .filter(|&i| i / 65536 == c)
-                .map(|i| i % 65536)
-                .collect()
-        })
-        .collect();
+    let per_chunk: Vec<Vec<usize>> =
+        (0..chunks).map(|c| indices.iter().copied().filter(|&i| i / 65536 == c).map(|i| i % 65536).collect()).collect();
     for local in &per_chunk {
         out.extend_from_slice(&(local.len() as u32).to_le_bytes());
     }
@@ -99,13 +87,9 @@ pub fn pack(acc: &[f32], indices: &[usize], dtype: WireDtype) -> Vec<u8> {
             for &j in local {
                 words[j / 32] |= 1 << (j % 32);
             }
-            words
-                .iter()
-                .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
+            words.iter().for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
         } else {
-            local
-                .iter()
-                .for_each(|&j| out.extend_from_slice(&(j as u16).to_le_bytes()));
+            local.iter().for_each(|&j| out.extend_from_slice(&(j as u16).to_le_bytes()));
             if local.len() % 2 == 1 {
                 out.extend_from_slice(&[0, 0]);
             }
@@ -155,16 +139,12 @@ pub fn decode(b: &[u8]) -> Decoded {
         if k.div_ceil(2) * 4 > len.div_ceil(32) * 4 {
             for w in 0..len.div_ceil(32) {
                 let word = u32_at(at + 4 * w);
-                (0..32)
-                    .filter(|j| word & (1 << j) != 0)
-                    .for_each(|j| indices.push(65536 * c + 32 * w + j));
+                (0..32).filter(|j| word & (1 << j) != 0).for_each(|j| indices.push(65536 * c + 32 * w + j));
             }
             at += len.div_ceil(32) * 4;
         } else {
             for p in 0..k {
-                indices.push(
-                    65536 * c + u16::from_le_bytes([b[at + 2 * p], b[at + 2 * p + 1]]) as usize,
-                );
+                indices.push(65536 * c + u16::from_le_bytes([b[at + 2 * p], b[at + 2 * p + 1]]) as usize);
             }
             if k % 2 == 1 {
                 assert_eq!(&b[at + 2 * k..at + 2 * k + 2], &[0, 0]);
@@ -184,15 +164,7 @@ pub fn decode(b: &[u8]) -> Decoded {
             }
         })
         .collect();
-    assert!(
-        b[at + size * count..].iter().all(|&x| x == 0),
-        "value padding"
-    );
+    assert!(b[at + size * count..].iter().all(|&x| x == 0), "value padding");
     assert_eq!(b.len(), (at + size * count).div_ceil(4) * 4, "length");
-    Decoded {
-        n,
-        dtype,
-        indices,
-        values,
-    }
+    Decoded { n, dtype, indices, values }
 }

@@ -42,18 +42,11 @@ fn check(backend: &CpuBackend, input: &[f32], selection: Selection, dtype: WireD
     assert_eq!(decoded.indices, want, "{selection:?} n = {}", acc.len());
     let values: Vec<u32> = want.iter().map(|&i| quantize(acc[i], dtype)).collect();
     assert_eq!(decoded.values, values);
-    assert!(
-        got == reference::pack(&acc, &want, dtype),
-        "bytes differ: {selection:?} {dtype:?} n = {}",
-        acc.len()
-    );
+    assert!(got == reference::pack(&acc, &want, dtype), "bytes differ: {selection:?} {dtype:?} n = {}", acc.len());
     if let Selection::TopKApprox { slack, .. } = selection {
         let k = selection.k(acc.len()).unwrap();
         let count = decoded.indices.len();
-        assert!(
-            k <= count && count <= (k as f64 * (1.0 + slack)).floor() as usize,
-            "k {k} count {count}"
-        );
+        assert!(k <= count && count <= (k as f64 * (1.0 + slack)).floor() as usize, "k {k} count {count}");
     }
     got
 }
@@ -73,8 +66,7 @@ fn value() -> impl Strategy<Value = f32> {
 fn rule() -> impl Strategy<Value = Selection> {
     prop_oneof![
         (1.0e-4f64..=1.0).prop_map(|ratio| Selection::TopK { ratio }),
-        (1.0e-4f64..=1.0, 0.0f64..1.0)
-            .prop_map(|(ratio, slack)| Selection::TopKApprox { ratio, slack }),
+        (1.0e-4f64..=1.0, 0.0f64..1.0).prop_map(|(ratio, slack)| Selection::TopKApprox { ratio, slack }),
         (0.0f64..3.0).prop_map(|rel| Selection::Threshold { rel }),
         Just(Selection::Dense),
     ]
@@ -106,10 +98,7 @@ fn reference_radix_select_is_exact_top_k() {
         for tie_heavy in [false, true] {
             let acc = rng.vec(n, tie_heavy);
             for k in [1, n / 3 + 1, n] {
-                assert_eq!(
-                    reference::radix_select(&acc, k, k),
-                    reference::topk_by_sort(&acc, k)
-                );
+                assert_eq!(reference::radix_select(&acc, k, k), reference::topk_by_sort(&acc, k));
             }
         }
     }
@@ -124,31 +113,13 @@ fn edge_sizes_pack_like_the_reference() {
         Selection::TopK { ratio: 0.01 },
         Selection::TopK { ratio: 0.3 },
         Selection::TopK { ratio: 1.0 },
-        Selection::TopKApprox {
-            ratio: 0.01,
-            slack: 0.5,
-        },
-        Selection::TopKApprox {
-            ratio: 0.2,
-            slack: 0.0,
-        },
+        Selection::TopKApprox { ratio: 0.01, slack: 0.5 },
+        Selection::TopKApprox { ratio: 0.2, slack: 0.0 },
         Selection::Threshold { rel: 1.0 },
         Selection::Dense,
     ];
     let mut rng = Rng::new(11);
-    for (case, n) in [
-        1usize,
-        2,
-        31,
-        16_385,
-        65_535,
-        65_536,
-        65_537,
-        3 * 65_536 + 5,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (case, n) in [1usize, 2, 31, 16_385, 65_535, 65_536, 65_537, 3 * 65_536 + 5].into_iter().enumerate() {
         for tie_heavy in [false, true] {
             let acc = rng.vec(n, tie_heavy);
             for (r, &selection) in rules.iter().enumerate() {
@@ -164,17 +135,9 @@ fn constant_vectors_take_the_first_k() {
     for v in [0.0f32, -0.0, 1.0, -3.5] {
         for n in [1usize, 5, 70_000] {
             let acc = vec![v; n];
-            let bytes = check(
-                &backend,
-                &acc,
-                Selection::TopK { ratio: 0.1 },
-                WireDtype::F32,
-            );
+            let bytes = check(&backend, &acc, Selection::TopK { ratio: 0.1 }, WireDtype::F32);
             let k = (n / 10).max(1);
-            assert_eq!(
-                reference::decode(&bytes).indices,
-                (0..k).collect::<Vec<_>>()
-            );
+            assert_eq!(reference::decode(&bytes).indices, (0..k).collect::<Vec<_>>());
         }
     }
 }
@@ -189,10 +152,7 @@ fn results_do_not_depend_on_thread_count() {
     let theta = rng.vec(n, false);
     let rules = [
         Selection::TopK { ratio: 0.01 },
-        Selection::TopKApprox {
-            ratio: 0.05,
-            slack: 0.2,
-        },
+        Selection::TopKApprox { ratio: 0.05, slack: 0.2 },
         Selection::Threshold { rel: 2.0 },
         Selection::Dense,
     ];
@@ -220,11 +180,7 @@ fn results_do_not_depend_on_thread_count() {
 fn packing_is_repeatable_and_read_only() {
     let backend = CpuBackend::new();
     let acc = Rng::new(5).vec(100_000, true);
-    let (mut state, stored) = loaded(
-        &backend,
-        &acc,
-        &config(Selection::TopK { ratio: 0.02 }, WireDtype::Bf16),
-    );
+    let (mut state, stored) = loaded(&backend, &acc, &config(Selection::TopK { ratio: 0.02 }, WireDtype::Bf16));
     let first = backend.select_pack(&mut state).unwrap().to_vec();
     let second = backend.select_pack(&mut state).unwrap().to_vec();
     assert_eq!(first, second);
@@ -245,38 +201,11 @@ fn every_stage_of_the_cut_search() {
     type Make = Box<dyn Fn(usize) -> f32>;
     let stages: [(&str, Make); 4] = [
         // Distinct level-1 digits for the largest entries.
-        (
-            "level 1",
-            Box::new(|i| {
-                if i % 1000 == 7 {
-                    f32::from_bits(BASE + ((i as u32 / 1000) << 20))
-                } else {
-                    0.5
-                }
-            }),
-        ),
+        ("level 1", Box::new(|i| if i % 1000 == 7 { f32::from_bits(BASE + ((i as u32 / 1000) << 20)) } else { 0.5 })),
         // Same level-1 digit, distinct level-2 digits.
-        (
-            "level 2",
-            Box::new(|i| {
-                if i % 1000 == 7 {
-                    f32::from_bits(BASE + ((i as u32 / 1000) << 9))
-                } else {
-                    0.5
-                }
-            }),
-        ),
+        ("level 2", Box::new(|i| if i % 1000 == 7 { f32::from_bits(BASE + ((i as u32 / 1000) << 9)) } else { 0.5 })),
         // Same level-1 and level-2 digits, distinct level-3 digits.
-        (
-            "level 3",
-            Box::new(|i| {
-                if i % 1000 == 7 {
-                    f32::from_bits(BASE + (i as u32 / 1000))
-                } else {
-                    0.5
-                }
-            }),
-        ),
+        ("level 3", Box::new(|i| if i % 1000 == 7 { f32::from_bits(BASE + (i as u32 / 1000)) } else { 0.5 })),
         // Ties across chunks.
         ("exact", Box::new(|i| if i % 3 == 0 { -2.0 } else { 1.0 })),
     ];
@@ -284,10 +213,7 @@ fn every_stage_of_the_cut_search() {
     for (stage, f) in &stages {
         let acc: Vec<f32> = (0..n).map(f).collect();
         for ratio in [1.0 / n as f64, 50.0 / n as f64, 0.25, 0.4] {
-            for selection in [
-                Selection::TopK { ratio },
-                Selection::TopKApprox { ratio, slack: 0.05 },
-            ] {
+            for selection in [Selection::TopK { ratio }, Selection::TopKApprox { ratio, slack: 0.05 }] {
                 let bytes = check(&backend, &acc, selection, WireDtype::F32);
                 assert!(!bytes.is_empty(), "{stage}");
             }
