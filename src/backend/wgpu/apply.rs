@@ -129,8 +129,9 @@ pub(super) fn apply(
     rec.clear(&state.mark, 0, state.mark.size());
     let acc = &state.acc[state.committed];
     let up = Uploads { gbuf, gcap: *gcap, dbuf };
-    for r in 0..ranks {
-        scatter(ctx, k, state, &layouts[r], r, &up, &mut rec, 0, &state.sum);
+    // One dispatch chain per rank, in rank order: the sums follow it.
+    for (r, rl) in layouts.iter().enumerate() {
+        scatter(ctx, k, state, rl, r, &up, &mut rec, 0, &state.sum);
     }
     for &(base, len) in &state.segs.list {
         let mut p = [0u32; 16];
