@@ -154,11 +154,22 @@ impl PackedDelta {
             if layout::uses_bitmap(k, len) {
                 let words = layout::bitmap_bytes(len) as usize;
                 let bitmap = &mut out[at..at + words];
-                // Bit b of the little-endian word sequence is bit b % 8 of byte b / 8.
+                // Build each word in a register; entries are sorted, so a
+                // word is complete when the next entry lies past it.
+                let mut word_at = usize::MAX;
+                let mut word = 0u32;
                 for &i in local {
                     let b = (i & LOCAL_MASK) as usize;
-                    bitmap[b / 8] |= 1 << (b % 8);
+                    if b / 32 != word_at {
+                        if word_at != usize::MAX {
+                            bitmap[4 * word_at..4 * word_at + 4].copy_from_slice(&word.to_le_bytes());
+                        }
+                        word_at = b / 32;
+                        word = 0;
+                    }
+                    word |= 1 << (b % 32);
                 }
+                bitmap[4 * word_at..4 * word_at + 4].copy_from_slice(&word.to_le_bytes());
                 at += words;
             } else {
                 let list = &mut out[at..at + 2 * local.len()];
@@ -177,9 +188,15 @@ impl PackedDelta {
                     dst.copy_from_slice(&v.to_bits().to_le_bytes());
                 }
             }
-            WireDtype::F16 | WireDtype::Bf16 => {
+            // One loop per dtype, so the conversion is specialised and inlined.
+            WireDtype::F16 => {
                 for (dst, &v) in vals.chunks_exact_mut(2).zip(&self.values) {
-                    dst.copy_from_slice(&(quantize::quantize(v, self.dtype) as u16).to_le_bytes());
+                    dst.copy_from_slice(&(quantize::quantize(v, WireDtype::F16) as u16).to_le_bytes());
+                }
+            }
+            WireDtype::Bf16 => {
+                for (dst, &v) in vals.chunks_exact_mut(2).zip(&self.values) {
+                    dst.copy_from_slice(&(quantize::quantize(v, WireDtype::Bf16) as u16).to_le_bytes());
                 }
             }
         }
@@ -216,7 +233,11 @@ fn chunk_groups(indices: &[u64]) -> impl Iterator<Item = ChunkGroup> + '_ {
     std::iter::from_fn(move || {
         let first = *indices.get(start)?;
         let chunk = first >> CHUNK_SHIFT;
-        let len = indices[start..].iter().position(|&i| i >> CHUNK_SHIFT != chunk).unwrap_or(indices.len() - start);
+        // Sorted input: the run is a prefix, found by binary search, so
+        // grouping costs O(chunks * log) rather than a pass over the entries.
+        // At least 1 (the first entry is in the chunk), so a broken,
+        // unsorted hand-built delta cannot make this loop forever.
+        let len = indices[start..].partition_point(|&i| i >> CHUNK_SHIFT == chunk).max(1);
         let group = ChunkGroup { chunk, start, end: start + len };
         start += len;
         Some(group)
@@ -311,6 +332,21 @@ mod tests {
     fn check_flags_unrounded_values() {
         let d = PackedDelta { n: 4, dtype: WireDtype::Bf16, indices: vec![0], values: vec![1.0 + 1.0 / 1024.0] };
         assert_eq!(d.check(), Err(WireError::NotRepresentable { position: 0 }));
+    }
+
+    #[test]
+    fn broken_hand_built_delta_is_reported_and_never_encodes_to_a_valid_buffer() {
+        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![5, 3], values: vec![1.0, 2.0] };
+        assert_eq!(d.check(), Err(WireError::Misordered { chunk: 0, position: 1 }));
+        let bytes = d.encode();
+        assert_eq!(crate::wire::decode(&bytes), Err(WireError::Misordered { chunk: 0, position: 1 }));
+        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![10], values: vec![1.0] };
+        assert_eq!(d.check(), Err(WireError::IndexPastEnd { position: 0, index: 10, n: 10 }));
+        let bytes = d.encode();
+        assert_eq!(crate::wire::decode(&bytes), Err(WireError::IndexOutOfRange { chunk: 0, index: 10, len: 10 }));
+        // Past the last chunk there is no table slot: a panic, not a buffer.
+        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![70_000], values: vec![1.0] };
+        assert!(std::panic::catch_unwind(|| d.encode()).is_err());
     }
 
     #[test]

@@ -529,3 +529,51 @@ fn error_checksum_and_mismatch() {
     m[6] = 1;
     assert!(matches!(parse_err(&m), WireError::ChecksumMismatch { .. }));
 }
+
+// ---------------------------------------------------------------- agreement with a backend's packer
+
+/// The CPU backend's packer writes its own bytes (it does not call the
+/// encoder); both must agree exactly: the decoder accepts its buffer, the
+/// entries are the accumulator's values rounded to the dtype, and the encoder
+/// rebuilds the same bytes from the decoded entries.
+#[test]
+fn cpu_packer_bytes_equal_the_encoder_bytes() {
+    use chronos_sync::backend::Backend;
+    use chronos_sync::wire::quantize::round_trip;
+    use chronos_sync::{CpuBackend, Selection, SyncConfig};
+
+    let n = 2 * CHUNK as usize + 5;
+    let selections = [
+        Selection::TopK { ratio: 0.01 },
+        Selection::TopK { ratio: 0.2 },
+        Selection::Dense,
+        Selection::Threshold { rel: 1.0 },
+    ];
+    for dtype in DTYPES {
+        for selection in selections {
+            let config = SyncConfig::builder().wire_dtype(dtype).selection(selection).build().unwrap();
+            let backend = CpuBackend::new();
+            let mut state = backend.create_state(n, &config).unwrap();
+            let mut rng = Rng(n as u64 ^ dtype.code() as u64);
+            let delta_host: Vec<f32> = (0..n).map(|_| (rng.unit() as f32 - 0.5) * 1.0e3).collect();
+            let theta_host = vec![1.0f32; n];
+            let mut delta = backend.alloc(n).unwrap();
+            let mut theta = backend.alloc(n).unwrap();
+            backend.upload(&delta_host, &mut delta).unwrap();
+            backend.upload(&theta_host, &mut theta).unwrap();
+            backend.accumulate(&mut state, &delta, &theta, 0.0).unwrap();
+            backend.commit_accumulate(&mut state).unwrap();
+            let mut acc = vec![0.0f32; n];
+            backend.read_accumulator(&state, &mut acc).unwrap();
+
+            let packed = backend.select_pack(&mut state).unwrap().to_vec();
+            let d = wire::decode(&packed).unwrap_or_else(|e| panic!("{dtype:?} {selection:?}: {e}"));
+            assert_eq!((d.n, d.dtype), (n as u64, dtype));
+            assert!(d.count() > 0);
+            for (&i, &v) in d.indices.iter().zip(&d.values) {
+                assert_eq!(v.to_bits(), round_trip(acc[i as usize], dtype).to_bits());
+            }
+            assert_eq!(d.encode(), packed, "{dtype:?} {selection:?}: encoder and CPU packer disagree");
+        }
+    }
+}

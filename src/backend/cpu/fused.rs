@@ -17,7 +17,7 @@ use crate::backend::StepStatus;
 pub(super) const BLOCK: usize = 16 * 1024;
 /// Independent accumulators per block: wide enough for the compiler to
 /// vectorize the arithmetic and to hide the latency of the f64 adds.
-const LANES: usize = 8;
+const LANES: usize = 4;
 /// Exponent field of an f32: all ones for infinities and NaNs.
 const EXP_MASK: u32 = 0x7f80_0000;
 /// Clears the sign bit: the selection key of docs/selection.md.
@@ -34,6 +34,19 @@ pub(super) fn key(x: f32) -> u32 {
 #[inline(always)]
 fn nonfinite(x: f32) -> u32 {
     u32::from(x.to_bits() & EXP_MASK == EXP_MASK)
+}
+
+/// Histogram tables per task in the fused pass: lane `j` of each group of
+/// `LANES` elements counts into table `j % SUB_TABLES`, so runs of equal
+/// digits do not serialize on one counter's load-add-store.
+pub(super) const SUB_TABLES: usize = 4;
+/// Counters of one task's tables in the fused pass.
+const TASK_TABLE: usize = SUB_TABLES * HIST_BINS;
+
+/// A task's `SUB_TABLES` tables as one fixed-size array (no bounds checks).
+#[inline]
+fn sub_tables(hist: &mut [u32]) -> &mut [u32; TASK_TABLE] {
+    hist.try_into().expect("task tables are SUB_TABLES * HIST_BINS counters long")
 }
 
 /// Views a task's slice of the histogram tables as one fixed-size table, so
@@ -55,12 +68,12 @@ pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau
         .par_chunks_mut(task_elems)
         .zip(state.block_sums.par_chunks_mut(bpt))
         .zip(state.block_bad.par_chunks_mut(bpt))
-        .zip(state.task_hists.par_chunks_mut(HIST_BINS))
+        .zip(state.task_hists.par_chunks_mut(TASK_TABLE))
         .enumerate()
         .for_each(|(task, (((out, sums), bad), hist))| {
             let start = task * task_elems;
             let end = start + out.len();
-            let hist = table(hist);
+            let hist = sub_tables(hist);
             hist.fill(0);
             let blocks = out
                 .chunks_mut(BLOCK)
@@ -80,7 +93,7 @@ pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau
         bad = bad.saturating_add(*b);
     }
     let tasks = state.n.div_ceil(task_elems);
-    sum_tables(&state.task_hists, tasks, &mut state.spare_stats.hist1);
+    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.spare_stats.hist1);
     state.spare_stats.acc_sq = acc_sq as f32;
     state.spare_stats.valid = true;
     state.pending = true;
@@ -97,9 +110,9 @@ pub(super) fn acc_stats(state: &mut CpuState) {
         .acc
         .par_chunks(task_elems)
         .zip(state.block_sums.par_chunks_mut(bpt))
-        .zip(state.task_hists.par_chunks_mut(HIST_BINS))
+        .zip(state.task_hists.par_chunks_mut(TASK_TABLE))
         .for_each(|((acc, sums), hist)| {
-            let hist = table(hist);
+            let hist = sub_tables(hist);
             hist.fill(0);
             for (a, sum) in acc.chunks(BLOCK).zip(sums.iter_mut()) {
                 sum[0] = stats_block(a, hist);
@@ -107,7 +120,7 @@ pub(super) fn acc_stats(state: &mut CpuState) {
         });
     let acc_sq = state.block_sums.iter().fold(0.0f64, |sum, s| sum + s[0]);
     let tasks = state.n.div_ceil(task_elems);
-    sum_tables(&state.task_hists, tasks, &mut state.stats.hist1);
+    sum_tables(&state.task_hists, tasks * SUB_TABLES, &mut state.stats.hist1);
     state.stats.acc_sq = acc_sq as f32;
     state.stats.valid = true;
 }
@@ -125,11 +138,10 @@ pub(super) fn sum_tables(tables: &[u32], tasks: usize, out: &mut [u32]) {
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
 /// non-finite count of `d` and `t`; adds the level-1 digits of `out` to `hist`.
 #[inline]
-fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; HIST_BINS]) -> ([f64; 2], u32) {
+fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; TASK_TABLE]) -> ([f64; 2], u32) {
     let mut sa = [0.0f64; LANES];
     let mut st = [0.0f64; LANES];
     let mut bad = [0u32; LANES];
-    let mut digits = [0u32; LANES];
     let body = out.len() - out.len() % LANES;
     let (out_body, out_tail) = out.split_at_mut(body);
     let lanes = out_body
@@ -138,18 +150,26 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
         .zip(a.chunks_exact(LANES))
         .zip(t.chunks_exact(LANES));
     for (((o, d), a), t) in lanes {
+        // Fixed-size views: no bounds checks, straight vector code.
+        let (Ok(o), Ok(d), Ok(a), Ok(t)) = (
+            <&mut [f32; LANES]>::try_from(o),
+            <&[f32; LANES]>::try_from(d),
+            <&[f32; LANES]>::try_from(a),
+            <&[f32; LANES]>::try_from(t),
+        ) else {
+            continue;
+        };
+        let v: [f32; LANES] = std::array::from_fn(|j| a[j] + d[j]);
+        *o = v;
         for j in 0..LANES {
-            let v = a[j] + d[j];
-            o[j] = v;
-            let v64 = f64::from(v);
+            let v64 = f64::from(v[j]);
             let t64 = f64::from(t[j]);
             sa[j] += v64 * v64;
             st[j] += t64 * t64;
             bad[j] += nonfinite(d[j]) + nonfinite(t[j]);
-            digits[j] = key(v) >> LEVEL1_SHIFT;
         }
-        for &g in &digits {
-            hist[g as usize] += 1;
+        for (j, x) in v.into_iter().enumerate() {
+            hist[(j % SUB_TABLES) * HIST_BINS + (key(x) >> LEVEL1_SHIFT) as usize] += 1;
         }
     }
     for (j, o) in out_tail.iter_mut().enumerate() {
@@ -167,15 +187,15 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
 /// One block of the statistics-only pass: `sum(a^2)` with the lanes of
 /// [`fused_block`], and the level-1 digits of `a` added to `hist`.
 #[inline]
-fn stats_block(a: &[f32], hist: &mut [u32; HIST_BINS]) -> f64 {
+fn stats_block(a: &[f32], hist: &mut [u32; TASK_TABLE]) -> f64 {
     let mut sa = [0.0f64; LANES];
     let body = a.len() - a.len() % LANES;
     for a in a[..body].chunks_exact(LANES) {
         for j in 0..LANES {
             sa[j] += f64::from(a[j]) * f64::from(a[j]);
         }
-        for &v in a {
-            hist[(key(v) >> LEVEL1_SHIFT) as usize] += 1;
+        for (j, &v) in a.iter().enumerate() {
+            hist[(j % SUB_TABLES) * HIST_BINS + (key(v) >> LEVEL1_SHIFT) as usize] += 1;
         }
     }
     for (j, &v) in a[body..].iter().enumerate() {

@@ -9,8 +9,9 @@
 //!
 //! Files: `state` (per-instance buffers, all allocated in `create_state`),
 //! `fused` (operation 1 and the accumulator statistics), `select` (the
-//! radix cut search of docs/selection.md), `pack` (the wire format writer),
-//! `apply` (operation 3).
+//! radix cut search of docs/selection.md, producing a selection bitmap in one
+//! pass over the accumulator), `pack` (the wire-format writer, from that
+//! bitmap), `apply` (operation 3, a per-chunk merge of the rank buffers).
 
 mod apply;
 pub(super) mod fused;

@@ -178,18 +178,30 @@ fn write_chunk<const SIZE: usize>(
         }
     }
     let mut slots = idx.chunks_exact_mut(2);
-    for (w, &word) in sel.iter().enumerate() {
+    let mut emit = |j: usize, x: f32| {
+        if !bitmap {
+            if let Some(slot) = slots.next() {
+                slot.copy_from_slice(&(j as u16).to_le_bytes());
+            }
+        }
+        if let Some(slot) = vals.next() {
+            slot.copy_from_slice(&q(x).to_le_bytes()[..SIZE]);
+        }
+    };
+    for ((w, &word), xs) in sel.iter().enumerate().zip(acc.chunks(32)) {
+        if word == u32::MAX {
+            // A full word (the common case of dense selections): no bit scan.
+            for (j, &x) in xs.iter().enumerate() {
+                emit(32 * w + j, x);
+            }
+            continue;
+        }
         let mut bits = word;
         while bits != 0 {
-            let j = 32 * w + bits.trailing_zeros() as usize;
+            let j = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if !bitmap {
-                if let Some(slot) = slots.next() {
-                    slot.copy_from_slice(&(j as u16).to_le_bytes());
-                }
-            }
-            if let (Some(slot), Some(&x)) = (vals.next(), acc.get(j)) {
-                slot.copy_from_slice(&q(x).to_le_bytes()[..SIZE]);
+            if let Some(&x) = xs.get(j) {
+                emit(32 * w + j, x);
             }
         }
     }

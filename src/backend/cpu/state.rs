@@ -30,7 +30,6 @@ pub(super) struct AccStats {
 }
 
 /// Device state of the CPU backend for vectors of `n` elements.
-#[derive(Debug)]
 pub struct CpuState {
     pub(super) n: usize,
     pub(super) selection: Selection,
@@ -52,7 +51,7 @@ pub struct CpuState {
     pub(super) block_sums: Vec<[f64; 2]>,
     /// Per-block non-finite counts.
     pub(super) block_bad: Vec<u32>,
-    /// One `HIST_BINS` histogram per reduction task.
+    /// `SUB_TABLES` histograms of `HIST_BINS` counters per reduction task.
     pub(super) task_hists: Vec<u32>,
     /// Histogram of the current cut-search level (levels 2 and 3).
     pub(super) level_hist: Vec<u32>,
@@ -79,6 +78,19 @@ pub struct CpuState {
     /// Merge cursors for `apply`: one per (chunk, rank), chunk-major. Grows
     /// (once) to the largest group seen.
     pub(super) cursors: Vec<Cursor>,
+}
+
+impl std::fmt::Debug for CpuState {
+    /// The shape of the state, not its (large) buffers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuState")
+            .field("n", &self.n)
+            .field("selection", &self.selection)
+            .field("dtype", &self.dtype)
+            .field("error_feedback", &self.error_feedback)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccStats {
@@ -119,7 +131,7 @@ impl CpuState {
             blocks_per_task,
             block_sums: vec![[0.0; 2]; blocks],
             block_bad: vec![0; blocks],
-            task_hists: vec![0; tasks * HIST_BINS],
+            task_hists: vec![0; tasks * fused::SUB_TABLES * HIST_BINS],
             level_hist: vec![0; HIST_BINS],
             chunk_counts: vec![0; chunks],
             cand_counts: vec![0; chunks],

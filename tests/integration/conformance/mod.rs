@@ -30,8 +30,9 @@ use std::sync::Arc;
 ///   panics in that case as a second guard.
 ///
 /// Add a backend with one file next to `cpu.rs` holding e.g.
-/// `conformance_suite!(wgpu, || chronos_sync::backend::wgpu::WgpuBackend::new().ok());`
-/// (behind its feature) and one `mod` line below. Run one backend's suite with
+/// `conformance_suite!(wgpu, || crate::conformance::available("wgpu", WgpuBackend::new()));`
+/// (behind its feature) and one `mod` line at the end of this file;
+/// [`available`] implements the CI rule for makers. Run one backend's suite with
 /// `cargo test --test integration conformance::<file>::<name>::`.
 macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
@@ -73,6 +74,22 @@ pub mod cases {
     pub use super::failures::*;
     pub use super::invariants::*;
     pub use super::matching::*;
+}
+
+/// The maker rule in one place: `Ok(backend)` is `Some(backend)`; an error
+/// panics with its message when `CI=true` and is otherwise printed to stderr
+/// as the reason the backend is unavailable (`None`).
+pub fn available<B>(name: &str, made: chronos_sync::Result<B>) -> Option<B> {
+    match made {
+        Ok(backend) => Some(backend),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{name} backend unavailable under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("{name} backend unavailable: {e}");
+            None
+        }
+    }
 }
 
 /// Runs `case` on the backend `make` builds, or reports it unavailable.

@@ -36,6 +36,8 @@ fn check(backend: &CpuBackend, input: &[f32], selection: Selection, dtype: WireD
     let acc_sq = state.stats.acc_sq;
     let want = expected(&acc, selection, acc_sq);
     let got = backend.select_pack(&mut state).unwrap().to_vec();
+    // The crate's own decoder accepts it too.
+    crate::wire::validate(&got, acc.len() as u64, dtype).unwrap();
     let decoded = reference::decode(&got);
     assert_eq!(decoded.n, acc.len());
     assert_eq!(decoded.dtype, dtype);
