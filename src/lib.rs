@@ -15,6 +15,8 @@ pub mod workload;
 pub use backend::cuda::CudaBackend;
 #[cfg(feature = "cuda-emu")]
 pub use backend::cuda::CudaEmuBackend;
+#[cfg(feature = "wgpu")]
+pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use backend::{Backend, CpuBackend, StepStatus};
 #[cfg(feature = "nccl")]
 pub use collective::nccl::{NcclCollective, NcclId};

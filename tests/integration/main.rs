@@ -8,4 +8,6 @@ mod coordinator;
 mod cuda;
 mod hyperclean;
 mod reference;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 mod wire;

@@ -109,3 +109,5 @@ mod cpu;
 mod cuda;
 #[cfg(feature = "cuda-emu")]
 mod cuda_emu;
+#[cfg(feature = "wgpu")]
+mod wgpu;

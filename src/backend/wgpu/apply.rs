@@ -1,0 +1,223 @@
+//! Operation 3: unpack the gathered rank buffers and apply them in rank order
+//! on the device, then error feedback (or zeroing) of the accumulator.
+//!
+//! The host reads each rank's header and chunk table (already validated by
+//! the caller; the lengths are re-checked here so a bad buffer can never
+//! address outside the upload) and turns them into per-chunk descriptors
+//! with `wire::layout`, the same arithmetic the packer used.
+
+use super::context::{BACKEND, GpuContext};
+use super::kernels::Kernels;
+use super::recorder::{Bind, Recorder};
+use super::state::{FUSED_TILE, WgpuState};
+use crate::collective::Gathered;
+use crate::error::{BackendError, Error, Result, WireError};
+use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
+
+/// Where one rank's buffer sits in the upload, and its layout.
+struct RankLayout {
+    start: u64,
+    lay: Layout,
+}
+
+fn word(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parses and bounds-checks rank `r`'s header and chunk table.
+fn rank_layout(state: &WgpuState, r: usize, bytes: &[u8], start: u64) -> Result<RankLayout> {
+    let bad = |source: WireError| Error::InvalidPeerBuffer { rank: r, source };
+    let head = state.head_bytes() as usize;
+    if bytes.len() < head {
+        return Err(bad(WireError::Truncated { needed: head as u64, have: bytes.len() as u64 }));
+    }
+    let found_n = u64::from(word(bytes, 8)) | (u64::from(word(bytes, 12)) << 32);
+    let code = bytes[6];
+    if found_n != state.n || code != state.dtype.code() {
+        let found_dtype = crate::WireDtype::from_code(code).ok_or_else(|| bad(WireError::UnknownDtype { code }))?;
+        return Err(bad(WireError::Mismatch { n: state.n, dtype: state.dtype, found_n, found_dtype }));
+    }
+    let counts: Vec<u32> = (0..state.chunks() as usize).map(|c| word(bytes, layout::HEADER_BYTES + 4 * c)).collect();
+    for (c, &count) in counts.iter().enumerate() {
+        let len = layout::chunk_len(state.n, c as u64);
+        if count > len {
+            return Err(bad(WireError::ChunkOverfull { chunk: c as u64, count, len }));
+        }
+    }
+    let lay = Layout::new(state.n, state.dtype, &counts);
+    if lay.total_bytes != bytes.len() as u64 {
+        return Err(bad(if lay.total_bytes > bytes.len() as u64 {
+            WireError::Truncated { needed: lay.total_bytes, have: bytes.len() as u64 }
+        } else {
+            WireError::Oversized { expected: lay.total_bytes, have: bytes.len() as u64 }
+        }));
+    }
+    Ok(RankLayout { start, lay })
+}
+
+/// Makes sure `slot` holds a storage buffer of at least `bytes`.
+fn ensure<'a>(
+    ctx: &GpuContext,
+    slot: &'a mut Option<(wgpu::Buffer, u64)>,
+    label: &str,
+    bytes: u64,
+) -> Result<&'a wgpu::Buffer> {
+    if bytes > ctx.limits.max_buffer_size {
+        return Err(BackendError::Unsupported {
+            backend: BACKEND,
+            what: format!("{label} of {bytes} bytes (max_buffer_size {})", ctx.limits.max_buffer_size),
+        }
+        .into());
+    }
+    if slot.as_ref().is_none_or(|(_, cap)| *cap < bytes) {
+        let cap = bytes.next_power_of_two().min(ctx.limits.max_buffer_size).max(bytes);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        *slot = Some((ctx.buffer(label, cap, usage), cap));
+    }
+    Ok(&slot.as_ref().expect("just ensured").0)
+}
+
+/// Runs operation 3 (see [`crate::Backend::apply`]).
+pub(super) fn apply(
+    ctx: &GpuContext,
+    k: &Kernels,
+    state: &mut WgpuState,
+    theta: &wgpu::Buffer,
+    gathered: &Gathered,
+    own_rank: usize,
+    weight: f32,
+) -> Result<()> {
+    let ranks = gathered.ranks();
+    if own_rank >= ranks {
+        return Err(crate::error::CollectiveError::InvalidRank { rank: own_rank, world: ranks }.into());
+    }
+    let mut layouts = Vec::with_capacity(ranks);
+    for (r, bytes) in gathered.iter() {
+        layouts.push(rank_layout(state, r, bytes, gathered.offsets()[r] as u64)?);
+    }
+    let chunks = state.chunks() as usize;
+    let size = state.dtype.size() as u64;
+    let mut desc = Vec::with_capacity(ranks * chunks);
+    for rl in &layouts {
+        let values = rl.start + rl.lay.values_offset();
+        for c in 0..chunks {
+            let count =
+                (rl.lay.entry_offsets.get(c + 1).copied().unwrap_or(rl.lay.count) - rl.lay.entry_offsets[c]) as u32;
+            desc.push([
+                (rl.start + rl.lay.index_offsets[c]) as u32,
+                (values + rl.lay.entry_offsets[c] * size) as u32,
+                count,
+                u32::from(layout::uses_bitmap(count, layout::chunk_len(state.n, c as u64))),
+            ]);
+        }
+    }
+    let total = gathered.total_len() as u64;
+    if total > u64::from(u32::MAX) {
+        return Err(
+            BackendError::Unsupported { backend: BACKEND, what: format!("gathered buffers of {total} bytes") }.into()
+        );
+    }
+    ensure(ctx, &mut state.gathered, "gathered", total)?;
+    ensure(ctx, &mut state.desc, "chunk descriptors", 16 * desc.len() as u64)?;
+    let (gbuf, gcap) = state.gathered.as_ref().expect("ensured");
+    let (dbuf, _) = state.desc.as_ref().expect("ensured");
+    ctx.queue.write_buffer(gbuf, 0, gathered.as_bytes());
+    ctx.queue.write_buffer(dbuf, 0, bytemuck::cast_slice(&desc));
+
+    let mut rec = Recorder::new(ctx);
+    rec.clear(&state.sum, 0, 4 * state.n);
+    rec.clear(&state.mark, 0, state.mark.size());
+    let acc = &state.acc[state.committed];
+    let up = Uploads { gbuf, gcap: *gcap, dbuf };
+    // One dispatch chain per rank, in rank order: the sums follow it.
+    for (r, rl) in layouts.iter().enumerate() {
+        scatter(ctx, k, state, rl, r, &up, &mut rec, 0, &state.sum);
+    }
+    for &(base, len) in &state.segs.list {
+        let mut p = [0u32; 16];
+        p[2] = len as u32;
+        p[3] = weight.to_bits();
+        p[4] = 0; // the runtime zero that keeps multiply and add separate
+        rec.dispatch(
+            &k.apply_theta,
+            len.div_ceil(FUSED_TILE) as u32,
+            p,
+            &[
+                Bind::range(&state.sum, 4 * base, 4 * len),
+                Bind::range(&state.mark, base / 8, 4 * len.div_ceil(32)),
+                Bind::range(theta, 4 * base, 4 * len),
+            ],
+        );
+    }
+    if state.error_feedback {
+        scatter(ctx, k, state, &layouts[own_rank], own_rank, &up, &mut rec, 1, acc);
+    } else {
+        rec.clear(acc, 0, 4 * state.n);
+    }
+    rec.submit(&state.params)?;
+    ctx.wait("wgpu apply")
+}
+
+/// The uploaded gathered bytes and chunk descriptors.
+struct Uploads<'a> {
+    gbuf: &'a wgpu::Buffer,
+    gcap: u64,
+    dbuf: &'a wgpu::Buffer,
+}
+
+/// Records rank `r`'s scatter over every segment: `mode` 0 adds into `dst`
+/// (the sum) and marks indices, 1 subtracts from `dst` (the accumulator).
+#[allow(clippy::too_many_arguments)]
+fn scatter<'a>(
+    ctx: &GpuContext,
+    k: &'a Kernels,
+    state: &'a WgpuState,
+    rl: &RankLayout,
+    r: usize,
+    up: &Uploads<'a>,
+    rec: &mut Recorder<'a>,
+    mode: u32,
+    dst: &'a wgpu::Buffer,
+) {
+    let chunks = state.chunks() as usize;
+    let size = state.dtype.size() as u64;
+    let chunk = CHUNK_ELEMS as u64;
+    let align = ctx.storage_align();
+    let win = |start: u64, end: u64| {
+        let lo = start / align * align;
+        let hi = end.next_multiple_of(4).min(up.gcap).max(lo + 4);
+        (lo, hi - lo)
+    };
+    for &(base, len) in &state.segs.list {
+        let c0 = (base / chunk) as usize;
+        let c1 = (base + len).div_ceil(chunk) as usize;
+        let e0 = rl.lay.entry_offsets[c0];
+        let e1 = rl.lay.entry_offsets.get(c1).copied().unwrap_or(rl.lay.count);
+        if e0 == e1 {
+            continue;
+        }
+        let (io, is) = win(rl.start + rl.lay.index_offsets[c0], rl.start + rl.lay.index_offsets[c1]);
+        let values = rl.start + rl.lay.values_offset();
+        let (vo, vs) = win(values + e0 * size, values + e1 * size);
+        let mut p = [0u32; 16];
+        p[2] = c0 as u32;
+        p[3] = (r * chunks) as u32;
+        p[4] = (io / 4) as u32;
+        p[5] = (vo / 4) as u32;
+        p[6] = u32::from(state.dtype.code());
+        p[7] = mode;
+        p[8] = state.n as u32;
+        rec.dispatch(
+            &k.scatter,
+            (c1 - c0) as u32,
+            p,
+            &[
+                Bind::all(up.dbuf),
+                Bind::range(up.gbuf, io, is),
+                Bind::range(up.gbuf, vo, vs),
+                Bind::range(dst, 4 * base, 4 * len),
+                Bind::range(&state.mark, base / 8, 4 * len.div_ceil(32)),
+            ],
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The WGSL backend: the spec's three device operations as hand-written WGSL
+//! (`shaders/`) executed through wgpu (Vulkan; lavapipe on machines without
+//! a GPU). Feature `wgpu`.
+//!
+//! - Operation 1 is one fused pass plus a one-workgroup finish; the host reads
+//!   back the 32-byte [`StepStatus`] and nothing else.
+//! - Operation 2 runs the radix cut search, an order-preserving compaction
+//!   (tile counts, a scan, the write) and the checksum on the device; the
+//!   host reads the header and chunk table, then the packed bytes.
+//! - Operation 3 applies the rank buffers in rank order with one dispatch per
+//!   rank (no float atomics), then error feedback on this rank's entries.
+//!
+//! Pipelines are compiled once per backend, buffers once per state. Vectors
+//! longer than one storage binding are processed in chunk-aligned segments
+//! through binding ranges, and grids wider than the per-dimension limit spill
+//! into y. Workgroups have 256 invocations; no subgroup operations are used,
+//! so the bytes do not depend on the adapter's subgroup support.
+
+mod apply;
+mod buffer;
+mod context;
+mod fused;
+mod kernels;
+mod recorder;
+mod segments;
+mod select_pack;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use buffer::WgpuBuffer;
+pub use state::WgpuState;
+
+use self::buffer::vector_usage;
+use self::context::{BACKEND, GpuContext};
+use self::kernels::Kernels;
+use crate::backend::{Backend, StepStatus};
+use crate::collective::Gathered;
+use crate::config::SyncConfig;
+use crate::error::{BackendError, Error, Result};
+
+/// Tuning knobs of [`WgpuBackend::with_options`]; the defaults use the
+/// device's own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgpuOptions {
+    /// Largest segment in elements (rounded down to whole 65,536-element
+    /// chunks); `None`: as much as one storage binding holds. Smaller values
+    /// exercise the multi-segment path that very long vectors take.
+    pub max_segment_elems: Option<u64>,
+    /// Widest dispatch grid in x; `None`: the device limit (65,535 on most).
+    /// Smaller values exercise the 2-D grids that long vectors need.
+    pub max_groups_x: Option<u32>,
+    /// Bound on every wait for the device.
+    pub timeout: Duration,
+}
+
+impl Default for WgpuOptions {
+    fn default() -> Self {
+        WgpuOptions { max_segment_elems: None, max_groups_x: None, timeout: Duration::from_secs(120) }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The WGSL/wgpu backend. Owns one device; every buffer and state it hands
+/// out belongs to that device.
+pub struct WgpuBackend {
+    ctx: GpuContext,
+    kernels: Kernels,
+    options: WgpuOptions,
+    id: u64,
+}
+
+impl WgpuBackend {
+    /// Opens the first high-performance adapter with default options.
+    /// [`BackendError::NoAdapter`] (with an install hint for lavapipe) when
+    /// there is none; [`BackendError::Compile`] if a shader fails validation.
+    pub fn new() -> Result<WgpuBackend> {
+        WgpuBackend::with_options(WgpuOptions::default())
+    }
+
+    /// Like [`WgpuBackend::new`], with explicit options.
+    pub fn with_options(options: WgpuOptions) -> Result<WgpuBackend> {
+        let ctx = GpuContext::new(options.max_groups_x, options.timeout)?;
+        let kernels = Kernels::new(&ctx)?;
+        Ok(WgpuBackend { ctx, kernels, options, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// The adapter's name as the driver reports it (e.g. `llvmpipe (...)`).
+    pub fn adapter_name(&self) -> &str {
+        &self.ctx.info.name
+    }
+
+    fn check_buffer(&self, buf: &WgpuBuffer, n: usize, what: &'static str) -> Result<()> {
+        if buf.owner != self.id {
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                what: format!("{what} allocated by another WgpuBackend"),
+            }
+            .into());
+        }
+        if buf.len != n {
+            return Err(Error::LengthMismatch { what, expected: n, actual: buf.len });
+        }
+        Ok(())
+    }
+
+    fn check_state(&self, state: &WgpuState) -> Result<()> {
+        if state.owner != self.id {
+            return Err(BackendError::Unsupported {
+                backend: BACKEND,
+                what: "a state created by another WgpuBackend".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Copies `size` bytes of `src` to the host through a temporary staging buffer.
+    fn read_back(&self, op: &'static str, src: &wgpu::Buffer, dst: &mut [f32]) -> Result<()> {
+        let bytes = 4 * dst.len() as u64;
+        self.ctx.scoped(op, bytes, false, || {
+            let staging =
+                self.ctx.buffer("download", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            enc.copy_buffer_to_buffer(src, 0, &staging, 0, Some(bytes));
+            self.ctx.queue.submit([enc.finish()]);
+            self.ctx.read_mapped(op, &staging, bytes, |b| bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(b))
+        })
+    }
+}
+
+impl std::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuBackend").field("adapter", &self.ctx.info.name).field("options", &self.options).finish()
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Buffer = WgpuBuffer;
+    type State = WgpuState;
+
+    fn name(&self) -> String {
+        format!("wgpu ({}, {:?})", self.ctx.info.name, self.ctx.info.backend)
+    }
+
+    fn alloc(&self, n: usize) -> Result<WgpuBuffer> {
+        let bytes = 4 * n as u64;
+        if bytes > self.ctx.limits.max_buffer_size {
+            return Err(BackendError::OutOfMemory { backend: BACKEND, bytes }.into());
+        }
+        self.ctx.scoped("alloc", bytes, false, || {
+            // New buffers are zero-initialized by wgpu.
+            Ok(WgpuBuffer { buffer: self.ctx.buffer("vector", bytes, vector_usage()), len: n, owner: self.id })
+        })
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut WgpuBuffer) -> Result<()> {
+        self.check_buffer(dst, src.len(), "upload destination")?;
+        self.ctx.scoped("upload", 0, false, || {
+            if !src.is_empty() {
+                self.ctx.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(src));
+                self.ctx.queue.submit([]);
+            }
+            Ok(())
+        })
+    }
+
+    fn download(&self, src: &WgpuBuffer, dst: &mut [f32]) -> Result<()> {
+        self.check_buffer(src, dst.len(), "download source")?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.read_back("wgpu download", &src.buffer, dst)
+    }
+
+    fn buffer_len(&self, buf: &WgpuBuffer) -> usize {
+        buf.len
+    }
+
+    fn create_state(&self, n: usize, config: &SyncConfig) -> Result<WgpuState> {
+        state::create(&self.ctx, self.id, n, config, self.options.max_segment_elems)
+    }
+
+    fn read_accumulator(&self, state: &WgpuState, dst: &mut [f32]) -> Result<()> {
+        self.check_state(state)?;
+        if dst.len() as u64 != state.n {
+            return Err(Error::LengthMismatch { what: "accumulator", expected: state.n as usize, actual: dst.len() });
+        }
+        self.read_back("wgpu read_accumulator", &state.acc[state.committed], dst)
+    }
+
+    fn accumulate(
+        &self,
+        state: &mut WgpuState,
+        delta: &WgpuBuffer,
+        theta: &WgpuBuffer,
+        tau: f32,
+    ) -> Result<StepStatus> {
+        self.check_state(state)?;
+        self.check_buffer(delta, state.n as usize, "delta")?;
+        self.check_buffer(theta, state.n as usize, "theta")?;
+        self.ctx.scoped("accumulate", 0, false, || {
+            fused::accumulate(&self.ctx, &self.kernels, state, &delta.buffer, &theta.buffer, tau)
+        })
+    }
+
+    fn commit_accumulate(&self, state: &mut WgpuState) -> Result<()> {
+        self.check_state(state)?;
+        if state.pending {
+            state.committed = 1 - state.committed;
+            state.pending = false;
+        }
+        Ok(())
+    }
+
+    fn select_pack<'s>(&self, state: &'s mut WgpuState) -> Result<&'s [u8]> {
+        self.check_state(state)?;
+        // Run inside the error scopes, then hand out the bytes.
+        self.ctx.scoped("select_pack", 0, false, || {
+            select_pack::select_pack(&self.ctx, &self.kernels, state).map(|_| ())
+        })?;
+        Ok(&state.packed_host)
+    }
+
+    fn apply(
+        &self,
+        state: &mut WgpuState,
+        theta: &mut WgpuBuffer,
+        gathered: &Gathered,
+        own_rank: usize,
+        weight: f32,
+    ) -> Result<()> {
+        self.check_state(state)?;
+        self.check_buffer(theta, state.n as usize, "theta")?;
+        self.ctx.scoped("apply", 0, false, || {
+            apply::apply(&self.ctx, &self.kernels, state, &theta.buffer, gathered, own_rank, weight)
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! Operation 2: selection (docs/selection.md) and packing (docs/wire-format.md)
+//! on the device. Phase 1 runs the cut search, the tile counts and the scan,
+//! which writes the header and chunk table; the host reads those few bytes
+//! back and lays the buffer out with `wire::layout` (the same arithmetic the
+//! device used). Phase 2 binds exactly the ranges each segment writes, packs
+//! indices and values, reduces the checksum, and copies the buffer back.
+
+use super::context::{BACKEND, GpuContext};
+use super::kernels::Kernels;
+use super::recorder::{Bind, Recorder};
+use super::state::{FUSED_TILE, PACK_TILE, Rule, WgpuState};
+use crate::error::{BackendError, Result};
+use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
+
+/// Selection state initial words: done, prefix, above, k, kmax, lo, tie, take.
+fn initial_selection(rule: Rule) -> [u32; 8] {
+    match rule {
+        Rule::TopK { k, kmax } => [0, 0, 0, k, kmax, 0, u32::MAX, 0],
+        // The threshold kernel fills in `lo`.
+        Rule::Threshold { .. } => [0, 0, 0, 0, 0, 0, u32::MAX, 0],
+        Rule::Dense => [1, 0, 0, 0, 0, 0, u32::MAX, 0],
+    }
+}
+
+/// Runs both phases and returns the packed bytes.
+pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut WgpuState) -> Result<&'s [u8]> {
+    phase_select(ctx, k, state)?;
+    let counts = read_chunk_table(ctx, state)?;
+    let lay = Layout::new(state.n, state.dtype, &counts);
+    phase_pack(ctx, k, state, &lay)?;
+    let total = lay.total_bytes;
+    let host = &mut state.packed_host;
+    host.clear();
+    ctx.read_mapped("wgpu select_pack", &state.packed_read, total, |b| host.extend_from_slice(b))?;
+    Ok(&state.packed_host)
+}
+
+fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
+    let acc = &state.acc[state.committed];
+    let n = state.n;
+    ctx.queue.write_buffer(&state.sel, 0, bytemuck::cast_slice(&initial_selection(state.rule)));
+    let mut rec = Recorder::new(ctx);
+    match state.rule {
+        Rule::TopK { .. } => {
+            // (level, digit shift, bins, match shift of the next histogram)
+            let levels = [(1u32, 20u32, 2048u32), (2, 9, 2048), (3, 0, 512)];
+            for (li, &(level, shift, bins)) in levels.iter().enumerate() {
+                if level > 1 {
+                    rec.clear(&state.hist23, 0, 2048 * 4);
+                    let match_shift = levels[li - 1].1;
+                    for &(base, len) in &state.segs.list {
+                        let mut p = [0u32; 16];
+                        p[2] = len as u32;
+                        p[3] = match_shift;
+                        p[4] = shift;
+                        p[5] = bins - 1;
+                        rec.dispatch(
+                            &k.hist_level,
+                            len.div_ceil(FUSED_TILE) as u32,
+                            p,
+                            &[Bind::range(acc, 4 * base, 4 * len), Bind::all(&state.sel), Bind::all(&state.hist23)],
+                        );
+                    }
+                }
+                let hist = if level == 1 { &state.hist1 } else { &state.hist23 };
+                let mut p = [0u32; 16];
+                p[2] = level;
+                p[3] = shift;
+                p[4] = bins;
+                rec.dispatch(&k.cut, 1, p, &[Bind::all(hist), Bind::all(&state.sel)]);
+            }
+        }
+        Rule::Threshold { rel } => {
+            let mut p = [0u32; 16];
+            p[2] = rel.to_bits();
+            p[3] = (n as f32).to_bits();
+            rec.dispatch(&k.threshold_cut, 1, p, &[Bind::all(&state.status), Bind::all(&state.sel)]);
+        }
+        Rule::Dense => {}
+    }
+    for &(base, len) in &state.segs.list {
+        let mut p = [0u32; 16];
+        p[2] = len as u32;
+        p[3] = (base / PACK_TILE) as u32;
+        rec.dispatch(
+            &k.tile_count,
+            len.div_ceil(PACK_TILE) as u32,
+            p,
+            &[Bind::range(acc, 4 * base, 4 * len), Bind::all(&state.sel), Bind::all(&state.tiles)],
+        );
+    }
+    let head = state.head_bytes();
+    let mut p = [0u32; 16];
+    p[2] = n as u32;
+    p[3] = n.div_ceil(PACK_TILE) as u32;
+    p[4] = state.chunks() as u32;
+    p[5] = u32::from(state.dtype.code());
+    rec.dispatch(
+        &k.scan,
+        1,
+        p,
+        &[
+            Bind::all(&state.sel),
+            Bind::all(&state.tiles),
+            Bind::all(&state.tile_info),
+            Bind::all(&state.chunk_info),
+            Bind::range(&state.pk_idx, 0, head),
+        ],
+    );
+    rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
+    rec.submit(&state.params)
+}
+
+/// Reads the header and chunk table written by the scan and checks them
+/// against what the selection rule allows.
+fn read_chunk_table(ctx: &GpuContext, state: &WgpuState) -> Result<Vec<u32>> {
+    let head = state.head_bytes();
+    let mut counts = Vec::with_capacity(state.chunks() as usize);
+    let mut header_count = 0u64;
+    ctx.read_mapped("wgpu select_pack", &state.head_read, head, |b| {
+        header_count = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+        counts.extend(b[layout::HEADER_BYTES..].chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+    })?;
+    let sum: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    let fits = counts.iter().enumerate().all(|(c, &k)| k <= layout::chunk_len(state.n, c as u64));
+    if sum != header_count || !fits {
+        return Err(BackendError::Driver {
+            backend: BACKEND,
+            call: "select_pack scan",
+            message: format!("device produced an inconsistent chunk table (header {header_count}, table {sum})"),
+        }
+        .into());
+    }
+    Ok(counts)
+}
+
+/// The `[offset, end)` byte range rounded out to the storage alignment
+/// (start) and to a whole word (end), clamped to `cap`.
+fn window(ctx: &GpuContext, start: u64, end: u64, cap: u64) -> (u64, u64) {
+    let align = ctx.storage_align();
+    let lo = start / align * align;
+    let hi = end.next_multiple_of(4).min(cap).max(lo + 4);
+    (lo, hi - lo)
+}
+
+fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout) -> Result<()> {
+    let acc = &state.acc[state.committed];
+    let head = state.head_bytes();
+    let values_off = lay.values_offset();
+    let vbytes = lay.total_bytes - values_off;
+    let size = state.dtype.size() as u64;
+    let idx_cap = state.pk_idx.size();
+    let val_cap = state.pk_val.size();
+    let mut rec = Recorder::new(ctx);
+    rec.clear(&state.pk_idx, head, values_off - head);
+    rec.clear(&state.pk_val, 0, vbytes);
+    let chunk = CHUNK_ELEMS as u64;
+    for &(base, len) in &state.segs.list {
+        let c0 = (base / chunk) as usize;
+        let c1 = (base + len).div_ceil(chunk) as usize;
+        let e0 = lay.entry_offsets[c0];
+        let e1 = lay.entry_offsets.get(c1).copied().unwrap_or(lay.count);
+        if e1 == e0 {
+            continue;
+        }
+        let (idx_off, idx_size) = window(ctx, lay.index_offsets[c0], lay.index_offsets[c1], idx_cap);
+        let (val_off, val_size) = window(ctx, e0 * size, e1 * size, val_cap);
+        let mut p = [0u32; 16];
+        p[2] = len as u32;
+        p[3] = base as u32;
+        p[4] = (base / PACK_TILE) as u32;
+        p[5] = (idx_off / 4) as u32;
+        p[6] = (val_off / 4) as u32;
+        p[7] = u32::from(state.dtype.code());
+        rec.dispatch(
+            &k.pack_write,
+            len.div_ceil(PACK_TILE) as u32,
+            p,
+            &[
+                Bind::range(acc, 4 * base, 4 * len),
+                Bind::all(&state.sel),
+                Bind::all(&state.tile_info),
+                Bind::all(&state.chunk_info),
+                Bind::range(&state.pk_idx, idx_off, idx_size),
+                Bind::range(&state.pk_val, val_off, val_size),
+            ],
+        );
+    }
+    rec.clear(&state.checksum, 0, 4);
+    // Checksum windows: at most one segment's worth of bytes per binding.
+    let step = state.segs.elems * 4;
+    for (buf, len, word_base) in [(&state.pk_idx, values_off, 0u64), (&state.pk_val, vbytes, values_off / 4)] {
+        let mut at = 0;
+        while at < len {
+            let bytes = step.min(len - at);
+            let words = bytes / 4;
+            let mut p = [0u32; 16];
+            p[2] = words as u32;
+            p[3] = (word_base + at / 4) as u32;
+            rec.dispatch(
+                &k.checksum,
+                words.div_ceil(FUSED_TILE) as u32,
+                p,
+                &[Bind::range(buf, at, bytes), Bind::all(&state.checksum)],
+            );
+            at += bytes;
+        }
+    }
+    rec.copy(&state.pk_idx, 0, &state.packed_read, 0, values_off);
+    rec.copy(&state.pk_val, 0, &state.packed_read, values_off, vbytes);
+    rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
+    rec.submit(&state.params)
+}
