@@ -14,6 +14,7 @@
 //! bitmap), `apply` (operation 3, a per-chunk merge of the rank buffers).
 
 mod apply;
+mod arch;
 pub(super) mod fused;
 mod pack;
 mod select;

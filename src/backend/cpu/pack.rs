@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::arch;
 use super::select::{self, CHUNK_WORDS};
 use super::state::CpuState;
 use crate::config::WireDtype;
@@ -20,6 +21,8 @@ const CHECKSUM_WORDS: usize = 16 * 1024;
 /// Entries below which a range of chunks is written by one task (splitting
 /// further costs more than it saves).
 const MIN_SPLIT_ENTRIES: u64 = 4096;
+/// How many bitmap words (of 32 elements) ahead the packer prefetches.
+const PREFETCH_WORDS: usize = 32;
 
 /// Selects, packs into `state.packed` and returns the packed length.
 pub(super) fn select_pack(state: &mut CpuState) -> usize {
@@ -189,6 +192,17 @@ fn write_chunk<const SIZE: usize>(
         }
     };
     for ((w, &word), xs) in sel.iter().enumerate().zip(acc.chunks(32)) {
+        // Start the loads of a word a few ahead, so that several misses
+        // are in flight while this word's values are converted.
+        if let Some(&ahead) = sel.get(w + PREFETCH_WORDS) {
+            let base = 32 * (w + PREFETCH_WORDS);
+            if ahead & 0xffff != 0 {
+                arch::prefetch(acc, base + (ahead & 0xffff).trailing_zeros() as usize);
+            }
+            if ahead >> 16 != 0 {
+                arch::prefetch(acc, base + 16 + (ahead >> 16).trailing_zeros() as usize);
+            }
+        }
         if word == u32::MAX {
             // A full word (the common case of dense selections): no bit scan.
             for (j, &x) in xs.iter().enumerate() {
