@@ -9,14 +9,19 @@
 //!
 //! Files: `state` (per-instance buffers, all allocated in `create_state`),
 //! `fused` (operation 1 and the accumulator statistics), `select` (the
-//! radix cut search of docs/selection.md, producing a selection bitmap in one
-//! pass over the accumulator), `pack` (the wire-format writer, from that
-//! bitmap), `apply` (operation 3, a per-chunk merge of the rank buffers).
+//! radix cut search of docs/selection.md), `mark` (its one pass over the
+//! accumulator: the selection bitmap, the selected values captured on the
+//! way, the candidates of the deeper levels), `pack` (the wire-format
+//! writer: layout, header, checksum) and `pack_chunks` (each chunk's index
+//! section and values, from the bitmap and the captured values, so the
+//! accumulator is read once per sync), `apply` (operation 3, a per-chunk
+//! merge of the rank buffers).
 
 mod apply;
-mod arch;
 pub(super) mod fused;
+mod mark;
 mod pack;
+mod pack_chunks;
 mod select;
 mod state;
 mod tables;

@@ -1,24 +1,23 @@
 //! Which entries a sync sends (docs/selection.md), as a selection bitmap over
 //! the committed accumulator plus per-chunk counts.
 //!
-//! One pass over the accumulator ([`mark`]) sets the bits of every entry at
-//! or above a cut and, for the top-k rules, sets aside the *candidates*: the
-//! entries in the level-1 bin that straddles the boundary, with their keys
-//! and chunk-local indices, in index order. Levels 2 and 3 of the cut search
-//! and the tie rule then only look at the candidates, and the packer only
-//! reads the bitmap and the selected values: the accumulator is streamed
-//! once per sync.
+//! One pass over the accumulator (`mark`) sets the bits of every entry at or
+//! above a cut, captures those entries' values and, for the top-k rules,
+//! sets aside the *candidates*: the entries in the level-1 bin that
+//! straddles the boundary, with their raw bits and chunk-local indices, in
+//! index order. Levels 2 and 3 of the cut search and the tie rule then only
+//! look at the candidates, and end by keeping only the candidates they take.
+//! The packer reads the bitmap and those two value lists, never the
+//! accumulator (except for `Dense`, which it reads in order): the
+//! accumulator is streamed once per sync.
 
 use rayon::prelude::*;
 
-use super::fused::key;
+use super::fused::{KEY_MASK, key};
+use super::mark::{CHUNK_WORDS, Mark, mark};
 use super::state::CpuState;
-use super::tables::SET_LEN;
 use crate::config::Selection;
 use crate::wire::layout::CHUNK_ELEMS;
-
-/// Bitmap words per chunk.
-pub(super) const CHUNK_WORDS: usize = CHUNK_ELEMS / 32;
 
 /// `kmax` of docs/selection.md for `TopKApprox`: `floor(k * (1 + slack))`.
 pub(super) fn kmax(k: u64, slack: f64) -> u64 {
@@ -26,15 +25,20 @@ pub(super) fn kmax(k: u64, slack: f64) -> u64 {
 }
 
 /// Fills `state.sel` (bit `j` of word `w` of chunk `c`: element
-/// `65536 c + 32 w + j` is sent) and `state.chunk_counts` for the state's rule.
+/// `65536 c + 32 w + j` is sent) and `state.chunk_counts` for the state's
+/// rule. For every rule but `Dense`, the values of the sent entries are then
+/// in two lists per chunk, each in index order: the taken candidates
+/// (`state.cand_counts[c]` of them in `state.cand_bits` / `state.cand_index`)
+/// and all the others (`chunk_counts[c] - cand_counts[c]` in
+/// `state.marked_bits`).
 pub(super) fn select(state: &mut CpuState) {
     let n = state.n;
     match state.selection {
-        Selection::Dense => mark::<false>(state, 0, 0),
+        Selection::Dense => mark(state, 0, Mark::Bitmap),
         Selection::Threshold { rel } => {
             // In f32, from `A` exactly as the status reported it.
             let c = (rel as f32) * (state.stats.acc_sq / n as f32).sqrt();
-            mark::<false>(state, key(c), 0);
+            mark(state, key(c), Mark::Capture);
         }
         Selection::TopK { .. } | Selection::TopKApprox { .. } => {
             let k = state.selection.k(n).unwrap_or(n) as u64;
@@ -52,12 +56,12 @@ fn top_k(state: &mut CpuState, k: u64, kmax: u64) {
     // Level 1, from the fused pass's histogram.
     let (bin, ge, at_bin) = scan(&state.stats.hist1, 0, k);
     if ge <= kmax {
-        mark::<false>(state, (bin as u32) << 20, 0);
+        mark(state, (bin as u32) << 20, Mark::Capture);
         return;
     }
     // Everything above the bin is in; the bin's entries become candidates,
     // and `state.level_hist` their level-2 histogram.
-    mark::<true>(state, (bin as u32 + 1) << 20, bin as u32);
+    mark(state, (bin as u32 + 1) << 20, Mark::Candidates { lo: (bin as u32) << 20 });
     let mut above = ge - at_bin;
     let mut prefix = (bin as u32) << 20;
     let (bin, ge, at_bin) = scan(&state.level_hist, above, k);
@@ -91,95 +95,15 @@ fn scan(hist: &[u32], above: u64, k: u64) -> (usize, u64, u64) {
     (0, ge, 0)
 }
 
-/// The one pass over the accumulator: for each chunk, the bitmap of keys
-/// `>= hi` into `state.sel` and their count into `state.chunk_counts`; with
-/// `CANDIDATES`, also the keys with `key >> 20 == bin` (below `hi`) into the
-/// chunk's candidate slots, their count into `state.cand_counts`, and their
-/// level-2 histogram into `state.level_hist`.
-fn mark<const CANDIDATES: bool>(state: &mut CpuState, hi: u32, bin: u32) {
-    let tables = &state.tables;
-    tables.zero();
-    let work = state
-        .acc
-        .par_chunks(CHUNK_ELEMS)
-        .zip(state.sel.par_chunks_mut(CHUNK_WORDS))
-        .zip(state.chunk_counts.par_iter_mut().zip(state.cand_counts.par_iter_mut()));
-    if CANDIDATES {
-        let cand = state.cand_keys.par_chunks_mut(CHUNK_ELEMS).zip(state.cand_index.par_chunks_mut(CHUNK_ELEMS));
-        work.zip(cand).for_each(|(((acc, sel), (count, found)), (keys, index))| {
-            (*count, *found) = tables.with(|hist| mark_chunk::<true>(acc, sel, keys, index, hist, hi, bin));
-        });
-    } else {
-        work.for_each(|((acc, sel), (count, found))| {
-            (*count, *found) = tables.with(|hist| mark_chunk::<false>(acc, sel, &mut [], &mut [], hist, hi, bin));
-        });
-    }
-    tables.sum_into(&mut state.level_hist);
-}
-
-/// [`mark`] over one chunk. Returns the count of keys `>= hi` and of candidates.
-fn mark_chunk<const CANDIDATES: bool>(
-    acc: &[f32],
-    sel: &mut [u32],
-    keys: &mut [u32],
-    index: &mut [u16],
-    hist: &mut [u32; SET_LEN],
-    hi: u32,
-    bin: u32,
-) -> (u32, u32) {
-    let mut count = 0u32;
-    let mut found = 0usize;
-    for (w, (xs, word)) in acc.chunks(32).zip(sel.iter_mut()).enumerate() {
-        let (bits, mut cands) = mark_word::<CANDIDATES>(xs, hi, bin);
-        *word = bits;
-        count += bits.count_ones();
-        while cands != 0 {
-            let j = cands.trailing_zeros() as usize;
-            cands &= cands - 1;
-            let k = key(xs[j]);
-            keys[found] = k;
-            index[found] = (32 * w + j) as u16;
-            hist[((k >> 9) & 0x7ff) as usize] += 1;
-            found += 1;
-        }
-    }
-    (count, found as u32)
-}
-
-/// Bits of `key >= hi`, and with `CANDIDATES` bits of `key >> 20 == bin`,
-/// for up to 32 values.
-#[inline(always)]
-fn mark_word<const CANDIDATES: bool>(xs: &[f32], hi: u32, bin: u32) -> (u32, u32) {
-    let (mut bits, mut cands) = (0u32, 0u32);
-    if let Ok(xs) = <&[f32; 32]>::try_from(xs) {
-        // Fixed length: unrolled and vectorized.
-        for (j, &x) in xs.iter().enumerate() {
-            let k = key(x);
-            bits |= u32::from(k >= hi) << j;
-            if CANDIDATES {
-                cands |= u32::from(k >> 20 == bin && k < hi) << j;
-            }
-        }
-    } else {
-        for (j, &x) in xs.iter().enumerate() {
-            let k = key(x);
-            bits |= u32::from(k >= hi) << j;
-            if CANDIDATES {
-                cands |= u32::from(k >> 20 == bin && k < hi) << j;
-            }
-        }
-    }
-    (bits, cands)
-}
-
 /// Fills `state.level_hist[..512]` with the level-3 digits of the candidates
 /// whose `key >> 9 == want`.
 fn candidate_histogram(state: &mut CpuState, want: u32) {
     let tables = &state.tables;
     tables.zero();
-    state.cand_keys.par_chunks(CHUNK_ELEMS).zip(state.cand_counts.par_iter()).for_each(|(keys, &m)| {
+    state.cand_bits.par_chunks(CHUNK_ELEMS).zip(state.cand_counts.par_iter()).for_each(|(bits, &m)| {
         tables.with(|hist| {
-            for &k in &keys[..m as usize] {
+            for &b in &bits[..m as usize] {
+                let k = b & KEY_MASK;
                 if k >> 9 == want {
                     hist[(k & 0x1ff) as usize] += 1;
                 }
@@ -191,15 +115,19 @@ fn candidate_histogram(state: &mut CpuState, want: u32) {
 
 /// Adds to the selection the candidates with `key >= cut`, plus the first
 /// `ties` candidates (in index order) with `key == tie`; updates the counts.
+/// Each chunk's candidate lists then keep only the taken ones (moved to the
+/// front, order kept), and `state.cand_counts` counts those.
 fn take_candidates(state: &mut CpuState, cut: u32, tie: u32, ties: u64) {
     // The ties each chunk takes: the first ones over the whole vector.
     if ties > 0 {
         state
-            .cand_keys
+            .cand_bits
             .par_chunks(CHUNK_ELEMS)
             .zip(state.cand_counts.par_iter())
             .zip(state.chunk_ties.par_iter_mut())
-            .for_each(|((keys, &m), eq)| *eq = keys[..m as usize].iter().map(|&k| u32::from(k == tie)).sum());
+            .for_each(|((bits, &m), eq)| {
+                *eq = bits[..m as usize].iter().map(|&b| u32::from(b & KEY_MASK == tie)).sum();
+            });
     }
     let mut left = ties;
     for eq in state.chunk_ties.iter_mut() {
@@ -208,21 +136,26 @@ fn take_candidates(state: &mut CpuState, cut: u32, tie: u32, ties: u64) {
         *eq = take as u32;
     }
     state
-        .cand_keys
-        .par_chunks(CHUNK_ELEMS)
-        .zip(state.cand_index.par_chunks(CHUNK_ELEMS))
+        .cand_bits
+        .par_chunks_mut(CHUNK_ELEMS)
+        .zip(state.cand_index.par_chunks_mut(CHUNK_ELEMS))
         .zip(state.sel.par_chunks_mut(CHUNK_WORDS))
-        .zip(state.cand_counts.par_iter().zip(state.chunk_ties.par_iter()))
+        .zip(state.cand_counts.par_iter_mut().zip(state.chunk_ties.par_iter()))
         .zip(state.chunk_counts.par_iter_mut())
-        .for_each(|((((keys, index), sel), (&m, &quota)), count)| {
+        .for_each(|((((bits, index), sel), (m, &quota)), count)| {
             let mut quota = quota;
-            for (&k, &j) in keys[..m as usize].iter().zip(&index[..m as usize]) {
-                let take = k >= cut || (k == tie && quota > 0);
-                if take {
+            let mut kept = 0;
+            for i in 0..*m as usize {
+                let (b, j) = (bits[i], index[i]);
+                let k = b & KEY_MASK;
+                if k >= cut || (k == tie && quota > 0) {
                     quota -= u32::from(k < cut);
                     sel[usize::from(j) / 32] |= 1 << (j % 32);
-                    *count += 1;
+                    (bits[kept], index[kept]) = (b, j);
+                    kept += 1;
                 }
             }
+            *count += kept as u32;
+            *m = kept as u32;
         });
 }

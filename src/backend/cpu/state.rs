@@ -4,7 +4,7 @@
 
 use super::apply::Cursor;
 use super::fused::{self, BLOCK};
-use super::select::CHUNK_WORDS;
+use super::mark::CHUNK_WORDS;
 use super::tables::Tables;
 use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::{BackendError, Result};
@@ -51,17 +51,31 @@ pub struct CpuState {
     pub(super) level_hist: Vec<u32>,
     /// Per wire chunk: entries selected.
     pub(super) chunk_counts: Vec<u32>,
-    /// Per wire chunk: candidates set aside by the selection pass.
+    /// Per wire chunk: candidates set aside by the selection pass; once the
+    /// cut search is done, the candidates it took (see `cand_bits`).
     pub(super) cand_counts: Vec<u32>,
     /// Per wire chunk: candidates equal to the exact cut, then the ones taken.
     pub(super) chunk_ties: Vec<u32>,
     /// Selection bitmap, `CHUNK_ELEMS / 32` words per chunk.
     pub(super) sel: Vec<u32>,
-    /// Candidate keys, chunk `c`'s from index `CHUNK_ELEMS * c` (top-k rules
-    /// only; its pages are only touched as far as candidates are found).
-    pub(super) cand_keys: Vec<u32>,
-    /// Chunk-local indices of the candidates, laid out like `cand_keys`.
+    /// Raw f32 bits of the candidates (their key is `bits & KEY_MASK`; the
+    /// packer needs the signed value), chunk `c`'s from index
+    /// `CHUNK_ELEMS * c`, in index order; once the cut search is done, only
+    /// the ones it took, still in index order. Top-k rules only; its pages
+    /// are only touched as far as candidates are found.
+    pub(super) cand_bits: Vec<u32>,
+    /// Chunk-local indices of the candidates, laid out like `cand_bits`.
     pub(super) cand_index: Vec<u16>,
+    /// Raw f32 bits of the entries the selection pass marked at or above the
+    /// cut, laid out like `cand_bits`, in index order: captured while the
+    /// pass has them in cache, so that the packer never reads the (evicted)
+    /// accumulator at scattered positions. Every rule but `Dense` (which
+    /// packs the accumulator as it is); pages touched only as far as used.
+    pub(super) marked_bits: Vec<u32>,
+    /// Chunk-local indices of the entries in `marked_bits`, laid out alike
+    /// (so that a list chunk's index section is a merge of two short lists,
+    /// not a scan of its bitmap).
+    pub(super) marked_index: Vec<u16>,
     /// Byte offset of each chunk's index section, plus the values offset.
     pub(super) index_offsets: Vec<u64>,
     /// Entries before each chunk.
@@ -109,6 +123,7 @@ impl CpuState {
         }
         let blocks = n.div_ceil(BLOCK);
         let chunks = n.div_ceil(CHUNK_ELEMS);
+        let dense = matches!(config.selection, Selection::Dense);
         let top_k = matches!(config.selection, Selection::TopK { .. } | Selection::TopKApprox { .. });
         Ok(CpuState {
             n,
@@ -128,8 +143,10 @@ impl CpuState {
             cand_counts: vec![0; chunks],
             chunk_ties: vec![0; chunks],
             sel: vec![0; chunks * CHUNK_WORDS],
-            cand_keys: vec![0; if top_k { n } else { 0 }],
+            cand_bits: vec![0; if top_k { n } else { 0 }],
             cand_index: vec![0; if top_k { n } else { 0 }],
+            marked_bits: vec![0; if dense { 0 } else { n }],
+            marked_index: vec![0; if dense { 0 } else { n }],
             index_offsets: vec![0; chunks + 1],
             entry_offsets: vec![0; chunks],
             packed: vec![0; max_packed_bytes(n as u64, config.wire_dtype)],
