@@ -12,32 +12,15 @@ use rayon::prelude::*;
 
 /// Elements per rayon task, as in the backend's passes.
 const BLOCK: usize = 1 << 16;
-/// The LLC size assumed when sysfs does not say.
-const FALLBACK_LLC_BYTES: usize = 32 << 20;
 /// Compulsory bytes per element of `copy`.
 pub const COPY_BYTES_PER_ELEM: u64 = 8;
 /// Compulsory bytes per element of `triad`.
 pub const TRIAD_BYTES_PER_ELEM: u64 = 12;
 
-/// Size of the largest CPU cache in bytes, from Linux sysfs (any CPU's
-/// `cache/index*/size`), or 32 MiB when that is unavailable.
+/// Size of the largest CPU cache in bytes: the crate's own estimate, the
+/// one the CPU backend uses to choose cache-bypassing stores.
 pub fn llc_bytes() -> usize {
-    let mut best = 0usize;
-    for idx in 0..8 {
-        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{idx}/size");
-        let Ok(text) = std::fs::read_to_string(path) else { continue };
-        let text = text.trim();
-        let (digits, mult) = match text.chars().last() {
-            Some('K') => (&text[..text.len() - 1], 1usize << 10),
-            Some('M') => (&text[..text.len() - 1], 1 << 20),
-            Some('G') => (&text[..text.len() - 1], 1 << 30),
-            _ => (text, 1),
-        };
-        if let Ok(v) = digits.parse::<usize>() {
-            best = best.max(v * mult);
-        }
-    }
-    if best == 0 { FALLBACK_LLC_BYTES } else { best }
+    chronos_sync::backend::cpu::last_level_cache_bytes()
 }
 
 /// The three STREAM arrays.

@@ -8,14 +8,19 @@
 //! and for any thread count.
 //!
 //! Files: `state` (per-instance buffers, all allocated in `create_state`),
-//! `fused` (operation 1 and the accumulator statistics), `select` (the
+//! `fused` (operation 1 and the accumulator statistics), `fused_x86` (its
+//! inner loop in AVX2, same bits), `arch` (prefetch and cache-bypassing
+//! store hints), `cache` (the last-level cache size), `select` (the
 //! radix cut search of docs/selection.md, producing a selection bitmap in one
 //! pass over the accumulator), `pack` (the wire-format writer, from that
 //! bitmap), `apply` (operation 3, a per-chunk merge of the rank buffers).
 
 mod apply;
 mod arch;
+mod cache;
 pub(super) mod fused;
+#[cfg(target_arch = "x86_64")]
+mod fused_x86;
 mod pack;
 mod select;
 mod state;
@@ -23,6 +28,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
+pub use cache::last_level_cache_bytes;
 pub use state::CpuState;
 
 use crate::backend::{Backend, StepStatus};
