@@ -103,8 +103,10 @@ impl<'a> Group<'a> {
     }
 }
 
-/// Benches `copy` and `triad` (group `stream`): the bandwidth every ratio
-/// in [`print_summary`] is relative to. Call it first in every bench binary.
+/// Benches `copy`, `triad` and `triad_nt` (group `stream`): the triad is
+/// the bandwidth every ratio in [`print_summary`] is relative to; the
+/// non-temporal triad shows the headroom above it. Call it first in every
+/// bench binary.
 pub fn bench_stream(c: &mut Criterion) {
     let mut stream = Stream::new();
     let (copy_bytes, triad_bytes) = (stream.copy_bytes(), stream.triad_bytes());
@@ -112,6 +114,7 @@ pub fn bench_stream(c: &mut Criterion) {
     g.inner().sampling_mode(criterion::SamplingMode::Flat);
     g.bench("copy", copy_bytes, || stream.copy());
     g.bench("triad", triad_bytes, || stream.triad());
+    g.bench("triad_nt", triad_bytes, || stream.triad_nt());
     g.finish();
 }
 

@@ -18,9 +18,9 @@ use crate::backend::StepStatus;
 pub(super) const BLOCK: usize = 16 * 1024;
 /// Independent accumulators per block: wide enough for the compiler to
 /// vectorize the arithmetic and to hide the latency of the f64 adds.
-const LANES: usize = 4;
+pub(super) const LANES: usize = 4;
 /// Exponent field of an f32: all ones for infinities and NaNs.
-const EXP_MASK: u32 = 0x7f80_0000;
+pub(super) const EXP_MASK: u32 = 0x7f80_0000;
 /// Clears the sign bit: the selection key of docs/selection.md.
 pub(super) const KEY_MASK: u32 = 0x7fff_ffff;
 /// Level-1 digit: `key >> 20`.
@@ -43,6 +43,7 @@ fn nonfinite(x: f32) -> u32 {
 pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau: f32) -> StepStatus {
     let acc = &state.acc;
     let tables = &state.tables;
+    let stream = state.stream_output;
     tables.zero();
     state
         .spare
@@ -52,8 +53,8 @@ pub(super) fn accumulate(state: &mut CpuState, delta: &[f32], theta: &[f32], tau
         .for_each(|(b, (out, (sum, bad)))| {
             let start = b * BLOCK;
             let end = start + out.len();
-            (*sum, *bad) =
-                tables.with(|hist| fused_block(&delta[start..end], &acc[start..end], &theta[start..end], out, hist));
+            (*sum, *bad) = tables
+                .with(|hist| fused_block(&delta[start..end], &acc[start..end], &theta[start..end], out, hist, stream));
         });
     let mut acc_sq = 0.0f64;
     let mut theta_sq = 0.0f64;
@@ -85,21 +86,62 @@ pub(super) fn acc_stats(state: &mut CpuState) {
     state.stats.valid = true;
 }
 
+/// Per-lane running sums of one block: lane `j` holds the squares of the
+/// block's elements `j, j + LANES, j + 2 LANES, ...` added in that order.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Lanes {
+    pub(super) acc_sq: [f64; LANES],
+    pub(super) theta_sq: [f64; LANES],
+    /// Non-finite values seen (an integer: order does not matter).
+    pub(super) bad: u32,
+}
+
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
-/// non-finite count of `d` and `t`; adds the level-1 digits of `out` to `hist`.
+/// non-finite count of `out` and `t`; adds the level-1 digits of `out` to
+/// `hist`. The vector loop (when the CPU has one) does the longest prefix it
+/// can, the portable loop the rest; both produce the same bits.
 #[inline]
-fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32; SET_LEN]) -> ([f64; 2], u32) {
-    let mut sa = [0.0f64; LANES];
-    let mut st = [0.0f64; LANES];
-    let mut bad = [0u32; LANES];
+pub(super) fn fused_block(
+    d: &[f32],
+    a: &[f32],
+    t: &[f32],
+    out: &mut [f32],
+    hist: &mut [u32; SET_LEN],
+    stream: bool,
+) -> ([f64; 2], u32) {
+    let mut lanes = Lanes::default();
+    #[cfg(target_arch = "x86_64")]
+    let done = super::fused_x86::fused_prefix(d, a, t, out, hist, &mut lanes, stream);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = stream;
+        0
+    };
+    fused_span(&d[done..], &a[done..], &t[done..], &mut out[done..], hist, &mut lanes);
+    ([lane_sum(&lanes.acc_sq), lane_sum(&lanes.theta_sq)], lanes.bad)
+}
+
+/// The portable fused loop over a span that starts at a multiple of
+/// `LANES` elements from the block start, continuing `lanes`.
+#[inline]
+pub(super) fn fused_span(
+    d: &[f32],
+    a: &[f32],
+    t: &[f32],
+    out: &mut [f32],
+    hist: &mut [u32; SET_LEN],
+    lanes: &mut Lanes,
+) {
+    let (sa, st) = (&mut lanes.acc_sq, &mut lanes.theta_sq);
+    let mut bad = 0u32;
     let body = out.len() - out.len() % LANES;
     let (out_body, out_tail) = out.split_at_mut(body);
-    let lanes = out_body
+    let groups = out_body
         .chunks_exact_mut(LANES)
         .zip(d.chunks_exact(LANES))
         .zip(a.chunks_exact(LANES))
         .zip(t.chunks_exact(LANES));
-    for (((o, d), a), t) in lanes {
+    for (((o, d), a), t) in groups {
         // Fixed-size views: no bounds checks, straight vector code.
         let (Ok(o), Ok(d), Ok(a), Ok(t)) = (
             <&mut [f32; LANES]>::try_from(o),
@@ -116,7 +158,7 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
             let t64 = f64::from(t[j]);
             sa[j] += v64 * v64;
             st[j] += t64 * t64;
-            bad[j] += nonfinite(v[j]) + nonfinite(t[j]);
+            bad += nonfinite(v[j]) + nonfinite(t[j]);
         }
         for (j, x) in v.into_iter().enumerate() {
             hist[(j % SUB_TABLES) * HIST_BINS + (key(x) >> LEVEL1_SHIFT) as usize] += 1;
@@ -128,10 +170,10 @@ fn fused_block(d: &[f32], a: &[f32], t: &[f32], out: &mut [f32], hist: &mut [u32
         *o = v;
         sa[j] += f64::from(v) * f64::from(v);
         st[j] += f64::from(t[i]) * f64::from(t[i]);
-        bad[j] += nonfinite(v) + nonfinite(t[i]);
+        bad += nonfinite(v) + nonfinite(t[i]);
         hist[(key(v) >> LEVEL1_SHIFT) as usize] += 1;
     }
-    ([lane_sum(&sa), lane_sum(&st)], bad.iter().sum())
+    lanes.bad = lanes.bad.wrapping_add(bad);
 }
 
 /// One block of the statistics-only pass: `sum(a^2)` with the lanes of

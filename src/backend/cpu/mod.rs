@@ -8,17 +8,21 @@
 //! and for any thread count.
 //!
 //! Files: `state` (per-instance buffers, all allocated in `create_state`),
-//! `fused` (operation 1 and the accumulator statistics), `select` (the
-//! radix cut search of docs/selection.md), `mark` (its one pass over the
-//! accumulator: the selection bitmap, the selected values captured on the
-//! way, the candidates of the deeper levels), `pack` (the wire-format
-//! writer: layout, header, checksum) and `pack_chunks` (each chunk's index
-//! section and values, from the bitmap and the captured values, so the
+//! `fused` (operation 1 and the accumulator statistics), `fused_x86` (its
+//! inner loop in AVX2, same bits), `cache` (the last-level cache size),
+//! `select` (the radix cut search of docs/selection.md), `mark` (its one
+//! pass over the accumulator: the selection bitmap, the selected values
+//! captured on the way, the candidates of the deeper levels), `pack` (the
+//! wire-format writer: layout, header, checksum) and `pack_chunks` (each
+//! chunk's index section and values, from the captured values, so that the
 //! accumulator is read once per sync), `apply` (operation 3, a per-chunk
 //! merge of the rank buffers).
 
 mod apply;
+mod cache;
 pub(super) mod fused;
+#[cfg(target_arch = "x86_64")]
+mod fused_x86;
 mod mark;
 mod pack;
 mod pack_chunks;
@@ -28,6 +32,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
+pub use cache::last_level_cache_bytes;
 pub use state::CpuState;
 
 use crate::backend::{Backend, StepStatus};

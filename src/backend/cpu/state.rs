@@ -3,6 +3,7 @@
 //! cursors grow once if a larger group than ever before shows up).
 
 use super::apply::Cursor;
+use super::cache::last_level_cache_bytes;
 use super::fused::{self, BLOCK};
 use super::mark::CHUNK_WORDS;
 use super::tables::Tables;
@@ -37,6 +38,10 @@ pub struct CpuState {
     pub(super) spare: Vec<f32>,
     /// True while `spare` holds an uncommitted result.
     pub(super) pending: bool,
+    /// Whether the fused pass writes `spare` around the cache: its working
+    /// set (three inputs and the output) is larger than the last-level
+    /// cache, so `acc'` would be evicted before the next step reads it.
+    pub(super) stream_output: bool,
     /// Statistics of `acc`.
     pub(super) stats: AccStats,
     /// Statistics of `spare`, swapped with `stats` on commit.
@@ -133,6 +138,7 @@ impl CpuState {
             acc: vec![0.0; n],
             spare: vec![0.0; n],
             pending: false,
+            stream_output: 16 * n > last_level_cache_bytes(),
             stats: AccStats::zero(n),
             spare_stats: AccStats::zero(n),
             block_sums: vec![[0.0; 2]; blocks],

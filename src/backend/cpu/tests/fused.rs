@@ -1,7 +1,10 @@
 //! The fused pass: sums against an f64 reference, the level-1 histogram,
 //! non-finite detection, and the double-buffered accumulator.
 
+use proptest::prelude::*;
+
 use super::{Rng, loaded};
+use crate::backend::cpu::tables::SET_LEN;
 use crate::backend::cpu::{CpuBackend, fused};
 use crate::backend::{Backend, StepStatus};
 use crate::config::SyncConfig;
@@ -100,4 +103,47 @@ fn threshold_test_uses_tau() {
     let status = backend.accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.2).unwrap();
     assert_eq!(status.triggered, 0);
     assert_eq!(status.tau, 0.2);
+}
+
+/// Any f32 bit pattern (NaNs, infinities, subnormals, signed zeros) half of
+/// the time, a unit-scale value otherwise.
+fn any_value() -> impl Strategy<Value = f32> {
+    prop_oneof![any::<u32>().prop_map(f32::from_bits), -4.0f32..4.0]
+}
+
+proptest! {
+    /// The vector loop (where the CPU has one) and the portable loop give
+    /// the same bits: output, both sums (up to NaN payloads), non-finite
+    /// count and histogram,
+    /// with and without non-temporal stores, aligned or not.
+    #[test]
+    fn vector_and_portable_loops_agree(
+        values in prop::collection::vec((any_value(), any_value(), any_value()), 0..300),
+        shift in 0usize..5,
+        stream in any::<bool>(),
+    ) {
+        let d: Vec<f32> = values.iter().map(|v| v.0).collect();
+        let a: Vec<f32> = values.iter().map(|v| v.1).collect();
+        let t: Vec<f32> = values.iter().map(|v| v.2).collect();
+        let n = values.len();
+        // `shift` moves the output off its allocation's alignment.
+        let mut out_fast = vec![0.0f32; n + shift];
+        let mut hist_fast = Box::new([0u32; SET_LEN]);
+        let (sums, bad) = fused::fused_block(&d, &a, &t, &mut out_fast[shift..], &mut hist_fast, stream);
+        let mut out_slow = vec![0.0f32; n];
+        let mut hist_slow = Box::new([0u32; SET_LEN]);
+        let mut lanes = fused::Lanes::default();
+        fused::fused_span(&d, &a, &t, &mut out_slow, &mut hist_slow, &mut lanes);
+        let bits = |xs: &[f32]| xs.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&out_fast[shift..]), bits(&out_slow));
+        let lane_sum = |l: &[f64; 4]| l.iter().fold(0.0f64, |s, &x| s + x);
+        // A NaN sum is a NaN either way; its payload is not specified.
+        let same = |x: f64, y: f64| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
+        prop_assert!(same(sums[0], lane_sum(&lanes.acc_sq)), "{} vs {:?}", sums[0], lanes.acc_sq);
+        prop_assert!(same(sums[1], lane_sum(&lanes.theta_sq)), "{} vs {:?}", sums[1], lanes.theta_sq);
+        prop_assert_eq!(bad, lanes.bad);
+        // Sub-tables may differ; their sums per bin may not.
+        let per_bin = |h: &[u32; SET_LEN]| (0..2048).map(|b| (0..4).map(|s| h[s * 2048 + b]).sum::<u32>()).collect::<Vec<_>>();
+        prop_assert_eq!(per_bin(&hist_fast), per_bin(&hist_slow));
+    }
 }
