@@ -67,8 +67,8 @@ fn mark_with<const CAPTURE: bool, const CANDIDATES: bool>(state: &mut CpuState, 
     };
     let marked = state.marked_bits.par_chunks_mut(CHUNK_ELEMS).zip(state.marked_index.par_chunks_mut(CHUNK_ELEMS));
     if CANDIDATES {
-        let lists = marked
-            .zip(state.cand_bits.par_chunks_mut(CHUNK_ELEMS).zip(state.cand_index.par_chunks_mut(CHUNK_ELEMS)));
+        let lists =
+            marked.zip(state.cand_bits.par_chunks_mut(CHUNK_ELEMS).zip(state.cand_index.par_chunks_mut(CHUNK_ELEMS)));
         work.zip(lists).for_each(|(((acc, sel), counts), ((marked_bits, marked_index), (cand_bits, cand_index)))| {
             run(acc, Out { sel, marked_bits, marked_index, cand_bits, cand_index }, counts);
         });

@@ -93,6 +93,65 @@ proptest! {
     }
 }
 
+/// A vector of `n` entries for [`taken_candidates_merge_with_the_marked_ones`]:
+/// a few distinct large magnitudes (above the cut), many exact ties at 1.0
+/// and near-ties in its level-1 bin (the candidates), small values below,
+/// all with random signs. Returns it with the number of entries above the
+/// bin of 1.0 and in it.
+fn tie_bin_vector(seed: u64, n: usize, above_per_mille: u64, bin_per_mille: u64) -> (Vec<f32>, usize, usize) {
+    const ONE: u32 = 0x3f80_0000;
+    let mut rng = Rng::new(seed);
+    let (mut above, mut in_bin) = (0, 0);
+    let acc = (0..n)
+        .map(|_| {
+            let draw = rng.next() % 1000;
+            let magnitude = if draw < above_per_mille {
+                above += 1;
+                [4.0f32, 6.5, 1.0e3][(rng.next() % 3) as usize]
+            } else if draw < above_per_mille + bin_per_mille {
+                in_bin += 1;
+                // Half exact ties; the rest differ from 1.0 only in the
+                // level-2 or level-3 digit (same level-1 bin).
+                let near = [0u32, 0, 1, 2, 511, 512, 1 << 19];
+                f32::from_bits(ONE + near[(rng.next() % near.len() as u64) as usize])
+            } else {
+                [0.0f32, 0.25, 0.5][(rng.next() % 3) as usize]
+            };
+            if rng.next() % 2 == 0 { -magnitude } else { magnitude }
+        })
+        .collect();
+    (acc, above, in_bin)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The cut falls inside the level-1 bin of 1.0, which is full of ties,
+    /// on vectors of two or three chunks: the search goes through the
+    /// candidates (and usually the exact tie rule, whose quota spans chunk
+    /// boundaries), and every chunk's packer merges taken candidates with
+    /// the entries above the cut.
+    #[test]
+    fn taken_candidates_merge_with_the_marked_ones(
+        seed in any::<u64>(),
+        extra in 1usize..(2 * 65_536),
+        above_per_mille in 1u64..60,
+        bin_per_mille in 50u64..400,
+        into_bin in 0.0f64..1.0,
+        d in 0usize..3,
+    ) {
+        let n = 65_536 + extra;
+        let (acc, above, in_bin) = tie_bin_vector(seed, n, above_per_mille, bin_per_mille);
+        // `k` between the entries above the bin and those up to its end.
+        let k = above + 1 + ((in_bin.saturating_sub(1)) as f64 * into_bin) as usize;
+        let ratio = (k as f64 + 0.5) / n as f64;
+        let backend = CpuBackend::with_threads(2).unwrap();
+        check(&backend, &acc, Selection::TopK { ratio }, DTYPES[d]);
+        check(&backend, &acc, Selection::TopKApprox { ratio, slack: 0.0 }, DTYPES[(d + 1) % 3]);
+        check(&backend, &acc, Selection::TopKApprox { ratio, slack: 0.02 }, DTYPES[(d + 2) % 3]);
+    }
+}
+
 #[test]
 fn reference_radix_select_is_exact_top_k() {
     let mut rng = Rng::new(7);
