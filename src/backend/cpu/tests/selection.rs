@@ -152,6 +152,36 @@ proptest! {
     }
 }
 
+/// The selection pass's portable build (the one a CPU without AVX2 runs)
+/// packs like the reference too; every other test runs the AVX2 build where
+/// the CPU has it. The switch is global, and other tests running meanwhile
+/// only take the other, equally correct, build.
+#[test]
+fn portable_selection_pass_packs_like_the_reference() {
+    use std::sync::atomic::Ordering;
+    let backend = CpuBackend::with_threads(2).unwrap();
+    let mut rng = Rng::new(13);
+    let rules = [
+        Selection::TopK { ratio: 0.01 },
+        Selection::TopKApprox { ratio: 0.01, slack: 0.5 },
+        Selection::Threshold { rel: 1.0 },
+        Selection::Dense,
+    ];
+    crate::backend::cpu::mark::PORTABLE_ONLY.store(true, Ordering::Relaxed);
+    for (case, n) in [31usize, 65_537, 2 * 65_536 + 33].into_iter().enumerate() {
+        for tie_heavy in [false, true] {
+            let acc = rng.vec(n, tie_heavy);
+            for (r, &selection) in rules.iter().enumerate() {
+                check(&backend, &acc, selection, DTYPES[(case + r) % 3]);
+            }
+        }
+    }
+    let (acc, above, in_bin) = tie_bin_vector(17, 2 * 65_536 + 5, 20, 200);
+    let ratio = (above + in_bin / 3) as f64 / acc.len() as f64;
+    check(&backend, &acc, Selection::TopK { ratio }, WireDtype::Bf16);
+    crate::backend::cpu::mark::PORTABLE_ONLY.store(false, Ordering::Relaxed);
+}
+
 #[test]
 fn reference_radix_select_is_exact_top_k() {
     let mut rng = Rng::new(7);
