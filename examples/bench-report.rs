@@ -109,25 +109,53 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// advance in scheduler ticks (a few milliseconds), so a sample spans ten.
 const MIN_SAMPLE_SECS: f64 = 0.04;
 
-/// Medians over `reps` samples of `f`, after one warm-up call that also
-/// sets how many calls one sample makes (enough to last
-/// [`MIN_SAMPLE_SECS`]); times are per call.
-fn measure(reps: usize, mut f: impl FnMut()) -> Timing {
-    let s = Instant::now();
-    f();
-    let calls = (MIN_SAMPLE_SECS / s.elapsed().as_secs_f64().max(1e-9)).ceil().clamp(1.0, 10_000.0) as usize;
-    let threads = rayon::current_num_threads() as f64;
-    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let c0 = process_cpu_ns();
-        let s = Instant::now();
-        for _ in 0..calls {
-            f();
-        }
-        wall.push(s.elapsed().as_secs_f64() / calls as f64);
-        cpu.push((process_cpu_ns().saturating_sub(c0)) as f64 * 1e-9 / threads / calls as f64);
+/// One kernel's samples, seconds per call, on both bases.
+#[derive(Debug, Clone, Default)]
+struct Samples {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl Samples {
+    fn median(&self) -> Timing {
+        Timing { wall: median(self.wall.clone()), cpu: median(self.cpu.clone()) }
     }
-    Timing { wall: median(wall), cpu: median(cpu) }
+
+    /// Median over rounds of `self / base`, each round's samples taken
+    /// back to back: a machine whose bandwidth drifts during the report
+    /// (a shared host) moves both alike, so the ratio holds.
+    fn ratio(&self, base: &Samples) -> (f64, f64) {
+        let paired = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(a, b)| a / b).collect());
+        (paired(&self.wall, &base.wall), paired(&self.cpu, &base.cpu))
+    }
+}
+
+/// Runs kernels `0..kernels` (`run(k)` runs kernel `k` once) in `reps`
+/// rounds, each round sampling every kernel once, in order. One warm-up
+/// call per kernel first, which also sets how many calls its samples make
+/// (enough to last [`MIN_SAMPLE_SECS`]); times are per call.
+fn interleave(reps: usize, kernels: usize, mut run: impl FnMut(usize)) -> Vec<Samples> {
+    let calls: Vec<usize> = (0..kernels)
+        .map(|k| {
+            let s = Instant::now();
+            run(k);
+            (MIN_SAMPLE_SECS / s.elapsed().as_secs_f64().max(1e-9)).ceil().clamp(1.0, 10_000.0) as usize
+        })
+        .collect();
+    let threads = rayon::current_num_threads() as f64;
+    let mut out = vec![Samples::default(); kernels];
+    for _ in 0..reps {
+        for (k, samples) in out.iter_mut().enumerate() {
+            let c0 = process_cpu_ns();
+            let s = Instant::now();
+            for _ in 0..calls[k] {
+                run(k);
+            }
+            samples.wall.push(s.elapsed().as_secs_f64() / calls[k] as f64);
+            samples.cpu.push((process_cpu_ns().saturating_sub(c0)) as f64 * 1e-9 / threads / calls[k] as f64);
+        }
+    }
+    out
 }
 
 fn gbs(bytes: u64, secs: f64) -> f64 {
@@ -196,37 +224,75 @@ fn main() {
     let backend = CpuBackend::new();
     let mut rows = Vec::new();
 
+    // Every fixture first, then one interleaved run: each round times the
+    // STREAM probes and every kernel back to back, and each ratio is the
+    // median of its per-round ratios.
     let mut stream = Stream::new();
-    let triad_t = measure(reps, || stream.triad());
-    let triad_nt_t = measure(reps, || stream.triad_nt());
-    let copy_t = measure(reps, || stream.copy());
-    let triad = triad_t.map(|t| gbs(stream.triad_bytes(), t));
-    let triad_nt = triad_nt_t.map(|t| gbs(stream.triad_bytes(), t));
-    let copy = copy_t.map(|t| gbs(stream.copy_bytes(), t));
-    drop(stream);
-    rows.push(row(
-        "triad bandwidth (STREAM, 12 B/elem)",
-        format!("{:.2} GB/s", triad.0),
-        format!("{:.2} GB/s", triad.1),
-    ));
-    rows.push(row(
-        "triad with non-temporal stores (12 B/elem)",
-        format!("{:.2} GB/s", triad_nt.0),
-        format!("{:.2} GB/s", triad_nt.1),
-    ));
-    rows.push(row("copy bandwidth (STREAM, 8 B/elem)", format!("{:.2} GB/s", copy.0), format!("{:.2} GB/s", copy.1)));
-
-    // Fused pass and the unfused baseline.
     let cfg = fixture::config(Selection::TopK { ratio: 0.01 }, Trigger::Never);
-    let (mut state, _) = fixture::filled_state(&backend, n, &cfg, 2, 7);
+    let (mut fused_state, _) = fixture::filled_state(&backend, n, &cfg, 2, 7);
     let delta = normal_vec(n, fixture::DELTA_SCALE, 11);
     let theta = normal_vec(n, 1.0, 0x7e7a);
-    let fused_t = measure(reps, || {
-        black_box(backend.accumulate(&mut state, &delta, &theta, 0.01).expect("accumulate"));
+    let mut unfused = Unfused::new(n);
+    let mut solo = sparse_ranks(1, n, Trigger::Never, Arc::new(AtomicU64::new(0)));
+    let packer = |sel: Selection| {
+        let cfg = fixture::config(sel, Trigger::Never);
+        let (mut state, _) = fixture::filled_state(&backend, n, &cfg, 1, 3);
+        let packed = backend.select_pack(&mut state).expect("select_pack").len() as u64;
+        (state, packed)
+    };
+    let (mut approx_state, approx_packed) = packer(Selection::TopKApprox { ratio: 0.01, slack: APPROX_SLACK });
+    let (mut topk_state, topk_packed) = packer(Selection::TopK { ratio: 0.01 });
+    const TRIAD: usize = 0;
+    const TRIAD_NT: usize = 1;
+    const COPY: usize = 2;
+    const FUSED: usize = 3;
+    const UNFUSED: usize = 4;
+    const STEP: usize = 5;
+    const APPROX: usize = 6;
+    const TOPK: usize = 7;
+    let samples = interleave(reps, 8, |k| match k {
+        TRIAD => stream.triad(),
+        TRIAD_NT => stream.triad_nt(),
+        COPY => stream.copy(),
+        FUSED => {
+            black_box(backend.accumulate(&mut fused_state, &delta, &theta, 0.01).expect("accumulate"));
+        }
+        UNFUSED => {
+            black_box(unfused.accumulate(&delta, &theta));
+        }
+        STEP => {
+            solo.run(1);
+        }
+        APPROX => {
+            black_box(backend.select_pack(&mut approx_state).expect("select_pack").len());
+        }
+        _ => {
+            black_box(backend.select_pack(&mut topk_state).expect("select_pack").len());
+        }
     });
-    drop(state);
-    let fused = fused_t.map(|t| gbs(16 * n as u64, t));
-    let pct = (100.0 * fused.0 / triad.0, 100.0 * fused.1 / triad.1);
+    let (triad_bytes, copy_bytes) = (stream.triad_bytes(), stream.copy_bytes());
+    drop((stream, fused_state, unfused, solo, approx_state, delta, theta));
+    // GB/s of `bytes` per call of kernel `k`, and its % of the triad's
+    // (from per-round ratios).
+    let bandwidth = |k: usize, bytes: u64| {
+        let g = samples[k].median().map(|t| gbs(bytes, t));
+        let r = samples[k].ratio(&samples[TRIAD]);
+        let scale = 100.0 * bytes as f64 / triad_bytes as f64;
+        (g, (scale / r.0, scale / r.1))
+    };
+    let (triad, _) = bandwidth(TRIAD, triad_bytes);
+    let (triad_nt, _) = bandwidth(TRIAD_NT, triad_bytes);
+    let (copy, _) = bandwidth(COPY, copy_bytes);
+    for (name, g) in [
+        ("triad bandwidth (STREAM, 12 B/elem)", triad),
+        ("triad with non-temporal stores (12 B/elem)", triad_nt),
+        ("copy bandwidth (STREAM, 8 B/elem)", copy),
+    ] {
+        rows.push(row(name, format!("{:.2} GB/s", g.0), format!("{:.2} GB/s", g.1)));
+    }
+
+    let fused_t = samples[FUSED].median();
+    let (fused, pct) = bandwidth(FUSED, 16 * n as u64);
     rows.push(row("fused accumulate+norms time", fmt_secs(fused_t.wall), fmt_secs(fused_t.cpu)));
     rows.push(target(
         "fused GB/s (16 B/elem), % of triad",
@@ -235,58 +301,37 @@ fn main() {
         ">= 70%",
         (pct.0 >= 70.0, pct.1 >= 70.0),
     ));
+    let vs_nt = samples[TRIAD_NT].ratio(&samples[FUSED]);
+    let nt_scale = 100.0 * 16.0 * n as f64 / triad_bytes as f64;
     rows.push(row(
         "fused, % of non-temporal triad",
-        format!("{:.0}%", 100.0 * fused.0 / triad_nt.0),
-        format!("{:.0}%", 100.0 * fused.1 / triad_nt.1),
+        format!("{:.0}%", nt_scale * vs_nt.0),
+        format!("{:.0}%", nt_scale * vs_nt.1),
     ));
-    let mut unfused = Unfused::new(n);
-    let unfused_t = measure(reps, || {
-        black_box(unfused.accumulate(&delta, &theta));
-    });
-    drop(unfused);
-    let speedup = (unfused_t.wall / fused_t.wall, unfused_t.cpu / fused_t.cpu);
+    let speedup = samples[UNFUSED].ratio(&samples[FUSED]);
     rows.push(target(
         "fused vs unfused speed-up",
-        format!("{:.2}x ({})", speedup.0, fmt_secs(unfused_t.wall)),
-        format!("{:.2}x ({})", speedup.1, fmt_secs(unfused_t.cpu)),
+        format!("{:.2}x ({})", speedup.0, fmt_secs(samples[UNFUSED].median().wall)),
+        format!("{:.2}x ({})", speedup.1, fmt_secs(samples[UNFUSED].median().cpu)),
         ">= 2x",
         (speedup.0 >= 2.0, speedup.1 >= 2.0),
     ));
-    drop((delta, theta));
-
-    // A whole non-triggering step, one rank.
-    let mut solo = sparse_ranks(1, n, Trigger::Never, Arc::new(AtomicU64::new(0)));
-    let step_t = measure(reps, || {
-        solo.run(1);
-    });
-    drop(solo);
-    let ratio = (step_t.wall / fused_t.wall, step_t.cpu / fused_t.cpu);
+    let ratio = samples[STEP].ratio(&samples[FUSED]);
     rows.push(target(
         "non-triggering step / fused pass",
-        format!("{:.3}x ({})", ratio.0, fmt_secs(step_t.wall)),
-        format!("{:.3}x ({})", ratio.1, fmt_secs(step_t.cpu)),
+        format!("{:.3}x ({})", ratio.0, fmt_secs(samples[STEP].median().wall)),
+        format!("{:.3}x ({})", ratio.1, fmt_secs(samples[STEP].median().cpu)),
         "<= 1.15x",
         (ratio.0 <= 1.15, ratio.1 <= 1.15),
     ));
 
-    // Select + pack.
-    let mut topk_t = None;
-    for (name, sel, goal) in [
-        ("TopKApprox 1% select+pack, % of triad", Selection::TopKApprox { ratio: 0.01, slack: APPROX_SLACK }, true),
-        ("TopK 1% select+pack, % of triad", Selection::TopK { ratio: 0.01 }, false),
+    // Select + pack, 4 B/elem + the packed bytes.
+    for (name, k, packed, goal) in [
+        ("TopKApprox 1% select+pack, % of triad", APPROX, approx_packed, true),
+        ("TopK 1% select+pack, % of triad", TOPK, topk_packed, false),
     ] {
-        let cfg = fixture::config(sel, Trigger::Never);
-        let (mut state, _) = fixture::filled_state(&backend, n, &cfg, 1, 3);
-        let packed = backend.select_pack(&mut state).expect("select_pack").len() as u64;
-        let t = measure(reps, || {
-            black_box(backend.select_pack(&mut state).expect("select_pack").len());
-        });
-        if matches!(sel, Selection::TopK { .. }) {
-            topk_t = Some(t);
-        }
-        let g = t.map(|t| gbs(4 * n as u64 + packed, t));
-        let pct = (100.0 * g.0 / triad.0, 100.0 * g.1 / triad.1);
+        let t = samples[k].median();
+        let (g, pct) = bandwidth(k, 4 * n as u64 + packed);
         let wall = format!("{:.2} GB/s, {:.0}% ({})", g.0, pct.0, fmt_secs(t.wall));
         let cpu = format!("{:.2} GB/s, {:.0}% ({})", g.1, pct.1, fmt_secs(t.cpu));
         rows.push(if goal {
@@ -297,38 +342,41 @@ fn main() {
     }
 
     // The seed's selection: a full sort by magnitude, pack, residual update.
-    if let Some(topk_t) = topk_t {
-        let mut unfused = Unfused::new(n);
-        unfused.accumulate(&normal_vec(n, fixture::DELTA_SCALE, 3), &normal_vec(n, 1.0, 0x7e7a));
+    // A sort of n indices takes seconds: fewer rounds, each beside TopK.
+    {
+        let mut seed = Unfused::new(n);
+        seed.accumulate(&normal_vec(n, fixture::DELTA_SCALE, 3), &normal_vec(n, 1.0, 0x7e7a));
         let mut out = Vec::new();
-        // A sort of n indices takes seconds: fewer repetitions.
-        let sort_t = measure(reps.min(3), || {
-            black_box(unfused.topk_sort_pack(0.01, &mut out));
+        let pair = interleave(reps.min(3), 2, |k| {
+            if k == 0 {
+                black_box(seed.topk_sort_pack(0.01, &mut out));
+            } else {
+                black_box(backend.select_pack(&mut topk_state).expect("select_pack").len());
+            }
         });
+        let r = pair[0].ratio(&pair[1]);
+        let t = pair[0].median();
         rows.push(row(
             "TopK 1%: seed-style sort+pack+residual / select+pack",
-            format!("{:.1}x ({})", sort_t.wall / topk_t.wall, fmt_secs(sort_t.wall)),
-            format!("{:.1}x ({})", sort_t.cpu / topk_t.cpu, fmt_secs(sort_t.cpu)),
+            format!("{:.1}x ({})", r.0, fmt_secs(t.wall)),
+            format!("{:.1}x ({})", r.1, fmt_secs(t.cpu)),
         ));
     }
+    drop(topk_state);
 
-    // Sparse vs dense, DENSE_WORLD ranks.
+    // Sparse vs dense, DENSE_WORLD ranks, interleaved likewise.
     let sent = Arc::new(AtomicU64::new(0));
     let mut sparse = sparse_ranks(DENSE_WORLD, n, Trigger::Always, sent.clone());
-    let sync_t = measure(reps, || {
-        sparse.run(1);
-    });
-    drop(sparse);
     let mut quiet = sparse_ranks(DENSE_WORLD, n, Trigger::Never, Arc::new(AtomicU64::new(0)));
-    let quiet_t = measure(reps, || {
-        quiet.run(1);
-    });
-    drop(quiet);
     let mut dense = dense_ranks(DENSE_WORLD, n);
-    let dense_t = measure(reps, || {
-        dense.run(1);
+    let steps = interleave(reps, 3, |k| {
+        match k {
+            0 => sparse.run(1),
+            1 => quiet.run(1),
+            _ => dense.run(1),
+        };
     });
-    drop(dense);
+    drop((sparse, quiet, dense));
     let sparse_bytes = sent.load(Ordering::Relaxed);
     let dense_bytes = 4 * n as u64;
     let bytes = format!("{sparse_bytes} vs {dense_bytes} B = {:.4}", sparse_bytes as f64 / dense_bytes as f64);
@@ -337,11 +385,13 @@ fn main() {
         bytes,
         String::new(),
     ));
-    for (name, t) in [("syncing", sync_t), ("non-syncing", quiet_t)] {
+    let dense_t = steps[2].median();
+    for (name, k) in [("syncing", 0), ("non-syncing", 1)] {
+        let (t, r) = (steps[k].median(), steps[k].ratio(&steps[2]));
         rows.push(row(
             &format!("W={DENSE_WORLD}: {name} step / dense all-reduce step"),
-            format!("{:.3} ({} vs {})", t.wall / dense_t.wall, fmt_secs(t.wall), fmt_secs(dense_t.wall)),
-            format!("{:.3} ({} vs {})", t.cpu / dense_t.cpu, fmt_secs(t.cpu), fmt_secs(dense_t.cpu)),
+            format!("{:.3} ({} vs {})", r.0, fmt_secs(t.wall), fmt_secs(dense_t.wall)),
+            format!("{:.3} ({} vs {})", r.1, fmt_secs(t.cpu), fmt_secs(dense_t.cpu)),
         ));
     }
 
