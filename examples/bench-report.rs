@@ -41,6 +41,9 @@ use support::unfused::Unfused;
 const APPROX_SLACK: f64 = 0.5;
 /// Ranks of the sparse-vs-dense comparison.
 const DENSE_WORLD: usize = 2;
+/// Separately allocated buffer sets the fused pass, the unfused baseline
+/// and the step are each timed on (see `main`).
+const PLACEMENTS: usize = 3;
 
 struct Args {
     log2: u32,
@@ -119,6 +122,11 @@ struct Samples {
 impl Samples {
     fn median(&self) -> Timing {
         Timing { wall: median(self.wall.clone()), cpu: median(self.cpu.clone()) }
+    }
+
+    /// Multiplies every sample by `factor` (per-call to per-pass times).
+    fn scale(&mut self, factor: f64) {
+        self.wall.iter_mut().chain(self.cpu.iter_mut()).for_each(|t| *t *= factor);
     }
 
     /// Median over rounds of `self / base`, each round's samples taken
@@ -228,12 +236,22 @@ fn main() {
     // STREAM probes and every kernel back to back, and each ratio is the
     // median of its per-round ratios.
     let mut stream = Stream::new();
+    // The fused pass, the unfused baseline and the whole step each run on
+    // PLACEMENTS separately allocated sets of buffers, one pass on each per
+    // call: on this kind of machine where a vector lands in memory moves a
+    // pass's time by up to ~10%, and one allocation would pass that luck
+    // into the ratios.
     let cfg = fixture::config(Selection::TopK { ratio: 0.01 }, Trigger::Never);
-    let (mut fused_state, _) = fixture::filled_state(&backend, n, &cfg, 2, 7);
-    let delta = normal_vec(n, fixture::DELTA_SCALE, 11);
-    let theta = normal_vec(n, 1.0, 0x7e7a);
-    let mut unfused = Unfused::new(n);
-    let mut solo = sparse_ranks(1, n, Trigger::Never, Arc::new(AtomicU64::new(0)));
+    let mut fused_sets: Vec<_> = (0..PLACEMENTS as u64)
+        .map(|p| {
+            let (state, _) = fixture::filled_state(&backend, n, &cfg, 2, 7 + p);
+            let delta = normal_vec(n, fixture::DELTA_SCALE, 11 + p);
+            let theta = normal_vec(n, 1.0, 0x7e7a + p);
+            (state, delta, theta, Unfused::new(n))
+        })
+        .collect();
+    let mut solos: Vec<Ranks> =
+        (0..PLACEMENTS).map(|_| sparse_ranks(1, n, Trigger::Never, Arc::new(AtomicU64::new(0)))).collect();
     let packer = |sel: Selection| {
         let cfg = fixture::config(sel, Trigger::Never);
         let (mut state, _) = fixture::filled_state(&backend, n, &cfg, 1, 3);
@@ -250,18 +268,24 @@ fn main() {
     const STEP: usize = 5;
     const APPROX: usize = 6;
     const TOPK: usize = 7;
-    let samples = interleave(reps, 8, |k| match k {
+    let mut samples = interleave(reps, 8, |k| match k {
         TRIAD => stream.triad(),
         TRIAD_NT => stream.triad_nt(),
         COPY => stream.copy(),
         FUSED => {
-            black_box(backend.accumulate(&mut fused_state, &delta, &theta, 0.01).expect("accumulate"));
+            for (state, delta, theta, _) in &mut fused_sets {
+                black_box(backend.accumulate(state, delta, theta, 0.01).expect("accumulate"));
+            }
         }
         UNFUSED => {
-            black_box(unfused.accumulate(&delta, &theta));
+            for (_, delta, theta, unfused) in &mut fused_sets {
+                black_box(unfused.accumulate(delta, theta));
+            }
         }
         STEP => {
-            solo.run(1);
+            for solo in &mut solos {
+                solo.run(1);
+            }
         }
         APPROX => {
             black_box(backend.select_pack(&mut approx_state).expect("select_pack").len());
@@ -270,8 +294,11 @@ fn main() {
             black_box(backend.select_pack(&mut topk_state).expect("select_pack").len());
         }
     });
+    for k in [FUSED, UNFUSED, STEP] {
+        samples[k].scale(1.0 / PLACEMENTS as f64);
+    }
     let (triad_bytes, copy_bytes) = (stream.triad_bytes(), stream.copy_bytes());
-    drop((stream, fused_state, unfused, solo, approx_state, delta, theta));
+    drop((stream, fused_sets, solos, approx_state));
     // GB/s of `bytes` per call of kernel `k`, and its % of the triad's
     // (from per-round ratios).
     let bandwidth = |k: usize, bytes: u64| {
