@@ -19,19 +19,17 @@ const LEVEL2_SHIFT: u32 = 9;
 /// Mask of the level-2 digit.
 const LEVEL2_MASK: u32 = 0x7ff;
 
-/// What one run of [`mark`] produces besides the bitmap.
+/// What one run of [`mark`] produces besides the bitmap and the marked
+/// entries' raw bits and chunk-local indices (in `state.marked_bits` and
+/// `state.marked_index`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mark {
-    /// Only the bitmap and counts (`Dense`: the packer reads the
-    /// accumulator sequentially, a capture would copy all of it).
-    Bitmap,
-    /// Also the raw bits and chunk-local indices of the marked entries into
-    /// `state.marked_bits` and `state.marked_index`.
+    /// Nothing else.
     Capture,
-    /// [`Mark::Capture`], plus the candidates (entries with
-    /// `lo <= key < hi`: the straddling level-1 bin) into `state.cand_bits`
-    /// and `state.cand_index`, their count into `state.cand_counts` and
-    /// their level-2 histogram into `state.level_hist`.
+    /// Also the candidates (entries with `lo <= key < hi`: the straddling
+    /// level-1 bin) into `state.cand_bits` and `state.cand_index`, their
+    /// count into `state.cand_counts` and their level-2 histogram into
+    /// `state.level_hist`.
     Candidates {
         /// The smallest candidate key.
         lo: u32,
@@ -45,16 +43,15 @@ pub(super) enum Mark {
 /// written from the chunk's start, in index order.
 pub(super) fn mark(state: &mut CpuState, hi: u32, what: Mark) {
     match what {
-        Mark::Bitmap => mark_with::<false, false>(state, hi, hi),
-        Mark::Capture => mark_with::<true, false>(state, hi, hi),
-        Mark::Candidates { lo } => mark_with::<true, true>(state, hi, lo),
+        Mark::Capture => mark_with::<false>(state, hi, hi),
+        Mark::Candidates { lo } => mark_with::<true>(state, hi, lo),
     }
 }
 
-/// [`mark`], monomorphized so that each variant's inner loop carries only
-/// its own work. The lists a variant does not fill may be empty buffers
-/// (see `CpuState::new`), so each variant zips only its own.
-fn mark_with<const CAPTURE: bool, const CANDIDATES: bool>(state: &mut CpuState, hi: u32, lo: u32) {
+/// [`mark`], monomorphized so that the loop without candidates carries no
+/// candidate work. The candidate lists may be empty buffers (see
+/// `CpuState::new`), so only that variant zips them.
+fn mark_with<const CANDIDATES: bool>(state: &mut CpuState, hi: u32, lo: u32) {
     let tables = &state.tables;
     tables.zero();
     let work = state
@@ -63,7 +60,7 @@ fn mark_with<const CAPTURE: bool, const CANDIDATES: bool>(state: &mut CpuState, 
         .zip(state.sel.par_chunks_mut(CHUNK_WORDS))
         .zip(state.chunk_counts.par_iter_mut().zip(state.cand_counts.par_iter_mut()));
     let run = |acc: &[f32], out: Out<'_>, (count, found): (&mut u32, &mut u32)| {
-        (*count, *found) = tables.with(|hist| mark_chunk_best::<CAPTURE, CANDIDATES>(acc, out, hist, hi, lo));
+        (*count, *found) = tables.with(|hist| mark_chunk_best::<CANDIDATES>(acc, out, hist, hi, lo));
     };
     let marked = state.marked_bits.par_chunks_mut(CHUNK_ELEMS).zip(state.marked_index.par_chunks_mut(CHUNK_ELEMS));
     if CANDIDATES {
@@ -72,14 +69,9 @@ fn mark_with<const CAPTURE: bool, const CANDIDATES: bool>(state: &mut CpuState, 
         work.zip(lists).for_each(|(((acc, sel), counts), ((marked_bits, marked_index), (cand_bits, cand_index)))| {
             run(acc, Out { sel, marked_bits, marked_index, cand_bits, cand_index }, counts);
         });
-    } else if CAPTURE {
+    } else {
         work.zip(marked).for_each(|(((acc, sel), counts), (marked_bits, marked_index))| {
             let out = Out { sel, marked_bits, marked_index, cand_bits: &mut [], cand_index: &mut [] };
-            run(acc, out, counts);
-        });
-    } else {
-        work.for_each(|((acc, sel), counts)| {
-            let out = Out { sel, marked_bits: &mut [], marked_index: &mut [], cand_bits: &mut [], cand_index: &mut [] };
             run(acc, out, counts);
         });
     }
@@ -90,9 +82,9 @@ fn mark_with<const CAPTURE: bool, const CANDIDATES: bool>(state: &mut CpuState, 
 struct Out<'a> {
     /// The chunk's bitmap words.
     sel: &'a mut [u32],
-    /// Raw bits of the marked entries (`Capture` and `Candidates` only).
+    /// Raw bits of the marked entries.
     marked_bits: &'a mut [u32],
-    /// Their chunk-local indices (`Capture` and `Candidates` only).
+    /// Their chunk-local indices.
     marked_index: &'a mut [u16],
     /// Raw bits of the candidates (`Candidates` only).
     cand_bits: &'a mut [u32],
@@ -107,7 +99,7 @@ struct Out<'a> {
 /// stream; 8-wide compares halve the vector work (measured: top-k 1%
 /// select + pack about 0.3-0.8 ms faster at n = 2^24).
 #[inline(always)]
-fn mark_chunk_best<const CAPTURE: bool, const CANDIDATES: bool>(
+fn mark_chunk_best<const CANDIDATES: bool>(
     acc: &[f32],
     out: Out<'_>,
     hist: &mut [u32; SET_LEN],
@@ -117,9 +109,9 @@ fn mark_chunk_best<const CAPTURE: bool, const CANDIDATES: bool>(
     #[cfg(target_arch = "x86_64")]
     if super::fused_x86::available() && !portable_only() {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { mark_chunk_avx2::<CAPTURE, CANDIDATES>(acc, out, hist, hi, lo) };
+        return unsafe { mark_chunk_avx2::<CANDIDATES>(acc, out, hist, hi, lo) };
     }
-    mark_chunk::<CAPTURE, CANDIDATES>(acc, out, hist, hi, lo)
+    mark_chunk::<CANDIDATES>(acc, out, hist, hi, lo)
 }
 
 /// Test hook: while set, [`mark_chunk_best`] runs the portable code, so that
@@ -140,20 +132,20 @@ fn portable_only() -> bool {
 /// AVX2. Safety: only call it on a CPU with AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn mark_chunk_avx2<const CAPTURE: bool, const CANDIDATES: bool>(
+unsafe fn mark_chunk_avx2<const CANDIDATES: bool>(
     acc: &[f32],
     out: Out<'_>,
     hist: &mut [u32; SET_LEN],
     hi: u32,
     lo: u32,
 ) -> (u32, u32) {
-    mark_chunk::<CAPTURE, CANDIDATES>(acc, out, hist, hi, lo)
+    mark_chunk::<CANDIDATES>(acc, out, hist, hi, lo)
 }
 
 /// [`mark`] over one chunk `acc`. Returns the count of keys `>= hi` and of
 /// candidates; adds the candidates' level-2 digits to `hist`.
 #[inline(always)]
-fn mark_chunk<const CAPTURE: bool, const CANDIDATES: bool>(
+fn mark_chunk<const CANDIDATES: bool>(
     acc: &[f32],
     out: Out<'_>,
     hist: &mut [u32; SET_LEN],
@@ -171,11 +163,7 @@ fn mark_chunk<const CAPTURE: bool, const CANDIDATES: bool>(
         let (bits, at_lo) = mark_word::<CANDIDATES>(xs, above_hi, above_lo);
         let cands = at_lo & !bits;
         *word = bits;
-        if CAPTURE {
-            push(bits, xs, w, marked_bits, marked_index, &mut count);
-        } else {
-            count += bits.count_ones() as usize;
-        }
+        push(bits, xs, w, marked_bits, marked_index, &mut count);
         if CANDIDATES {
             push(cands, xs, w, cand_bits, cand_index, &mut found);
         }

@@ -198,6 +198,24 @@ fn write_entries<const SIZE: usize>(
             return;
         }
     }
+    if let Source::Acc(acc) = &src {
+        if vals.len() == SIZE * acc.len() {
+            // Every entry of the chunk is sent (`Dense`): the values in
+            // order, without walking the bitmap.
+            if let Some(idx) = list {
+                // Only a chunk of one entry: a 2-byte list ties a 4-byte bitmap.
+                let (body, padding) = idx.split_at_mut(2 * acc.len().min(idx.len() / 2));
+                for (j, slot) in body.chunks_exact_mut(2).enumerate() {
+                    slot.copy_from_slice(&(j as u16).to_le_bytes());
+                }
+                padding.fill(0);
+            }
+            for (slot, &x) in vals.chunks_exact_mut(SIZE).zip(*acc) {
+                slot.copy_from_slice(&q(x).to_le_bytes()[..SIZE]);
+            }
+            return;
+        }
+    }
     let mut values = vals.chunks_exact_mut(SIZE);
     let mut slots = list.map(|idx| idx.chunks_exact_mut(2));
     let mut emit = |j: u16, x: f32| {

@@ -8,8 +8,9 @@
 //! index order. Levels 2 and 3 of the cut search and the tie rule then only
 //! look at the candidates, and end by keeping only the candidates they take.
 //! The packer reads the bitmap and those two value lists, never the
-//! accumulator (except for `Dense`, which it reads in order): the
-//! accumulator is streamed once per sync.
+//! accumulator: the accumulator is streamed once per sync. `Dense` skips
+//! the pass (every entry is sent) and the packer reads the accumulator in
+//! order instead.
 
 use rayon::prelude::*;
 
@@ -34,7 +35,7 @@ pub(super) fn kmax(k: u64, slack: f64) -> u64 {
 pub(super) fn select(state: &mut CpuState) {
     let n = state.n;
     match state.selection {
-        Selection::Dense => mark(state, 0, Mark::Bitmap),
+        Selection::Dense => select_all(state),
         Selection::Threshold { rel } => {
             // In f32, from `A` exactly as the status reported it.
             let c = (rel as f32) * (state.stats.acc_sq / n as f32).sqrt();
@@ -158,4 +159,20 @@ fn take_candidates(state: &mut CpuState, cut: u32, tie: u32, ties: u64) {
             *count += kept as u32;
             *m = kept as u32;
         });
+}
+
+/// `Dense`: every entry, without reading the accumulator (every key is
+/// `>= 0`, so this is what marking with cut 0 would produce).
+fn select_all(state: &mut CpuState) {
+    let n = state.n;
+    let words = state.sel.chunks_mut(CHUNK_WORDS);
+    for (c, ((sel, count), found)) in words.zip(&mut state.chunk_counts).zip(&mut state.cand_counts).enumerate() {
+        let len = CHUNK_ELEMS.min(n - c * CHUNK_ELEMS);
+        let (full, rest) = sel.split_at_mut(len / 32);
+        full.fill(u32::MAX);
+        if let (Some(last), tail @ 1..) = (rest.first_mut(), len % 32) {
+            *last = (1u32 << tail) - 1;
+        }
+        (*count, *found) = (len as u32, 0);
+    }
 }
