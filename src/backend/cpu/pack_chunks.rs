@@ -17,7 +17,7 @@ use super::mark::CHUNK_WORDS;
 use super::state::CpuState;
 use crate::config::{Selection, WireDtype};
 use crate::wire::layout::{self, CHUNK_ELEMS};
-use crate::wire::quantize::quantize;
+use crate::wire::quantize::{quantize, quantize_bf16_finite};
 
 /// Entries below which a range of chunks is written by one task (splitting
 /// further costs more than it saves).
@@ -161,10 +161,13 @@ impl<'a> Chunks<'a> {
                 Some(idx)
             };
             let src = self.source(c, count);
+            // The committed accumulator is always finite (a step with a
+            // non-finite `acc'` is refused before its commit), so the bf16
+            // fast path applies.
             match self.dtype {
                 WireDtype::F32 => write_entries::<4>(src, sel, list, vals, |x| quantize(x, WireDtype::F32)),
                 WireDtype::F16 => write_entries::<2>(src, sel, list, vals, |x| quantize(x, WireDtype::F16)),
-                WireDtype::Bf16 => write_entries::<2>(src, sel, list, vals, |x| quantize(x, WireDtype::Bf16)),
+                WireDtype::Bf16 => write_entries::<2>(src, sel, list, vals, |x| u32::from(quantize_bf16_finite(x))),
             }
         }
     }
