@@ -436,7 +436,7 @@ fn main() {
         backend.name(),
         std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0),
         rayon::current_num_threads(),
-        support::stream::llc_bytes() >> 20,
+        chronos_sync::backend::cpu::last_level_cache_bytes() >> 20,
     );
     println!(
         "{:<56} {:<36} {:<36} {:<9} wall/cpu",

@@ -9,6 +9,7 @@
 //! (read `b` and `c`, write `a`). The plain triad's stores also read each
 //! line of `a` first (16 B/element really move); `triad_nt` avoids that.
 
+use chronos_sync::backend::cpu::last_level_cache_bytes;
 use rayon::prelude::*;
 
 /// Elements per rayon task, as in the backend's passes.
@@ -17,12 +18,6 @@ const BLOCK: usize = 1 << 16;
 pub const COPY_BYTES_PER_ELEM: u64 = 8;
 /// Compulsory bytes per element of `triad`.
 pub const TRIAD_BYTES_PER_ELEM: u64 = 12;
-
-/// Size of the largest CPU cache in bytes: the crate's own estimate, the
-/// one the CPU backend uses to choose cache-bypassing stores.
-pub fn llc_bytes() -> usize {
-    chronos_sync::backend::cpu::last_level_cache_bytes()
-}
 
 /// The three STREAM arrays.
 pub struct Stream {
@@ -35,7 +30,7 @@ impl Stream {
     /// Arrays of at least 4x the LLC each (and at least 2^24 elements), so
     /// no pass is served from cache. Pages are touched here, not in the timing.
     pub fn new() -> Stream {
-        let elems = ((4 * llc_bytes()) / 4).next_power_of_two().max(1 << 24);
+        let elems = ((4 * last_level_cache_bytes()) / 4).next_power_of_two().max(1 << 24);
         // Non-zero fills: `vec![0.0; n]` maps lazily zeroed pages, which the
         // first timed pass would fault in.
         Stream { a: vec![0.5; elems], b: vec![1.0; elems], c: vec![2.0; elems] }
