@@ -9,7 +9,6 @@ pub mod coordinator;
 pub mod error;
 pub mod sync;
 pub mod wire;
-pub mod workload;
 
 #[cfg(feature = "cuda")]
 pub use backend::cuda::CudaBackend;

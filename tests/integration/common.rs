@@ -6,23 +6,23 @@
 
 use chronos_sync::backend::{Backend, StepStatus};
 use chronos_sync::collective::{Collective, Gathered, LocalCollective};
-use chronos_sync::workload::rng;
 use chronos_sync::{Result, SparseSync, StepReport, SyncConfig};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-/// The crate's SplitMix64 (`chronos_sync::workload::rng`), with the extras
-/// the tests need: independent `(seed, a, b)` streams, ranges, and cheap f32
-/// draws for large vectors. Reproducible across platforms.
+/// SplitMix64 with the extras the tests need: independent `(seed, a, b)`
+/// streams, ranges, and cheap f32 draws for large vectors. Reproducible
+/// across platforms (the CLI's workload has its own copy; the library has
+/// no random-number generator to share).
 #[derive(Debug, Clone)]
-pub struct SplitMix64(rng::SplitMix64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
     /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
-        SplitMix64(rng::SplitMix64::new(seed))
+        SplitMix64(seed)
     }
 
     /// A generator for one `(seed, a, b)` stream, e.g. one rank's step.
@@ -34,12 +34,16 @@ impl SplitMix64 {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
     pub fn uniform(&mut self) -> f64 {
-        self.0.next_f64()
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in `[lo, hi)`.
@@ -54,7 +58,9 @@ impl SplitMix64 {
 
     /// A standard normal sample (Box–Muller).
     pub fn normal(&mut self) -> f64 {
-        self.0.normal()
+        let u1 = 1.0 - self.uniform(); // in (0, 1]: the log is finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     /// Uniform in `[-1, 1)` as f32, from the top 24 bits (cheap: one draw,

@@ -6,7 +6,6 @@ mod conformance;
 mod coordinator;
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
 mod cuda;
-mod hyperclean;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgpu;

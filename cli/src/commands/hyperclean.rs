@@ -4,13 +4,13 @@
 //! Prints one table and writes `hyperclean.svg` and `hyperclean.json`.
 
 use super::CliResult;
-use chronos_sync::workload::data::SplitSpec;
-use chronos_sync::workload::problem::{Problem, ProblemSpec, baselines};
-use chronos_sync::workload::report::{
+use crate::workload::data::SplitSpec;
+use crate::workload::problem::{Problem, ProblemSpec, baselines};
+use crate::workload::report::{
     ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg,
 };
-use chronos_sync::workload::system::{self, RunMetrics, SystemConfig, Variant};
-use chronos_sync::workload::variants;
+use crate::workload::system::{self, RunMetrics, SystemConfig, Variant};
+use crate::workload::variants;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,13 +2,13 @@
 //! unrolled reverse mode, ridge closed form) and a shortened run of the
 //! three sync configurations.
 
-use chronos_sync::workload::data::{SplitSpec, load_digits, split_and_flip};
-use chronos_sync::workload::hypergrad::{
+use chronos_sync_cli::workload::data::{SplitSpec, load_digits, split_and_flip};
+use chronos_sync_cli::workload::hypergrad::{
     CgOptions, InnerProblem, implicit_hypergradient, unrolled_hypergradient, validation_loss_grad,
 };
-use chronos_sync::workload::model::{Design, FeatureMap, fit, gram_top_eigenvalue};
-use chronos_sync::workload::ridge::RidgeProblem;
-use chronos_sync::workload::rng::SplitMix64;
+use chronos_sync_cli::workload::model::{Design, FeatureMap, fit, gram_top_eigenvalue};
+use chronos_sync_cli::workload::ridge::RidgeProblem;
+use chronos_sync_cli::workload::rng::SplitMix64;
 
 /// A small, well-conditioned instance on real digits: 40 noisy training and
 /// 30 validation examples, raw pixels (650 parameters).
@@ -90,10 +90,10 @@ fn ridge_hypergradient_matches_closed_form_to_1e6() {
 }
 
 mod system_run {
-    use chronos_sync::workload::data::SplitSpec;
-    use chronos_sync::workload::problem::{Problem, ProblemSpec, baselines};
-    use chronos_sync::workload::system::{OuterMode, SystemConfig, run};
-    use chronos_sync::workload::variants;
+    use chronos_sync_cli::workload::data::SplitSpec;
+    use chronos_sync_cli::workload::problem::{Problem, ProblemSpec, baselines};
+    use chronos_sync_cli::workload::system::{OuterMode, SystemConfig, run};
+    use chronos_sync_cli::workload::variants;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 

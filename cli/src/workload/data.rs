@@ -3,7 +3,7 @@
 //! test split, and the label corruption of the training part.
 
 use super::rng::SplitMix64;
-use crate::error::{Error, Result};
+use chronos_sync::error::{Error, Result};
 
 /// A labelled classification set, features row-major (`len() x dim`).
 #[derive(Debug, Clone, PartialEq)]

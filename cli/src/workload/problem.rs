@@ -3,7 +3,7 @@
 
 use super::data::{SplitSpec, load_digits, split_and_flip};
 use super::model::{Design, FeatureMap, accuracy, fit};
-use crate::error::{Error, Result};
+use chronos_sync::error::{Error, Result};
 
 /// How to build the problem.
 #[derive(Debug, Clone, Copy, PartialEq)]

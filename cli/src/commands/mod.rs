@@ -4,9 +4,9 @@
 //! `pub fn run(args: &Args) -> CliResult`. Adding one is two lines: its `mod`
 //! declaration and one line in the `subcommands!` list below.
 
-mod hyperclean;
-mod simulate;
-mod synthetic;
+pub mod hyperclean;
+pub mod simulate;
+pub mod synthetic;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -22,7 +22,10 @@ macro_rules! subcommands {
         /// The subcommands.
         #[derive(Debug, clap::Subcommand)]
         pub enum Command {
-            $($variant($module::Args),)*
+            $(
+                #[doc = concat!("The `", stringify!($module), "` subcommand.")]
+                $variant($module::Args),
+            )*
         }
 
         impl Command {

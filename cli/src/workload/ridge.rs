@@ -10,7 +10,7 @@
 use super::hypergrad::{CgOptions, conjugate_gradient};
 use super::model::dot;
 use super::rng::SplitMix64;
-use crate::error::{Error, Result};
+use chronos_sync::error::{Error, Result};
 
 /// A standardized regression problem split into a training and a validation part.
 #[derive(Debug, Clone, PartialEq)]

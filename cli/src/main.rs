@@ -1,7 +1,5 @@
 //! The `chronos-sync` command line: see `chronos-sync --help`.
 
-mod cli;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    chronos_sync_cli::commands::main()
 }

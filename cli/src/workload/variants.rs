@@ -1,7 +1,7 @@
 //! The three configurations `chronos-sync hyperclean` compares.
 
 use super::system::{OuterMode, Variant};
-use crate::config::{Selection, SyncConfig, WireDtype};
+use chronos_sync::config::{Selection, SyncConfig, WireDtype};
 
 /// Dense synchronous training: every step, every rank sends its whole update
 /// (f32, `Selection::Dense`) and the outer step waits for every worker.

@@ -21,12 +21,12 @@ use super::hypergrad::{CgOptions, InnerProblem, implicit_hypergradient};
 use super::model::{Design, accuracy, loss_grad, sigmoid};
 use super::problem::{Detection, Problem};
 use super::rng::SplitMix64;
-use crate::backend::{Backend, CpuBackend};
-use crate::collective::LocalCollective;
-use crate::config::SyncConfig;
-use crate::coordinator::{CommitOutcome, CommitRequest, Coordinator, CoordinatorConfig, Lease, OuterOptimizer};
-use crate::error::{Error, Result};
-use crate::sync::{SparseSync, StepReport};
+use chronos_sync::backend::{Backend, CpuBackend};
+use chronos_sync::collective::LocalCollective;
+use chronos_sync::config::SyncConfig;
+use chronos_sync::coordinator::{CommitOutcome, CommitRequest, Coordinator, CoordinatorConfig, Lease, OuterOptimizer};
+use chronos_sync::error::{Error, Result};
+use chronos_sync::sync::{SparseSync, StepReport};
 
 /// How the outer parameters are updated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -476,7 +476,7 @@ impl WorkerContext {
                     lambda = l.params[range.clone()].iter().map(|&v| f64::from(v)).collect();
                     lease = Some(l);
                 }
-                Err(Error::Coordinator(crate::error::CoordinatorError::Backpressure { .. })) => backpressure += 1,
+                Err(Error::Coordinator(chronos_sync::error::CoordinatorError::Backpressure { .. })) => backpressure += 1,
                 Err(e) => return Err(e),
             }
         }
