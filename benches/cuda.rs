@@ -102,7 +102,7 @@ fn kernels(c: &mut Criterion) {
 
     let packed = b.select_pack(&mut st).expect("pack").to_vec();
     let mut gathered = Gathered::new();
-    gathered.reset(&[packed.len() as u64]);
+    gathered.reset(&[packed.len() as u64]).expect("lengths of real buffers");
     gathered.push_rank(&packed);
     let k = config.selection.k(N).expect("top-k");
     let apply_bytes = packed.len() + 16 * k;

@@ -55,6 +55,21 @@ pub enum Error {
         #[source]
         source: WireError,
     },
+    /// A step failed on one or more ranks for a reason other than non-finite
+    /// input alone: a wrong-length argument, a backend failure, a rank whose
+    /// replica diverged earlier. Every rank of the group returns it for the
+    /// same step with the same `failures` (the failures travel in the vote), so
+    /// all ranks stay at the same step; the accumulator and parameters are as
+    /// they were before the step, except where a failure says otherwise (see
+    /// [`FailureCause`]).
+    #[error("step failed on {}", describe_failures(failures))]
+    RankFailed {
+        /// Every failing rank with its cause, by rank.
+        failures: Vec<RankFailure>,
+        /// On a failing rank, its own error (the others have `None`).
+        #[source]
+        local: Option<Box<Error>>,
+    },
     /// A wire-format error outside of an exchange (e.g. decoding user input).
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -67,6 +82,81 @@ pub enum Error {
     /// The coordinator refused or failed an operation.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+}
+
+/// One rank's failure of a step, as every rank learns it from the vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankFailure {
+    /// The failing rank.
+    pub rank: usize,
+    /// The bucket (index in its [`crate::SyncGroup`]; 0 for a
+    /// [`crate::SparseSync`]) the failure concerns, when it concerns one.
+    pub bucket: Option<usize>,
+    /// What failed.
+    pub cause: FailureCause,
+}
+
+/// What failed on a rank (see [`Error::RankFailed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureCause {
+    /// Non-finite `delta` or `params`, or an accumulation that overflowed.
+    /// Nothing changed on any rank.
+    NonFinite,
+    /// A `delta` or `params` of the wrong length, or a grouped step given the
+    /// wrong number of buckets. Nothing changed on any rank.
+    LengthMismatch,
+    /// The backend failed while accumulating (nothing changed on any rank)
+    /// or while selecting and packing (this step's accumulation is kept on
+    /// every rank, nothing was sent, `params` are unchanged).
+    Backend,
+    /// An earlier step failed on this rank after the exchange (while
+    /// applying), so its parameters may differ from its peers'. Every step
+    /// fails until the engines are restored from a checkpoint.
+    Diverged,
+}
+
+impl FailureCause {
+    /// The cause's code in the vote (never 0, which means "no failure").
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            FailureCause::NonFinite => 1,
+            FailureCause::LengthMismatch => 2,
+            FailureCause::Backend => 3,
+            FailureCause::Diverged => 4,
+        }
+    }
+
+    /// The cause for a vote code; unknown codes (a newer peer) read as a
+    /// backend failure rather than being dropped.
+    pub(crate) fn from_code(code: u32) -> FailureCause {
+        match code {
+            1 => FailureCause::NonFinite,
+            2 => FailureCause::LengthMismatch,
+            4 => FailureCause::Diverged,
+            _ => FailureCause::Backend,
+        }
+    }
+}
+
+impl std::fmt::Display for RankFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cause = match self.cause {
+            FailureCause::NonFinite => "non-finite input",
+            FailureCause::LengthMismatch => "wrong length",
+            FailureCause::Backend => "backend failure",
+            FailureCause::Diverged => "diverged replica",
+        };
+        match self.bucket {
+            Some(b) => write!(f, "rank {} ({cause}, bucket {b})", self.rank),
+            None => write!(f, "rank {} ({cause})", self.rank),
+        }
+    }
+}
+
+fn describe_failures(failures: &[RankFailure]) -> String {
+    let parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    parts.join(", ")
 }
 
 /// Why a packed buffer (see [`crate::wire`]) was rejected by the decoder.
@@ -211,6 +301,15 @@ pub enum WireError {
         n: u64,
         /// Bytes the buffer would need.
         bytes: u64,
+    },
+    /// A rank announced a packed buffer longer than the selection rule's
+    /// worst case allows (checked before anything is allocated for it).
+    #[error("announced {announced} bytes, more than the {limit} bytes the selection rule allows")]
+    AnnouncedTooLarge {
+        /// Bytes announced.
+        announced: u64,
+        /// The largest buffer the configuration can produce.
+        limit: u64,
     },
     /// The buffer is well formed but describes another problem (length or dtype).
     #[error("buffer is for n = {found_n} with {found_dtype:?}, expected n = {n} with {dtype:?}")]

@@ -22,5 +22,5 @@ pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
-pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
-pub use sync::{SparseSync, StepReport};
+pub use error::{BackendError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result, WireError};
+pub use sync::{BucketStep, GroupReport, SparseSync, StepReport, SyncGroup};

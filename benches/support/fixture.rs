@@ -97,7 +97,7 @@ pub fn gathered_from_ranks(
         }
     }
     let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
-    gathered.reset(&lens);
+    gathered.reset(&lens).expect("lengths of real buffers");
     for b in &buffers {
         gathered.push_rank(b);
     }

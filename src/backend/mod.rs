@@ -25,18 +25,86 @@ pub use status::StepStatus;
 use crate::collective::Gathered;
 use crate::config::SyncConfig;
 use crate::error::Result;
+use std::borrow::BorrowMut;
+use std::sync::Arc;
+
+/// The body of a forwarding `Backend` impl: every method calls the same one
+/// on `**self`.
+macro_rules! forward_backend {
+    () => {
+        fn name(&self) -> String {
+            (**self).name()
+        }
+        fn alloc(&self, n: usize) -> Result<Self::Buffer> {
+            (**self).alloc(n)
+        }
+        fn upload(&self, src: &[f32], dst: &mut Self::Vector) -> Result<()> {
+            (**self).upload(src, dst)
+        }
+        fn download(&self, src: &Self::Vector, dst: &mut [f32]) -> Result<()> {
+            (**self).download(src, dst)
+        }
+        fn buffer_len(&self, buf: &Self::Vector) -> usize {
+            (**self).buffer_len(buf)
+        }
+        fn create_state(&self, n: usize, config: &SyncConfig) -> Result<Self::State> {
+            (**self).create_state(n, config)
+        }
+        fn read_accumulator(&self, state: &Self::State, dst: &mut [f32]) -> Result<()> {
+            (**self).read_accumulator(state, dst)
+        }
+        fn write_accumulator(&self, state: &mut Self::State, src: &[f32]) -> Result<()> {
+            (**self).write_accumulator(state, src)
+        }
+        fn accumulate(
+            &self,
+            state: &mut Self::State,
+            delta: &Self::Vector,
+            theta: &Self::Vector,
+            tau: f32,
+        ) -> Result<StepStatus> {
+            (**self).accumulate(state, delta, theta, tau)
+        }
+        fn commit_accumulate(&self, state: &mut Self::State) -> Result<()> {
+            (**self).commit_accumulate(state)
+        }
+        fn select_pack<'s>(&self, state: &'s mut Self::State) -> Result<&'s [u8]> {
+            (**self).select_pack(state)
+        }
+        fn apply(
+            &self,
+            state: &mut Self::State,
+            theta: &mut Self::Vector,
+            gathered: &Gathered,
+            own_rank: usize,
+            weight: f32,
+        ) -> Result<()> {
+            (**self).apply(state, theta, gathered, own_rank, weight)
+        }
+    };
+}
 
 /// The three device operations of one sync step, plus buffer management.
 ///
-/// Call order per step (driven by [`crate::SparseSync`]):
-/// `accumulate` → (vote) → `commit_accumulate` → [`select_pack` → (exchange) →
-/// `apply`]. Until `commit_accumulate`, the accumulator is untouched, so an
-/// erroring step leaves the state exactly as it was.
+/// Call order per step (driven by [`crate::SparseSync`] and
+/// [`crate::SyncGroup`]): `accumulate` → (vote) → `commit_accumulate` →
+/// [`select_pack` → (exchange) → `apply`]. Until `commit_accumulate`, the
+/// accumulator is untouched, so an erroring step leaves the state exactly as
+/// it was.
+///
+/// One backend serves any number of engines: every operation takes `&self`,
+/// and `&B` and `Arc<B>` are backends too, so the buckets of a model share one
+/// device context (and its compiled kernels) instead of creating one each.
 ///
 /// [`select_pack`]: Backend::select_pack
 pub trait Backend: Send + Sync {
-    /// A dense `f32` vector resident on this backend's device.
-    type Buffer: Send;
+    /// A dense `f32` vector in this backend's memory, as a step reads and
+    /// writes it: borrowed from its owner, never copied by the engine. On the
+    /// CPU it is `[f32]`, so a step runs directly on a framework's tensor
+    /// storage or an arena slice.
+    type Vector: ?Sized;
+    /// An owned vector from [`Backend::alloc`] (`Vec<f32>` on the CPU).
+    type Buffer: Send + BorrowMut<Self::Vector>;
     /// Per-instance device state (accumulators, workspaces, staging).
     type State: Send;
 
@@ -46,17 +114,22 @@ pub trait Backend: Send + Sync {
     /// A zero-filled buffer of `n` elements.
     fn alloc(&self, n: usize) -> Result<Self::Buffer>;
     /// Copies `src` into `dst` (same length, else [`crate::Error::LengthMismatch`]).
-    fn upload(&self, src: &[f32], dst: &mut Self::Buffer) -> Result<()>;
+    fn upload(&self, src: &[f32], dst: &mut Self::Vector) -> Result<()>;
     /// Copies `src` into `dst` (same length, else [`crate::Error::LengthMismatch`]).
-    fn download(&self, src: &Self::Buffer, dst: &mut [f32]) -> Result<()>;
+    fn download(&self, src: &Self::Vector, dst: &mut [f32]) -> Result<()>;
     /// Elements in `buf`.
-    fn buffer_len(&self, buf: &Self::Buffer) -> usize;
+    fn buffer_len(&self, buf: &Self::Vector) -> usize;
 
     /// Allocates the state for vectors of `n` elements under `config`
     /// (already validated). The accumulator starts at zero.
     fn create_state(&self, n: usize, config: &SyncConfig) -> Result<Self::State>;
     /// Copies the committed accumulator to the host (tests, checkpoints).
     fn read_accumulator(&self, state: &Self::State, dst: &mut [f32]) -> Result<()>;
+    /// Replaces the committed accumulator with `src` (restoring a
+    /// checkpoint). `src` has the state's length and only finite values (the
+    /// caller checks both); the spare accumulator and every workspace are
+    /// rewritten by the next step, so nothing else needs restoring.
+    fn write_accumulator(&self, state: &mut Self::State, src: &[f32]) -> Result<()>;
 
     /// Operation 1, fused: `acc' = acc + delta` into the spare accumulator, and
     /// in the same pass `sum(acc'^2)`, `sum(theta^2)`, the non-finite count of
@@ -70,8 +143,8 @@ pub trait Backend: Send + Sync {
     fn accumulate(
         &self,
         state: &mut Self::State,
-        delta: &Self::Buffer,
-        theta: &Self::Buffer,
+        delta: &Self::Vector,
+        theta: &Self::Vector,
         tau: f32,
     ) -> Result<StepStatus>;
 
@@ -94,9 +167,27 @@ pub trait Backend: Send + Sync {
     fn apply(
         &self,
         state: &mut Self::State,
-        theta: &mut Self::Buffer,
+        theta: &mut Self::Vector,
         gathered: &Gathered,
         own_rank: usize,
         weight: f32,
     ) -> Result<()>;
+}
+
+/// Forwards every operation to the backend behind a shared reference, so
+/// engines can borrow one backend (`SparseSync<&CpuBackend, _>`).
+impl<B: Backend + ?Sized> Backend for &B {
+    type Vector = B::Vector;
+    type Buffer = B::Buffer;
+    type State = B::State;
+    forward_backend!();
+}
+
+/// Forwards every operation to the shared backend, so engines on other
+/// threads can share one device context.
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    type Vector = B::Vector;
+    type Buffer = B::Buffer;
+    type State = B::State;
+    forward_backend!();
 }

@@ -1,5 +1,7 @@
 //! The result of a variable-size all-gather: every rank's bytes, back to back.
 
+use crate::error::{Error, Result, WireError};
+
 /// Every rank's packed buffer, concatenated in rank order. Reused across
 /// steps: clearing keeps the allocation.
 #[derive(Debug, Clone, Default)]
@@ -21,13 +23,37 @@ impl Gathered {
         self.offsets.reserve((ranks + 1).saturating_sub(self.offsets.len()));
     }
 
-    /// Empties the buffer, keeping its capacity, and reserves room for `lens`.
-    pub fn reset(&mut self, lens: &[u64]) {
+    /// Empties the buffer, keeping its capacity, and makes room for `lens`
+    /// (every rank's announced length). The lengths are untrusted: a sum
+    /// that overflows or a reservation the allocator refuses is
+    /// [`Error::InvalidPeerBuffer`] naming the largest announcer, never an
+    /// abort. Callers bound each length by the configuration's worst case
+    /// first ([`crate::SyncGroup`] does), so this is the last line of
+    /// defence, not the policy.
+    pub fn reset(&mut self, lens: &[u64]) -> Result<()> {
         self.bytes.clear();
         self.offsets.clear();
         self.offsets.push(0);
-        let total: u64 = lens.iter().sum();
-        self.bytes.reserve(total as usize);
+        let too_large = |announced: u64| {
+            let rank = lens.iter().enumerate().max_by_key(|&(_, &l)| l).map_or(0, |(r, _)| r);
+            Error::InvalidPeerBuffer {
+                rank,
+                source: WireError::AnnouncedTooLarge { announced, limit: isize::MAX as u64 },
+            }
+        };
+        let total = lens.iter().try_fold(0u64, |acc, &l| acc.checked_add(l)).ok_or_else(|| too_large(u64::MAX))?;
+        let total_usize =
+            usize::try_from(total).ok().filter(|&t| t <= isize::MAX as usize).ok_or_else(|| too_large(total))?;
+        self.bytes.try_reserve(total_usize).map_err(|_| too_large(total))?;
+        Ok(())
+    }
+
+    /// Empties the buffer, keeping its capacity (then [`Gathered::push_rank`]
+    /// each rank in order).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.offsets.clear();
+        self.offsets.push(0);
     }
 
     /// Appends the next rank's bytes.

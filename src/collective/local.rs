@@ -392,6 +392,11 @@ impl Collective for LocalCollective {
             };
             return Err(self.reject(err));
         }
+        // Bounds the announced lengths before anything is allocated; a rank
+        // that cannot breaks the group, so its peers fail fast too.
+        if let Err(err) = out.reset(lens) {
+            return Err(self.reject(err));
+        }
         let deadline = self.deadline();
         let (mut g, first) = self.enter(op, deadline)?;
         if first {
@@ -418,7 +423,6 @@ impl Collective for LocalCollective {
         let g = self.arrive(g, op, deadline)?;
         // Draining: nobody writes the slots until every rank has departed.
         drop(g);
-        out.reset(lens);
         for slot in &self.shared.slots {
             out.push_rank(&slot.read().unwrap_or_else(|e| e.into_inner()));
         }

@@ -378,10 +378,22 @@ impl Collective for NcclCollective {
         if send.len() as u64 != lens[self.rank] {
             return Err(Error::LengthMismatch { what: "send", expected: lens[self.rank] as usize, actual: send.len() });
         }
+        // Bounds the announced lengths (checked sum, fallible reservation)
+        // before anything below sizes a buffer from them.
+        out.reset(lens)?;
         let lens_usize: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
         let total: usize = lens_usize.iter().sum();
         let max = lens_usize.iter().copied().max().unwrap_or(0);
-        out.reset(lens);
+        if max.checked_mul(self.world).is_none_or(|b| b > isize::MAX as usize) {
+            let rank = lens_usize.iter().position(|&l| l == max).unwrap_or(0);
+            return Err(Error::InvalidPeerBuffer {
+                rank,
+                source: crate::error::WireError::AnnouncedTooLarge {
+                    announced: max as u64,
+                    limit: (isize::MAX as usize / self.world) as u64,
+                },
+            });
+        }
         if total <= self.broadcast_limit {
             // Grouped broadcasts: rank r's exact bytes land at its offset.
             let src = self.stage_in(send, send.len())?;

@@ -18,6 +18,7 @@ use crate::error::WireError;
 const VALUE_BLOCK_BYTES: usize = 16 * 1024;
 
 /// The header fields a decoder trusts after the header checks.
+#[derive(Clone, Copy)]
 struct Header {
     n: u64,
     dtype: WireDtype,
@@ -79,6 +80,60 @@ pub fn validate(bytes: &[u8], n: u64, dtype: WireDtype) -> Result<(), WireError>
     PackedView::parse_for(bytes, n, dtype).map(|_| ())
 }
 
+/// Reads the header and the chunk table at the start of `bytes`, filling the
+/// layout's offset vectors (cleared first), and returns the header and the
+/// total buffer length they imply. The body is not read: this is the one
+/// place that knows how long a buffer is, shared by full validation and by
+/// splitting concatenated buffers ([`Validator::leading_len`]).
+fn scan_table(
+    bytes: &[u8],
+    index_offsets: &mut Vec<u64>,
+    entry_offsets: &mut Vec<u64>,
+) -> Result<(Header, u64), WireError> {
+    let header = read_header(bytes)?;
+    let Header { n, dtype, count } = header;
+    let have = bytes.len() as u64;
+    // num_chunks(n) <= 2^48, so this cannot overflow.
+    let table_end = layout::index_base(n);
+    if have < table_end {
+        return Err(WireError::Truncated { needed: table_end, have });
+    }
+    // The table is inside the buffer, so the chunk count is bounded by
+    // the buffer length and the vectors below are too.
+    let chunks = ((table_end - HEADER_BYTES as u64) / 4) as usize;
+    let table = &bytes[HEADER_BYTES..table_end as usize];
+    index_offsets.clear();
+    entry_offsets.clear();
+    index_offsets.reserve(chunks + 1);
+    entry_offsets.reserve(chunks);
+    let mut at = table_end;
+    let mut entries = 0u64;
+    for (c, slot) in table.chunks_exact(4).enumerate() {
+        let k = u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
+        let len = layout::chunk_len(n, c as u64);
+        if k > len {
+            return Err(WireError::ChunkOverfull { chunk: c as u64, count: k, len });
+        }
+        index_offsets.push(at);
+        entry_offsets.push(entries);
+        at = at.saturating_add(layout::index_section_bytes(k, len));
+        // k <= chunk length and the chunk lengths sum to n: no overflow.
+        entries += u64::from(k);
+    }
+    index_offsets.push(at);
+    if entries != count {
+        return Err(WireError::CountMismatch { header: count, table: entries, n });
+    }
+    let size = dtype.size() as u64;
+    let total = count
+        .checked_mul(size)
+        .and_then(|b| b.checked_add(3))
+        .map(|b| b & !3)
+        .and_then(|vb| vb.checked_add(at))
+        .unwrap_or(u64::MAX);
+    Ok((header, total))
+}
+
 /// Reusable validation: [`validate`] without a per-call allocation once the
 /// scratch has held a layout with as many chunks (what a per-step caller such
 /// as [`crate::SparseSync`] needs).
@@ -93,6 +148,16 @@ impl Validator {
     pub fn for_len(n: u64) -> Self {
         let chunks = usize::try_from(crate::wire::layout::num_chunks(n)).unwrap_or(0);
         Validator { index_offsets: Vec::with_capacity(chunks + 1), entry_offsets: Vec::with_capacity(chunks) }
+    }
+
+    /// The length of the packed buffer that starts `bytes` (which may hold
+    /// more after it), from its header and chunk table alone; errors as
+    /// [`PackedView::parse`] for those parts. The length can exceed
+    /// `bytes.len()`: the caller compares. Used to split the concatenated
+    /// buffers of a grouped exchange before validating each one.
+    pub fn leading_len(&mut self, bytes: &[u8]) -> Result<u64, WireError> {
+        let (_, total) = scan_table(bytes, &mut self.index_offsets, &mut self.entry_offsets)?;
+        Ok(total)
     }
 
     /// Same checks and errors as [`validate`].
@@ -174,46 +239,8 @@ impl<'a> PackedView<'a> {
         mut index_offsets: Vec<u64>,
         mut entry_offsets: Vec<u64>,
     ) -> Result<Self, WireError> {
-        let Header { n, dtype, count } = read_header(bytes)?;
+        let (Header { n, dtype, count }, total) = scan_table(bytes, &mut index_offsets, &mut entry_offsets)?;
         let have = bytes.len() as u64;
-        // num_chunks(n) <= 2^48, so this cannot overflow.
-        let table_end = layout::index_base(n);
-        if have < table_end {
-            return Err(WireError::Truncated { needed: table_end, have });
-        }
-        // The table is inside the buffer, so the chunk count is bounded by
-        // the buffer length and the vectors below are too.
-        let chunks = ((table_end - HEADER_BYTES as u64) / 4) as usize;
-        let table = &bytes[HEADER_BYTES..table_end as usize];
-        index_offsets.clear();
-        entry_offsets.clear();
-        index_offsets.reserve(chunks + 1);
-        entry_offsets.reserve(chunks);
-        let mut at = table_end;
-        let mut entries = 0u64;
-        for (c, slot) in table.chunks_exact(4).enumerate() {
-            let k = u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
-            let len = layout::chunk_len(n, c as u64);
-            if k > len {
-                return Err(WireError::ChunkOverfull { chunk: c as u64, count: k, len });
-            }
-            index_offsets.push(at);
-            entry_offsets.push(entries);
-            at = at.saturating_add(layout::index_section_bytes(k, len));
-            // k <= chunk length and the chunk lengths sum to n: no overflow.
-            entries += u64::from(k);
-        }
-        index_offsets.push(at);
-        if entries != count {
-            return Err(WireError::CountMismatch { header: count, table: entries, n });
-        }
-        let size = dtype.size() as u64;
-        let total = count
-            .checked_mul(size)
-            .and_then(|b| b.checked_add(3))
-            .map(|b| b & !3)
-            .and_then(|vb| vb.checked_add(at))
-            .unwrap_or(u64::MAX);
         if have < total {
             return Err(WireError::Truncated { needed: total, have });
         }

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)] // each suite uses a different subset
 
-use chronos_sync::backend::{Backend, StepStatus};
+use chronos_sync::backend::Backend;
 use chronos_sync::collective::{Collective, Gathered, LocalCollective};
 use chronos_sync::{Result, SparseSync, StepReport, SyncConfig};
+use std::borrow::{Borrow, BorrowMut};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -153,62 +154,6 @@ pub fn assert_bitwise_eq(what: &str, a: &[f32], b: &[f32]) {
     }
 }
 
-/// A backend shared by every rank thread of one test (one device, one
-/// compiled pipeline), forwarding each operation to the inner backend.
-pub struct SharedBackend<B>(pub Arc<B>);
-
-impl<B: Backend> Backend for SharedBackend<B> {
-    type Buffer = B::Buffer;
-    type State = B::State;
-
-    fn name(&self) -> String {
-        self.0.name()
-    }
-    fn alloc(&self, n: usize) -> Result<Self::Buffer> {
-        self.0.alloc(n)
-    }
-    fn upload(&self, src: &[f32], dst: &mut Self::Buffer) -> Result<()> {
-        self.0.upload(src, dst)
-    }
-    fn download(&self, src: &Self::Buffer, dst: &mut [f32]) -> Result<()> {
-        self.0.download(src, dst)
-    }
-    fn buffer_len(&self, buf: &Self::Buffer) -> usize {
-        self.0.buffer_len(buf)
-    }
-    fn create_state(&self, n: usize, config: &SyncConfig) -> Result<Self::State> {
-        self.0.create_state(n, config)
-    }
-    fn read_accumulator(&self, state: &Self::State, dst: &mut [f32]) -> Result<()> {
-        self.0.read_accumulator(state, dst)
-    }
-    fn accumulate(
-        &self,
-        state: &mut Self::State,
-        delta: &Self::Buffer,
-        theta: &Self::Buffer,
-        tau: f32,
-    ) -> Result<StepStatus> {
-        self.0.accumulate(state, delta, theta, tau)
-    }
-    fn commit_accumulate(&self, state: &mut Self::State) -> Result<()> {
-        self.0.commit_accumulate(state)
-    }
-    fn select_pack<'s>(&self, state: &'s mut Self::State) -> Result<&'s [u8]> {
-        self.0.select_pack(state)
-    }
-    fn apply(
-        &self,
-        state: &mut Self::State,
-        theta: &mut Self::Buffer,
-        gathered: &Gathered,
-        own_rank: usize,
-        weight: f32,
-    ) -> Result<()> {
-        self.0.apply(state, theta, gathered, own_rank, weight)
-    }
-}
-
 /// Where a [`Tap`] leaves the last buffer its rank sent; the engine owns the
 /// tap, the test keeps this.
 pub type SentSlot = Arc<Mutex<Option<Vec<u8>>>>;
@@ -251,7 +196,7 @@ impl<C: Collective> Collective for Tap<C> {
 }
 
 /// The engine type every harness rank runs.
-pub type Engine<B> = SparseSync<SharedBackend<B>, Tap<LocalCollective>>;
+pub type Engine<B> = SparseSync<Arc<B>, Tap<LocalCollective>>;
 
 /// One rank of a harness group: its engine and its device buffers.
 pub struct Rank<B: Backend> {
@@ -270,13 +215,13 @@ pub struct Rank<B: Backend> {
 impl<B: Backend> Rank<B> {
     /// Uploads `delta` and runs one step.
     pub fn step_host(&mut self, delta: &[f32]) -> Result<StepReport> {
-        self.sync.backend().upload(delta, &mut self.delta)?;
-        self.sync.step(&self.delta, &mut self.theta)
+        self.sync.backend().upload(delta, self.delta.borrow_mut())?;
+        self.sync.step(self.delta.borrow(), self.theta.borrow_mut())
     }
     /// The parameters, downloaded.
     pub fn theta(&self) -> Vec<f32> {
         let mut v = vec![0.0; self.sync.len()];
-        self.sync.backend().download(&self.theta, &mut v).expect("download theta");
+        self.sync.backend().download(self.theta.borrow(), &mut v).expect("download theta");
         v
     }
     /// The committed accumulator, downloaded.
@@ -305,9 +250,9 @@ pub fn make_ranks<B: Backend>(
         .into_iter()
         .enumerate()
         .map(|(rank, c)| {
-            let b = SharedBackend(Arc::clone(backend));
+            let b = Arc::clone(backend);
             let mut theta = b.alloc(n)?;
-            b.upload(theta0, &mut theta)?;
+            b.upload(theta0, theta.borrow_mut())?;
             let delta = b.alloc(n)?;
             let (tap, sent) = Tap::new(c);
             let sync = SparseSync::new(b, tap, n, config.clone())?;

@@ -6,6 +6,7 @@ mod conformance;
 mod coordinator;
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
 mod cuda;
+mod faults;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -109,6 +109,7 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
 }
 
 impl Backend for CpuBackend {
+    type Vector = [f32];
     type Buffer = Vec<f32>;
     type State = CpuState;
 
@@ -121,19 +122,19 @@ impl Backend for CpuBackend {
         Ok(vec![0.0; n])
     }
 
-    fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
+    fn upload(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
         check_len("upload destination", src.len(), dst.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
 
-    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
+    fn download(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
         check_len("download destination", src.len(), dst.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
 
-    fn buffer_len(&self, buf: &Vec<f32>) -> usize {
+    fn buffer_len(&self, buf: &[f32]) -> usize {
         buf.len()
     }
 
@@ -147,7 +148,13 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn accumulate(&self, state: &mut CpuState, delta: &Vec<f32>, theta: &Vec<f32>, tau: f32) -> Result<StepStatus> {
+    fn write_accumulator(&self, state: &mut CpuState, src: &[f32]) -> Result<()> {
+        check_len("accumulator source", state.n, src.len())?;
+        state.acc.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn accumulate(&self, state: &mut CpuState, delta: &[f32], theta: &[f32], tau: f32) -> Result<StepStatus> {
         check_len("delta", state.n, delta.len())?;
         check_len("theta", state.n, theta.len())?;
         Ok(self.run(|| fused::accumulate(state, delta, theta, tau)))
@@ -166,7 +173,7 @@ impl Backend for CpuBackend {
     fn apply(
         &self,
         state: &mut CpuState,
-        theta: &mut Vec<f32>,
+        theta: &mut [f32],
         gathered: &Gathered,
         own_rank: usize,
         weight: f32,

@@ -90,6 +90,7 @@ impl<R: KernelRunner> KernelBackend<R> {
 }
 
 impl<R: KernelRunner> Backend for KernelBackend<R> {
+    type Vector = DeviceBuffer<R::Mem>;
     type Buffer = DeviceBuffer<R::Mem>;
     type State = KernelState<R::Mem>;
 
@@ -101,17 +102,17 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         Ok(DeviceBuffer { mem: self.runner.alloc_zeroed((4 * n).max(16))?, len: n })
     }
 
-    fn upload(&self, src: &[f32], dst: &mut Self::Buffer) -> Result<()> {
+    fn upload(&self, src: &[f32], dst: &mut Self::Vector) -> Result<()> {
         check_len("upload", dst.len, src.len())?;
         self.runner.write(&mut dst.mem, 0, bytemuck::cast_slice(src))
     }
 
-    fn download(&self, src: &Self::Buffer, dst: &mut [f32]) -> Result<()> {
+    fn download(&self, src: &Self::Vector, dst: &mut [f32]) -> Result<()> {
         check_len("download", src.len, dst.len())?;
         self.runner.read(&src.mem, 0, bytemuck::cast_slice_mut(dst))
     }
 
-    fn buffer_len(&self, buf: &Self::Buffer) -> usize {
+    fn buffer_len(&self, buf: &Self::Vector) -> usize {
         buf.len
     }
 
@@ -131,11 +132,17 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         self.runner.read(&state.acc[state.committed], 0, bytemuck::cast_slice_mut(dst))
     }
 
+    fn write_accumulator(&self, state: &mut Self::State, src: &[f32]) -> Result<()> {
+        check_len("accumulator", state.n, src.len())?;
+        let committed = state.committed;
+        self.runner.write(&mut state.acc[committed], 0, bytemuck::cast_slice(src))
+    }
+
     fn accumulate(
         &self,
         st: &mut Self::State,
-        delta: &Self::Buffer,
-        theta: &Self::Buffer,
+        delta: &Self::Vector,
+        theta: &Self::Vector,
         tau: f32,
     ) -> Result<StepStatus> {
         check_len("delta", st.n, delta.len)?;
@@ -247,7 +254,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
     fn apply(
         &self,
         st: &mut Self::State,
-        theta: &mut Self::Buffer,
+        theta: &mut Self::Vector,
         gathered: &Gathered,
         own_rank: usize,
         weight: f32,

@@ -138,6 +138,7 @@ impl std::fmt::Debug for WgpuBackend {
 }
 
 impl Backend for WgpuBackend {
+    type Vector = WgpuBuffer;
     type Buffer = WgpuBuffer;
     type State = WgpuState;
 
@@ -189,6 +190,18 @@ impl Backend for WgpuBackend {
             return Err(Error::LengthMismatch { what: "accumulator", expected: state.n as usize, actual: dst.len() });
         }
         self.read_back("wgpu read_accumulator", &state.acc[state.committed], dst)
+    }
+
+    fn write_accumulator(&self, state: &mut WgpuState, src: &[f32]) -> Result<()> {
+        self.check_state(state)?;
+        if src.len() as u64 != state.n {
+            return Err(Error::LengthMismatch { what: "accumulator", expected: state.n as usize, actual: src.len() });
+        }
+        self.ctx.scoped("write_accumulator", 0, false, || {
+            self.ctx.queue.write_buffer(&state.acc[state.committed], 0, bytemuck::cast_slice(src));
+            self.ctx.queue.submit([]);
+            Ok(())
+        })
     }
 
     fn accumulate(

@@ -6,6 +6,7 @@ use super::lockstep::lockstep;
 use crate::common::{Job, Rank, Synthetic, assert_bitwise_eq, initial_params, make_ranks};
 use crate::reference::Reference;
 use chronos_sync::{Backend, Error, Selection, SyncConfig, WireDtype};
+use std::borrow::BorrowMut;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -78,7 +79,7 @@ pub fn non_finite_input_fails_every_rank_and_rolls_back<B: Backend>(backend: &Ar
                     if in_params {
                         let mut bad = theta_before.clone();
                         bad[n / 2] = value;
-                        r.sync.backend().upload(&bad, &mut r.theta).unwrap();
+                        r.sync.backend().upload(&bad, r.theta.borrow_mut()).unwrap();
                     } else {
                         delta[n - 1] = value;
                     }
@@ -93,7 +94,7 @@ pub fn non_finite_input_fails_every_rank_and_rolls_back<B: Backend>(backend: &Ar
             let theta_after = r.theta();
             if poison.iter().any(|&(rank, p, _)| p && rank == r.rank) {
                 assert!(theta_after[n / 2].is_nan(), "rank {}: parameters must be left as they were", r.rank);
-                r.sync.backend().upload(&theta_before, &mut r.theta).unwrap();
+                r.sync.backend().upload(&theta_before, r.theta.borrow_mut()).unwrap();
             } else {
                 assert_bitwise_eq(&format!("rank {} theta after {want:?}", r.rank), &theta_after, &theta_before);
             }

@@ -9,7 +9,8 @@
 //! every step), `invariants` (conservation, replicas, significance, seed
 //! parity), `matching` (packed bytes and state against the reference for every
 //! rule, dtype and size), `failures` (all-zero and non-finite input,
-//! timeouts). One file per backend instantiates the suite (`cpu.rs`).
+//! timeouts), `grouped` (a group's buckets against separate engines, a
+//! wrong length on one rank). One file per backend instantiates the suite (`cpu.rs`).
 //!
 //! [`SparseSync`]: chronos_sync::SparseSync
 //! [`LocalCollective`]: chronos_sync::LocalCollective
@@ -52,6 +53,9 @@ macro_rules! conformance_suite {
                 non_finite_input_fails_every_rank_and_rolls_back,
                 overflowing_accumulation_is_refused,
                 missing_rank_times_out,
+                group_buckets_match_separate_engines,
+                wrong_length_on_one_rank_fails_every_rank_at_the_same_step,
+                wrong_bucket_count_on_one_rank_fails_every_rank,
             );
         }
     };
@@ -66,6 +70,7 @@ macro_rules! conformance_suite {
 }
 
 mod failures;
+mod grouped;
 mod invariants;
 mod lockstep;
 mod matching;
@@ -73,6 +78,7 @@ mod matching;
 /// Every case, generic over the backend (the macro refers to them here).
 pub mod cases {
     pub use super::failures::*;
+    pub use super::grouped::*;
     pub use super::invariants::*;
     pub use super::matching::*;
 }

@@ -233,7 +233,7 @@ fn apply_sums_ranks_in_order_with_error_feedback() {
             rank_buffer(&others[1], reference::top_k(&others[1], 30_000), dtype), // bitmaps
         ];
         let mut gathered = Gathered::new();
-        gathered.reset(&ranks.iter().map(|r| r.2.len() as u64).collect::<Vec<_>>());
+        gathered.reset(&ranks.iter().map(|r| r.2.len() as u64).collect::<Vec<_>>()).expect("lengths of real buffers");
         ranks.iter().for_each(|r| gathered.push_rank(&r.2));
         let theta0 = rng.vec(n, 1.0);
         let mut theta = buffer(&b, &theta0);
@@ -272,7 +272,7 @@ fn apply_rejects_a_malformed_peer_buffer_untouched() {
     wrong_n[8] ^= 1;
     for (bad, what) in [(truncated.to_vec(), "truncated"), (wrong_n, "wrong n"), (vec![0u8; 8], "short")] {
         let mut gathered = Gathered::new();
-        gathered.reset(&[good.len() as u64, bad.len() as u64]);
+        gathered.reset(&[good.len() as u64, bad.len() as u64]).expect("lengths of real buffers");
         gathered.push_rank(&good);
         gathered.push_rank(&bad);
         let err = b.apply(&mut st, &mut theta, &gathered, 0, 0.5).unwrap_err();
@@ -306,7 +306,7 @@ fn steps_follow_the_reference_model() {
         let packed = b.select_pack(&mut st).unwrap().to_vec();
         assert_eq!(packed, bytes, "step {step}: packed bytes");
         let mut gathered = Gathered::new();
-        gathered.reset(&[packed.len() as u64]);
+        gathered.reset(&[packed.len() as u64]).expect("lengths of real buffers");
         gathered.push_rank(&packed);
         b.apply(&mut st, &mut theta, &gathered, 0, 1.0).unwrap();
         reference::apply(&mut theta_ref, &mut acc_ref, &[(sel, vals)], 0, 1.0, true);
@@ -366,7 +366,7 @@ fn matches_the_cpu_backend() {
             assert_eq!(p_cpu.len(), p_emu.len(), "{selection:?} step {step}: packed length");
             assert!(p_cpu == p_emu, "{selection:?} {dtype:?} step {step}: packed bytes differ from CpuBackend");
             let mut g = Gathered::new();
-            g.reset(&[p_cpu.len() as u64, p_cpu.len() as u64]);
+            g.reset(&[p_cpu.len() as u64, p_cpu.len() as u64]).expect("lengths of real buffers");
             g.push_rank(&p_cpu);
             g.push_rank(&p_emu);
             cpu.apply(&mut cs, &mut ct, &g, 1, 0.5).unwrap();

@@ -80,7 +80,7 @@ fn apply_matches_the_naive_rank_order_sum() {
             }
             let (mut state, stored) = own.unwrap();
             let mut gathered = Gathered::new();
-            gathered.reset(&buffers.iter().map(|b| b.len() as u64).collect::<Vec<_>>());
+            gathered.reset(&buffers.iter().map(|b| b.len() as u64).collect::<Vec<_>>()).expect("small lengths");
             buffers.iter().for_each(|b| gathered.push_rank(b));
             let mut theta = rng.vec(n, true);
             theta[10] = -0.0;

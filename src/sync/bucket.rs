@@ -1,0 +1,64 @@
+//! One bucket of a [`super::SyncGroup`]: one vector's accumulator on the
+//! device, its counters, and the host-side scratch its steps reuse.
+
+use crate::backend::StepStatus;
+use crate::collective::Gathered;
+use crate::config::SyncConfig;
+use crate::error::Result;
+use crate::wire;
+
+pub(crate) struct Bucket<S> {
+    pub(crate) n: usize,
+    pub(crate) config: SyncConfig,
+    /// The backend's state: accumulators and workspaces, on the device.
+    pub(crate) state: S,
+    /// Steps completed, counted from 1 (0 before the first).
+    pub(crate) t: u64,
+    /// Steps since the last sync.
+    pub(crate) since: u64,
+    /// The largest packed buffer this bucket's rule can produce: the bound
+    /// every peer's announced length is held to before allocation.
+    pub(crate) max_bytes: usize,
+    /// The status of this step's fused pass.
+    pub(crate) status: StepStatus,
+    pub(crate) validator: wire::Validator,
+    /// This bucket's share of a grouped exchange (several buckets syncing).
+    pub(crate) gathered: Gathered,
+    /// What this rank sent and received in its last sync.
+    pub(crate) entries_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+}
+
+impl<S> Bucket<S> {
+    pub(crate) fn new(n: usize, config: SyncConfig, state: S, world: usize) -> Self {
+        let entries = config.selection.max_entries(n) as u64;
+        let max_bytes =
+            usize::try_from(wire::layout::max_packed_bytes(n as u64, config.wire_dtype, entries)).unwrap_or(usize::MAX);
+        let mut gathered = Gathered::new();
+        gathered.reserve_total(max_bytes.saturating_mul(world), world);
+        Bucket {
+            n,
+            config,
+            state,
+            t: 0,
+            since: 0,
+            max_bytes,
+            status: StepStatus::default(),
+            validator: wire::Validator::for_len(n as u64),
+            gathered,
+            entries_sent: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// Records this rank's traffic from a validated exchange.
+    pub(crate) fn note_exchange(&mut self, gathered: &Gathered, own_rank: usize) -> Result<()> {
+        let own = gathered.rank_bytes(own_rank);
+        self.entries_sent = wire::peek_count(own)?;
+        self.bytes_sent = own.len() as u64;
+        self.bytes_received = (gathered.total_len() - own.len()) as u64;
+        Ok(())
+    }
+}
