@@ -19,7 +19,7 @@ pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use backend::{Backend, CpuBackend, StepStatus};
 #[cfg(feature = "nccl")]
 pub use collective::nccl::{NcclCollective, NcclId};
-pub use collective::{Collective, Gathered, LocalCollective};
+pub use collective::{Collective, Gathered, LocalCollective, SharedCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{BackendError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result, WireError};

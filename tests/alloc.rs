@@ -6,7 +6,9 @@
 //! rank threads) and libtest's own threads allocate while tests run.
 //!
 //! For 1 and 2 in-process ranks (`LocalCollective`) and every selection rule,
-//! each `SparseSync<CpuBackend, LocalCollective>` runs warm-up steps that
+//! each `SparseSync<CpuBackend, LocalCollective>` (and, at 2 ranks, a
+//! `SyncGroup` of three buckets that are slices of the same caller-owned
+//! vectors) runs warm-up steps that
 //! include syncs, then more steps with the counter armed: syncs forced every
 //! third step (non-triggering and syncing steps), and a configuration that
 //! triggers every step. Any allocation on the step's path fails the test
@@ -16,7 +18,9 @@
 //! the allocator). `CHRONOS_ALLOC_FULL_TRACES=1` prints each site's whole
 //! backtrace; `CHRONOS_ALLOC_TRACES=0` turns the site search off.
 
-use chronos_sync::{Collective, CpuBackend, LocalCollective, Selection, SparseSync, SyncConfig, WireDtype};
+use chronos_sync::{
+    BucketStep, Collective, CpuBackend, LocalCollective, Selection, SparseSync, SyncConfig, SyncGroup, WireDtype,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,9 +201,55 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Bucket boundaries of the grouped engine inside the N-element arena:
+/// three buckets of unequal lengths, each a slice of the caller's vectors.
+const SPLITS: [usize; 2] = [N / 2, N / 2 + N / 4 + 3];
+
+/// The engine under test: one `SparseSync` over the whole vector, or a
+/// `SyncGroup` of three buckets stepping slices of the same vectors.
+enum Engine {
+    Single(SparseSync<CpuBackend, LocalCollective>),
+    Grouped(SyncGroup<CpuBackend, LocalCollective>),
+}
+
+impl Engine {
+    fn new(grouped: bool, c: LocalCollective, config: &SyncConfig) -> Engine {
+        if !grouped {
+            return Engine::Single(SparseSync::new(CpuBackend::new(), c, N, config.clone()).expect("new"));
+        }
+        let mut group = SyncGroup::new(CpuBackend::new(), c).expect("group");
+        let mut start = 0;
+        for end in SPLITS.into_iter().chain([N]) {
+            group.add_bucket(end - start, config.clone()).expect("bucket");
+            start = end;
+        }
+        Engine::Grouped(group)
+    }
+
+    /// One step; whether it (bucket 0, for a group) synced.
+    fn step(&mut self, delta: &[f32], theta: &mut [f32]) -> bool {
+        match self {
+            Engine::Single(sync) => sync.step(delta, theta).expect("step").synced,
+            Engine::Grouped(group) => {
+                let (d0, d_rest) = delta.split_at(SPLITS[0]);
+                let (d1, d2) = d_rest.split_at(SPLITS[1] - SPLITS[0]);
+                let (t0, t_rest) = theta.split_at_mut(SPLITS[0]);
+                let (t1, t2) = t_rest.split_at_mut(SPLITS[1] - SPLITS[0]);
+                let mut steps = [
+                    BucketStep { delta: d0, params: t0 },
+                    BucketStep { delta: d1, params: t1 },
+                    BucketStep { delta: d2, params: t2 },
+                ];
+                group.step(&mut steps).expect("grouped step");
+                group.reports()[0].synced
+            }
+        }
+    }
+}
+
 /// Runs `case` on `world` ranks; returns the allocations counted during the
 /// measured steps (step path, rayon injector) and how many of them synced.
-fn run_case(case: &Case, world: usize) -> ((u64, u64), usize) {
+fn run_case(case: &Case, world: usize, grouped: bool) -> ((u64, u64), usize) {
     let collectives = LocalCollective::group(world, Duration::from_secs(60)).expect("group");
     let barrier = Barrier::new(world + 1);
     let synced = AtomicU64::new(0);
@@ -211,7 +261,7 @@ fn run_case(case: &Case, world: usize) -> ((u64, u64), usize) {
                 .name(format!("rank-{}", c.rank()))
                 .spawn_scoped(s, move || {
                     let rank = c.rank() as u64;
-                    let mut sync = SparseSync::new(CpuBackend::new(), c, N, case.config.clone()).expect("new");
+                    let mut engine = Engine::new(grouped, c, &case.config);
                     let mut theta = vec![0.0f32; N];
                     fill(&mut theta, 1, 2.0);
                     let mut delta = vec![0.0f32; N];
@@ -221,13 +271,13 @@ fn run_case(case: &Case, world: usize) -> ((u64, u64), usize) {
                             barrier.wait(); // warm-up done on every rank
                             barrier.wait(); // counter armed
                         }
-                        let report = sync.step(&delta, &mut theta).expect("step");
-                        if t >= WARMUP_STEPS && report.synced && rank == 0 {
+                        let synced_now = engine.step(&delta, &mut theta);
+                        if t >= WARMUP_STEPS && synced_now && rank == 0 {
                             synced.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     barrier.wait(); // measured steps done
-                    barrier.wait(); // counter disarmed: dropping `sync` may allocate
+                    barrier.wait(); // counter disarmed: dropping the engine may allocate
                 })
                 .expect("spawn rank");
         }
@@ -253,16 +303,18 @@ fn main() {
     SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
 
     let mut failures = Vec::new();
-    for world in [1, 2] {
+    for (world, grouped) in [(1, false), (2, false), (2, true)] {
+        let engine = if grouped { "3 buckets" } else { "1 vector" };
         for case in cases() {
-            let ((allocs, rayon), synced) = run_case(&case, world);
-            // At most one injector block per 4 rank-steps (a step injects a
-            // handful of jobs; a block holds 63).
-            let rayon_ok = rayon * 4 <= (MEASURED_STEPS * world) as u64;
+            let ((allocs, rayon), synced) = run_case(&case, world, grouped);
+            // At most one injector block per 4 rank-steps of each bucket (a
+            // bucket's step injects a handful of jobs; a block holds 63).
+            let buckets = if grouped { SPLITS.len() + 1 } else { 1 };
+            let rayon_ok = rayon * 4 <= (MEASURED_STEPS * world * buckets) as u64;
             let verdict = if allocs == 0 && rayon_ok { "ok" } else { "FAILED" };
             println!(
-                "alloc: W={world} {:<52} {MEASURED_STEPS} steps ({synced:>2} synced): {allocs} allocations \
-                 (+{rayon} rayon injector blocks) ... {verdict}",
+                "alloc: W={world} {engine:<9} {:<52} {MEASURED_STEPS} steps ({synced:>2} synced): {allocs} \
+                 allocations (+{rayon} rayon injector blocks) ... {verdict}",
                 case.name
             );
             let mixed = synced > 0 && synced < MEASURED_STEPS;
@@ -273,7 +325,7 @@ fn main() {
             );
             if allocs != 0 || !rayon_ok {
                 failures.push(format!(
-                    "W={world} {}: {allocs} allocations (+{rayon} rayon) in {MEASURED_STEPS} steps",
+                    "W={world} {engine} {}: {allocs} allocations (+{rayon} rayon) in {MEASURED_STEPS} steps",
                     case.name
                 ));
                 for (site, n, trace) in SITES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {

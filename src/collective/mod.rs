@@ -3,19 +3,30 @@
 //! The trait is deliberately small: the vote (an element-wise max of a few
 //! `u32`), a count exchange, and a variable-size all-gather of bytes. Every
 //! rank calls the same operations in the same order; each call returns within
-//! the collective's timeout, with [`crate::Error::Timeout`] naming the ranks
-//! that did not arrive, never hanging.
+//! the collective's timeout, never hanging, with [`crate::Error::Timeout`].
+//! Its `missing` list names the ranks that did not arrive where the
+//! collective can know them: [`LocalCollective`] always does; NCCL cannot
+//! see which peer is late, so its timeouts name none (an empty list).
 //!
 //! Implementations: [`LocalCollective`] (W ranks as threads of one process,
 //! the embedded default) and, behind the `nccl` feature, an NCCL collective.
+//! [`SharedCollective`] lets several engines use one collective.
+//!
+//! Announced lengths are untrusted: the engines bound every rank's length
+//! by the selection rule's worst case before calling
+//! [`Collective::all_gather_bytes`], and [`Gathered::reset`] refuses sums
+//! that overflow or cannot be reserved, so a lying peer gets a typed error,
+//! never an allocation failure.
 
 pub mod gathered;
 pub mod local;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod shared;
 
 pub use gathered::Gathered;
 pub use local::LocalCollective;
+pub use shared::SharedCollective;
 
 use crate::error::Result;
 use std::time::Duration;
