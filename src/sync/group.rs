@@ -34,9 +34,9 @@ pub struct BucketStep<'a, B: Backend + ?Sized> {
 /// rank inside a step, it makes the same collective calls as its peers:
 /// local failures are voted, so every rank fails the same step.
 pub struct SyncGroup<B: Backend, C: Collective> {
-    backend: B,
-    collective: C,
-    buckets: Vec<Bucket<B::State>>,
+    pub(super) backend: B,
+    pub(super) collective: C,
+    pub(super) buckets: Vec<Bucket<B::State>>,
     reports: Vec<StepReport>,
     /// The vote (see `vote`): one word per bucket, then one per rank.
     vote: Vec<u32>,
@@ -50,7 +50,7 @@ pub struct SyncGroup<B: Backend, C: Collective> {
     syncing: Vec<usize>,
     /// Set when a step failed on this rank after the exchange began changing
     /// parameters: from then on this rank votes [`FailureCause::Diverged`].
-    diverged: bool,
+    pub(super) diverged: bool,
 }
 
 impl<B: Backend, C: Collective> SyncGroup<B, C> {
@@ -155,10 +155,6 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         })
     }
 
-    pub(super) fn parts(&mut self) -> (&B, &C, &mut [Bucket<B::State>], &mut bool) {
-        (&self.backend, &self.collective, &mut self.buckets, &mut self.diverged)
-    }
-
     fn max_payload_all(&self) -> usize {
         self.buckets.iter().map(|b| b.max_bytes).fold(0usize, usize::saturating_add)
     }
@@ -214,15 +210,19 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             return Err(vote::failure_error(&self.vote[nb..], local.and_then(|(_, _, e)| e)));
         }
 
-        // 3. Commit every bucket's accumulation and count the step.
+        // 3. Commit every bucket's accumulation and count the step. A failed
+        // commit leaves this rank unlike its peers (diverged); if the step
+        // syncs it is announced in the count exchange like a failed pack, so
+        // every rank fails this step, and later steps vote it.
         let control_bytes = (self.vote.len() * 4) as u64;
         self.syncing.clear();
+        let mut commit_failure = None;
         for (b, bucket) in self.buckets.iter_mut().enumerate() {
-            if let Err(e) = self.backend.commit_accumulate(&mut bucket.state) {
-                // Earlier buckets committed already: this rank no longer
-                // matches what its peers believe.
-                self.diverged = true;
-                return Err(e);
+            if commit_failure.is_none() {
+                if let Err(e) = self.backend.commit_accumulate(&mut bucket.state) {
+                    self.diverged = true;
+                    commit_failure = Some((b, e));
+                }
             }
             bucket.t += 1;
             bucket.since += 1;
@@ -242,11 +242,14 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         }
         let mut report = GroupReport { step: self.steps(), control_bytes, ..GroupReport::default() };
         if self.syncing.is_empty() {
-            return Ok(report);
+            return match commit_failure {
+                Some((_, e)) => Err(e),
+                None => Ok(report),
+            };
         }
 
         // 4. Pack, exchange, validate, apply.
-        self.exchange(world)?;
+        self.exchange(world, commit_failure)?;
         self.reports[0].control_bytes += (world * 8) as u64;
         report.control_bytes += (world * 8) as u64;
         if let Err(e) = self.apply_all(steps, rank, world) {
@@ -297,12 +300,13 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         None
     }
 
-    /// Step part 2: select and pack the syncing buckets, exchange their
-    /// lengths and bytes, and check every rank's buffers. On success each
+    /// Step part 2: select and pack the syncing buckets (unless this rank
+    /// already failed, `failed_before`), exchange their lengths and bytes,
+    /// and check every rank's buffers. On success each
     /// syncing bucket's validated rank buffers are ready for `apply_all`
     /// (in the group's `gathered` for a single syncing bucket, else in the
     /// bucket's own).
-    fn exchange(&mut self, world: usize) -> Result<()> {
+    fn exchange(&mut self, world: usize, failed_before: Option<(usize, Error)>) -> Result<()> {
         let SyncGroup { backend, collective, buckets, lens, send, gathered, syncing, .. } = self;
         let single = syncing.len() == 1;
         let limit = syncing.iter().map(|&b| buckets[b].max_bytes as u64).fold(0u64, u64::saturating_add);
@@ -311,9 +315,11 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         // rank learns it from the count exchange and none enters the byte
         // exchange.
         send.clear();
-        let mut failed = None;
+        let mut failed = failed_before;
         let mut single_packed: &[u8] = &[];
-        if single {
+        if failed.is_some() {
+            // Nothing to pack: announce the failure below.
+        } else if single {
             let bucket = &mut buckets[syncing[0]];
             match backend.select_pack(&mut bucket.state) {
                 Ok(packed) => single_packed = packed,

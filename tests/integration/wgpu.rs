@@ -9,6 +9,7 @@ use chronos_sync::wire::checksum::checksum;
 use chronos_sync::wire::layout::{self, Layout};
 use chronos_sync::wire::quantize::{quantize, round_trip};
 use chronos_sync::{Backend, Error, Gathered, Selection, SyncConfig, WgpuBackend, WgpuOptions, WireDtype};
+use std::borrow::{Borrow, BorrowMut};
 
 /// The backend under test, or `None` (printed) when this machine has no
 /// adapter. Under `CI=true` a missing adapter is a test failure.
@@ -478,17 +479,17 @@ fn four_rank_job<B: Backend + 'static>(make: fn() -> B) -> Vec<(Vec<u32>, Vec<u3
             std::thread::spawn(move || {
                 let backend = make();
                 let mut params = backend.alloc(n).unwrap();
-                backend.upload(&theta0, &mut params).unwrap();
+                backend.upload(&theta0, params.borrow_mut()).unwrap();
                 let mut delta = backend.alloc(n).unwrap();
                 let mut rng = Rng(100 + rank as u64);
                 let mut sync = SparseSync::new(backend, coll, n, cfg).unwrap();
                 let mut syncs = 0;
                 for _ in 0..steps {
-                    sync.backend().upload(&rng.vec(n, 0.01), &mut delta).unwrap();
-                    syncs += u64::from(sync.step(&delta, &mut params).unwrap().synced);
+                    sync.backend().upload(&rng.vec(n, 0.01), delta.borrow_mut()).unwrap();
+                    syncs += u64::from(sync.step(delta.borrow(), params.borrow_mut()).unwrap().synced);
                 }
                 let mut host = vec![0.0f32; n];
-                sync.backend().download(&params, &mut host).unwrap();
+                sync.backend().download(params.borrow(), &mut host).unwrap();
                 let p = host.iter().map(|x| x.to_bits()).collect();
                 sync.read_accumulator(&mut host).unwrap();
                 (p, host.iter().map(|x| x.to_bits()).collect(), syncs)

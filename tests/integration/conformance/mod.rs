@@ -10,7 +10,7 @@
 //! parity), `matching` (packed bytes and state against the reference for every
 //! rule, dtype and size), `failures` (all-zero and non-finite input,
 //! timeouts), `grouped` (a group's buckets against separate engines, a
-//! wrong length on one rank). One file per backend instantiates the suite (`cpu.rs`).
+//! wrong length on one rank), `restart` (checkpoint, restore, continue). One file per backend instantiates the suite (`cpu.rs`).
 //!
 //! [`SparseSync`]: chronos_sync::SparseSync
 //! [`LocalCollective`]: chronos_sync::LocalCollective
@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
                 group_buckets_match_separate_engines,
                 wrong_length_on_one_rank_fails_every_rank_at_the_same_step,
                 wrong_bucket_count_on_one_rank_fails_every_rank,
+                checkpoint_restore_continues_bitwise,
             );
         }
     };
@@ -74,6 +75,7 @@ mod grouped;
 mod invariants;
 mod lockstep;
 mod matching;
+mod restart;
 
 /// Every case, generic over the backend (the macro refers to them here).
 pub mod cases {
@@ -81,6 +83,7 @@ pub mod cases {
     pub use super::grouped::*;
     pub use super::invariants::*;
     pub use super::matching::*;
+    pub use super::restart::*;
 }
 
 /// The maker rule in one place: `Ok(backend)` is `Some(backend)`; an error
