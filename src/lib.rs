@@ -3,6 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+pub mod checkpoint;
 pub mod collective;
 pub mod config;
 pub mod coordinator;
@@ -22,5 +23,5 @@ pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
-pub use error::{BackendError, CollectiveError, CoordinatorError, Error, Result, WireError};
+pub use error::{BackendError, CheckpointError, CollectiveError, CoordinatorError, Error, Result, WireError};
 pub use sync::{SparseSync, StepReport};
