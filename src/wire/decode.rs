@@ -684,7 +684,7 @@ mod tests {
     fn view_exposes_layout_chunks_and_entries() {
         for dtype in [WireDtype::F32, WireDtype::F16, WireDtype::Bf16] {
             let d = sample(dtype);
-            let bytes = d.encode();
+            let bytes = d.encode().unwrap();
             let v = PackedView::parse(&bytes).unwrap();
             assert_eq!((v.n(), v.dtype(), v.count()), (d.n, dtype, d.count()));
             assert_eq!(*v.layout(), d.layout());
@@ -712,7 +712,7 @@ mod tests {
 
     #[test]
     fn validate_reports_mismatch() {
-        let bytes = sample(WireDtype::Bf16).encode();
+        let bytes = sample(WireDtype::Bf16).encode().unwrap();
         let n = 3 * CHUNK_ELEMS as u64 + 100;
         assert_eq!(
             validate(&bytes, n, WireDtype::F16),
@@ -723,7 +723,7 @@ mod tests {
 
     #[test]
     fn huge_n_in_tiny_buffer_is_truncated_without_allocating() {
-        let mut b = PackedDelta::empty(1, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(1, WireDtype::F32).encode().unwrap();
         for n in [u64::MAX, u64::MAX - 65_535, 1 << 62] {
             b[8..16].copy_from_slice(&n.to_le_bytes());
             reseal(&mut b);
@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn huge_count_is_a_count_mismatch() {
-        let mut b = PackedDelta::empty(10, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(10, WireDtype::F32).encode().unwrap();
         b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         reseal(&mut b);
         assert_eq!(PackedView::parse(&b).unwrap_err(), WireError::CountMismatch { header: u64::MAX, table: 0, n: 10 });
@@ -747,7 +747,7 @@ mod tests {
     fn stray_bitmap_bit_is_reported_at_its_byte() {
         let n = 100u64;
         let d = PackedDelta::new(n, WireDtype::F32, (0..40).collect(), vec![1.0; 40]).unwrap();
-        let mut b = d.encode();
+        let mut b = d.encode().unwrap();
         let start = d.layout().index_offsets[0] as usize;
         // Word 3 holds bits 96..128; 100 % 32 = 4, so bit 4 of that word is the first stray bit.
         b[start + 12] |= 1 << 5;
@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn peek_count_checks_only_the_header_prefix() {
         assert_eq!(peek_count(b"CSPD"), Err(WireError::Truncated { needed: 32, have: 4 }));
-        let mut b = PackedDelta::empty(0, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(0, WireDtype::F32).encode().unwrap();
         assert_eq!(b.len(), 32);
         b[16] = 7;
         assert_eq!(peek_count(&b), Ok(7));
