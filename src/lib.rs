@@ -9,6 +9,8 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod wire;
 
 #[cfg(feature = "cuda")]

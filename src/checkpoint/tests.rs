@@ -5,22 +5,10 @@
 //! regression files.
 
 use proptest::prelude::*;
-use proptest::test_runner::{RngAlgorithm, RngSeed};
 
 use super::*;
 use crate::config::SyncConfig;
-
-/// A proptest configuration that does not depend on the environment or on
-/// files: fixed seed and algorithm, no failure persistence.
-fn fixed(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed: RngSeed::Fixed(0x00c4_ec4b),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use crate::testing::fixed_proptest;
 
 fn bucket(n: u64, dtype: WireDtype, seed: u64) -> BucketState {
     let accumulator = (0..n).map(|i| ((i * 7 + seed) % 13) as f32 * 0.25 - 1.5).collect();
@@ -304,7 +292,7 @@ fn any_checkpoint() -> impl Strategy<Value = Checkpoint> {
 }
 
 proptest! {
-    #![proptest_config(fixed(256))]
+    #![proptest_config(fixed_proptest(256))]
 
     /// Decoding gives back the checkpoint, and re-encoding the very same
     /// bytes (one encoding per state: the bits of every value survive).
