@@ -89,10 +89,18 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// A validator whose scratch already fits buffers for `n` elements.
+    /// A validator whose scratch already fits buffers for `n` elements
+    /// (best effort: when that much cannot be allocated, the scratch starts
+    /// empty and grows on use; never a panic or an abort).
     pub fn for_len(n: u64) -> Self {
         let chunks = usize::try_from(crate::wire::layout::num_chunks(n)).unwrap_or(0);
-        Validator { index_offsets: Vec::with_capacity(chunks + 1), entry_offsets: Vec::with_capacity(chunks) }
+        let mut v = Validator::default();
+        if v.index_offsets.try_reserve_exact(chunks.saturating_add(1)).is_err()
+            || v.entry_offsets.try_reserve_exact(chunks).is_err()
+        {
+            v = Validator::default();
+        }
+        v
     }
 
     /// Same checks and errors as [`validate`].
