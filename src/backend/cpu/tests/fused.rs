@@ -243,3 +243,12 @@ fn loops_agree_on_every_pair_of_special_values() {
     let nan = f32::NAN;
     assert!(check_loops_agree(&[nan, nan], &[0.0, 0.0], &[0.0, 0.0], 0, false).unwrap());
 }
+
+/// Sizes that cannot be allocated are a typed error, not an abort.
+#[test]
+fn unallocatable_sizes_are_out_of_memory() {
+    use crate::error::{BackendError, Error};
+    let backend = CpuBackend::with_threads(1).unwrap();
+    let e = backend.alloc(usize::MAX).unwrap_err();
+    assert!(matches!(e, Error::Backend(BackendError::OutOfMemory { backend: "cpu", .. })), "{e:?}");
+}
