@@ -59,7 +59,7 @@ pub const fn index_base(n: u64) -> u64 {
 pub const fn values_bytes(count: u64, dtype: WireDtype) -> u64 {
     match count.checked_mul(dtype.size() as u64) {
         Some(b) if b <= u64::MAX - 3 => b.div_ceil(4) * 4,
-        _ => u64::MAX & !3,
+        _ => u64::MAX - 3,
     }
 }
 
@@ -120,4 +120,27 @@ pub const fn max_packed_bytes(n: u64, dtype: WireDtype, max_entries: u64) -> u64
     let as_bitmaps = n / 8 + 4 * chunks;
     let index = if as_lists < as_bitmaps { as_lists } else { as_bitmaps };
     index_base(n).saturating_add(index).saturating_add(values_bytes(max_entries, dtype))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size helpers are total: out-of-range arguments give saturated
+    /// or zero sizes in every profile, never an overflow.
+    #[test]
+    fn size_helpers_saturate() {
+        assert_eq!(chunk_len(10, 0), 10);
+        assert_eq!(chunk_len(10, 1), 0);
+        assert_eq!(chunk_len(10, u64::MAX), 0);
+        assert_eq!(chunk_len(u64::MAX, u64::MAX), 0);
+        assert_eq!(values_bytes(u64::MAX, WireDtype::F32), u64::MAX - 3);
+        assert_eq!(values_bytes(u64::MAX / 2, WireDtype::Bf16), u64::MAX - 3);
+        assert_eq!(values_bytes(3, WireDtype::Bf16), 8);
+        assert_eq!(max_packed_bytes(u64::MAX, WireDtype::F32, u64::MAX), u64::MAX);
+        // More counts than `n` has chunks (callers validate; this is only
+        // arithmetic): chunk 0 a 4-byte bitmap, the extra chunk empty.
+        let lay = Layout::new(10, WireDtype::F32, &[5, 70_000]);
+        assert_eq!(lay.total_bytes, 32 + 4 + 4 + 4 * 70_005);
+    }
 }
