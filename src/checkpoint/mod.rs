@@ -80,11 +80,13 @@ impl Checkpoint {
         self.buckets.iter().fold(HEADER_BYTES, |sum, b| sum.saturating_add(bucket_bytes(b.n).unwrap_or(usize::MAX)))
     }
 
-    /// Validates everything and decodes: length and magic, version, reserved
-    /// fields and padding, every length bounded by the bytes actually present
-    /// before anything is allocated, no trailing bytes, the checksum, world
-    /// and rank, dtype codes, `since_sync <= steps` and finite accumulator
-    /// values, in that order (see docs/checkpoint-format.md).
+    /// Validates everything and decodes, in this order (see
+    /// docs/checkpoint-format.md): length, magic and version; every announced
+    /// length bounded by the bytes actually present, before anything is
+    /// allocated; no trailing bytes; the checksum; then the fields, header
+    /// first and then bucket by bucket: reserved bytes and padding zero,
+    /// `world >= 1` and `rank < world`, dtype codes, `since_sync <= steps`,
+    /// finite accumulator values.
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         decode::decode(bytes)
     }
