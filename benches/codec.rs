@@ -43,12 +43,12 @@ fn bench_wire(c: &mut Criterion) {
         for d in DENSITIES {
             let delta = random_delta(n, d, 5);
             let count = delta.indices.len() as u64;
-            let bytes = delta.encode();
+            let bytes = delta.encode().unwrap();
             let packed = bytes.len() as u64;
             let tag = format!("{}%/{}", d * 100.0, size_label(n));
             let mut out = Vec::with_capacity(bytes.len());
             g.bench(&format!("encode/{tag}"), 12 * count + packed, || {
-                delta.encode_into(&mut out);
+                delta.encode_into(&mut out).unwrap();
                 black_box(out.len());
             });
             g.bench(&format!("validate/{tag}"), packed, || {

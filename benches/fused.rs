@@ -1,5 +1,6 @@
 //! The fused accumulate + norms pass (`Backend::accumulate`) against the
-//! seed-style unfused passes, beside the machine's triad bandwidth.
+//! unfused passes (a re-implementation of the seed's pass structure, not the
+//! seed's code), beside the machine's triad bandwidth.
 //!
 //! Traffic model (compulsory bytes per element, both rows): read `delta`,
 //! `acc`, `theta` and write `acc'` = 16 B. The unfused passes really move

@@ -1,6 +1,7 @@
 //! Select + pack (`Backend::select_pack`) per selection rule and density,
-//! and the seed-style baseline (full sort, `(i64, f32)` pairs, dense
-//! residual update) for `TopK`.
+//! and a full-sort baseline for `TopK` (a re-implementation of the seed's
+//! approach, not the seed's code: full sort, `(i64, f32)` pairs, dense
+//! residual update).
 //!
 //! Traffic model: one read of the accumulator (4 B/elem) plus the packed
 //! bytes written. The level-1 histogram comes from the fused pass, so a

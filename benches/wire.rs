@@ -29,11 +29,11 @@ fn codec(c: &mut Criterion) {
         ("dense_2p20_f32", 1 << 20, 1.0, WireDtype::F32),
     ] {
         let d = delta(n, p, dtype);
-        let bytes = d.encode();
+        let bytes = d.encode().unwrap();
         let mut g = c.benchmark_group(format!("wire/{name}"));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         let mut out = Vec::new();
-        g.bench_function("encode_into", |b| b.iter(|| d.encode_into(black_box(&mut out))));
+        g.bench_function("encode_into", |b| b.iter(|| d.encode_into(black_box(&mut out)).unwrap()));
         g.bench_function("parse", |b| b.iter(|| PackedView::parse(black_box(&bytes)).map(|v| v.count())));
         g.bench_function("decode", |b| b.iter(|| PackedDelta::decode(black_box(&bytes))));
         let mut owned = PackedDelta::empty(0, dtype);

@@ -368,7 +368,8 @@ fn main() {
         });
     }
 
-    // The seed's selection: a full sort by magnitude, pack, residual update.
+    // Full-sort selection, a re-implementation of the seed's approach (not
+    // the seed's code): a full sort by magnitude, pack, residual update.
     // A sort of n indices takes seconds: fewer rounds, each beside TopK.
     {
         let mut seed = Unfused::new(n);
@@ -384,7 +385,7 @@ fn main() {
         let r = pair[0].ratio(&pair[1]);
         let t = pair[0].median();
         rows.push(row(
-            "TopK 1%: seed-style sort+pack+residual / select+pack",
+            "TopK 1%: full-sort selection (a re-implementation of the seed's approach: sort+pack+residual) / select+pack",
             format!("{:.1}x ({})", r.0, fmt_secs(t.wall)),
             format!("{:.1}x ({})", r.1, fmt_secs(t.cpu)),
         ));

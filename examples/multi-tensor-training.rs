@@ -55,7 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n{:<34} {:>14} {:>14}", "", "uninterrupted", "resumed");
     println!("{:<34} {:>14.4} {:>14.4}", "final training loss (rank 0)", uninterrupted.loss, resumed.loss);
     println!("{:<34} {:>13.2}% {:>13.2}%", "test accuracy", 100.0 * accuracy(a, &data), 100.0 * accuracy(b, &data));
-    println!("{:<34} {:>14} {:>14}", "syncs per bucket (W1, W2, biases)", fmt3(uninterrupted.syncs), fmt3(resumed.syncs));
+    println!(
+        "{:<34} {:>14} {:>14}",
+        "syncs per bucket (W1, W2, biases)",
+        fmt3(uninterrupted.syncs),
+        fmt3(resumed.syncs)
+    );
     println!(
         "{:<34} {:>14} {:>14}",
         "bytes sent by rank 0",
@@ -107,7 +112,13 @@ fn bucket_configs() -> [SyncConfig; 3] {
 
 /// Trains from `start` up to step `until` on 4 rank threads; with
 /// `save_to`, every rank writes its checkpoint there at the end.
-fn run(backend: &CpuBackend, data: &Data, start: Start<'_>, until: u64, save_to: Option<&Path>) -> Result<Outcome, String> {
+fn run(
+    backend: &CpuBackend,
+    data: &Data,
+    start: Start<'_>,
+    until: u64,
+    save_to: Option<&Path>,
+) -> Result<Outcome, String> {
     let collectives = LocalCollective::group(WORLD, Duration::from_secs(30)).map_err(|e| e.to_string())?;
     let start = &start;
     let results: Vec<Result<Outcome, String>> = std::thread::scope(|s| {
@@ -115,7 +126,10 @@ fn run(backend: &CpuBackend, data: &Data, start: Start<'_>, until: u64, save_to:
             .into_iter()
             .enumerate()
             .map(|(rank, collective)| {
-                s.spawn(move || rank_main(backend, data, rank, collective, start, until, save_to).map_err(|e| format!("rank {rank}: {e}")))
+                s.spawn(move || {
+                    rank_main(backend, data, rank, collective, start, until, save_to)
+                        .map_err(|e| format!("rank {rank}: {e}"))
+                })
             })
             .collect();
         joins.into_iter().map(|j| j.join().unwrap_or_else(|_| Err("rank thread panicked".into()))).collect()
@@ -181,7 +195,10 @@ fn rank_main(
             syncs[b] += u64::from(r.synced);
         }
         if rank == 0 && (t % 10 == 0 || t == 1) {
-            println!("step {t:>3}: loss {loss:.4}, buckets synced {}, bytes sent {}", report.buckets_synced, report.bytes_sent);
+            println!(
+                "step {t:>3}: loss {loss:.4}, buckets synced {}, bytes sent {}",
+                report.buckets_synced, report.bytes_sent
+            );
         }
     }
     if let Some(dir) = save_to {
@@ -288,7 +305,7 @@ impl Data {
     fn new() -> Data {
         let mut rng = Rng(42);
         let centers: Vec<Vec<f32>> = (0..CLASSES).map(|_| (0..DIM).map(|_| 1.2 * rng.normal()).collect()).collect();
-        let mut sample = |rng: &mut Rng| {
+        let sample = |rng: &mut Rng| {
             let class = (rng.next() % CLASSES as u64) as usize;
             let x = centers[class].iter().map(|c| c + 1.5 * rng.normal()).collect();
             (x, class)

@@ -112,7 +112,10 @@ pub struct SyncConfig {
     pub adaptive: bool,
     /// Lower bound of the threshold (start of the warm-up ramp).
     pub min_threshold: f64,
-    /// Upper bound of the threshold (ceiling for budget steering).
+    /// Upper bound of the threshold: validation requires
+    /// `min_threshold <= max_threshold` and, when adaptive, `threshold <=
+    /// max_threshold`. Nothing else reads it today (there is no budget
+    /// steering of the threshold yet).
     pub max_threshold: f64,
     /// Steps of the warm-up ramp.
     pub warmup_steps: u64,
@@ -214,6 +217,74 @@ impl SyncConfig {
         Ok(())
     }
 
+    /// A stable 64-bit fingerprint of every field (all of them affect the
+    /// state or the math), for checking that a checkpoint is restored under
+    /// the configuration it was written with.
+    ///
+    /// FNV-1a 64 (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`)
+    /// over this canonical little-endian encoding, in field order: the ASCII
+    /// tag `chronos-sync/SyncConfig/1`, then `threshold` (the f64's u64
+    /// bits), `adaptive` (one byte, 0 or 1), `min_threshold`,
+    /// `max_threshold` (f64 bits), `warmup_steps` (u64), `error_feedback`
+    /// (one byte), `max_accumulation_steps` (u64), the selection rule as a
+    /// tag byte (0 `TopK`, 1 `TopKApprox`, 2 `Threshold`, 3 `Dense`)
+    /// followed by its parameters' f64 bits (`ratio`; `ratio`, `slack`;
+    /// `rel`; none), `wire_dtype` (its wire code byte), and `apply_weight`
+    /// as a tag byte (0 `None`, 1 `Some`) followed, for `Some`, by the f32's
+    /// u32 bits.
+    /// Floats count by their bits, so `0.0` and `-0.0` differ. The same
+    /// configuration gives the same value on every run and platform; a
+    /// future change of the encoding comes with a new tag.
+    pub fn fingerprint(&self) -> u64 {
+        // Destructured so that a new field does not compile until it is hashed.
+        let SyncConfig {
+            threshold,
+            adaptive,
+            min_threshold,
+            max_threshold,
+            warmup_steps,
+            error_feedback,
+            max_accumulation_steps,
+            selection,
+            wire_dtype,
+            apply_weight,
+        } = self;
+        let mut h = Fnv1a::new();
+        h.bytes(b"chronos-sync/SyncConfig/1");
+        h.u64(threshold.to_bits());
+        h.bytes(&[u8::from(*adaptive)]);
+        h.u64(min_threshold.to_bits());
+        h.u64(max_threshold.to_bits());
+        h.u64(*warmup_steps);
+        h.bytes(&[u8::from(*error_feedback)]);
+        h.u64(*max_accumulation_steps);
+        match *selection {
+            Selection::TopK { ratio } => {
+                h.bytes(&[0]);
+                h.u64(ratio.to_bits());
+            }
+            Selection::TopKApprox { ratio, slack } => {
+                h.bytes(&[1]);
+                h.u64(ratio.to_bits());
+                h.u64(slack.to_bits());
+            }
+            Selection::Threshold { rel } => {
+                h.bytes(&[2]);
+                h.u64(rel.to_bits());
+            }
+            Selection::Dense => h.bytes(&[3]),
+        }
+        h.bytes(&[wire_dtype.code()]);
+        match apply_weight {
+            None => h.bytes(&[0]),
+            Some(w) => {
+                h.bytes(&[1]);
+                h.bytes(&w.to_bits().to_le_bytes());
+            }
+        }
+        h.0
+    }
+
     /// The threshold `tau_t` in force at step `t` (counted from 1).
     pub fn tau(&self, t: u64) -> f64 {
         if self.adaptive && t < self.warmup_steps {
@@ -221,6 +292,23 @@ impl SyncConfig {
         } else {
             self.threshold
         }
+    }
+}
+
+/// FNV-1a, 64-bit.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
     }
 }
 
@@ -286,5 +374,65 @@ impl SyncConfigBuilder {
     pub fn build(self) -> Result<SyncConfig> {
         self.config.validate()?;
         Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pinned: the value of the documented encoding of the defaults
+    /// (computed independently from the doc comment's description), so a
+    /// change of the encoding or of the defaults is noticed.
+    #[test]
+    fn default_fingerprint_is_pinned() {
+        assert_eq!(SyncConfig::default().fingerprint(), 0xee9c_75e1_da0d_59f4);
+        assert_eq!(SyncConfig::default().fingerprint(), SyncConfig::builder().build().unwrap().fingerprint());
+    }
+
+    /// Every single field change (and every selection parameter, variant,
+    /// dtype and `apply_weight` tag) gives a fingerprint different from the
+    /// default's and from every other change's.
+    #[test]
+    fn every_field_changes_the_fingerprint() {
+        let d = SyncConfig::default();
+        let variants: Vec<(&str, SyncConfig)> = vec![
+            ("default", d.clone()),
+            ("threshold", SyncConfig { threshold: 0.02, ..d.clone() }),
+            ("threshold -0", SyncConfig { threshold: -0.0, ..d.clone() }),
+            ("threshold +0", SyncConfig { threshold: 0.0, ..d.clone() }),
+            ("adaptive", SyncConfig { adaptive: false, ..d.clone() }),
+            ("min_threshold", SyncConfig { min_threshold: 0.002, ..d.clone() }),
+            ("max_threshold", SyncConfig { max_threshold: 0.2, ..d.clone() }),
+            ("warmup_steps", SyncConfig { warmup_steps: 101, ..d.clone() }),
+            ("error_feedback", SyncConfig { error_feedback: false, ..d.clone() }),
+            ("max_accumulation_steps", SyncConfig { max_accumulation_steps: 51, ..d.clone() }),
+            ("topk ratio", SyncConfig { selection: Selection::TopK { ratio: 0.02 }, ..d.clone() }),
+            ("approx", SyncConfig { selection: Selection::TopKApprox { ratio: 0.01, slack: 0.0 }, ..d.clone() }),
+            ("approx ratio", SyncConfig { selection: Selection::TopKApprox { ratio: 0.02, slack: 0.0 }, ..d.clone() }),
+            ("approx slack", SyncConfig { selection: Selection::TopKApprox { ratio: 0.01, slack: 0.5 }, ..d.clone() }),
+            ("threshold rule", SyncConfig { selection: Selection::Threshold { rel: 0.01 }, ..d.clone() }),
+            ("threshold rel", SyncConfig { selection: Selection::Threshold { rel: 2.0 }, ..d.clone() }),
+            ("dense", SyncConfig { selection: Selection::Dense, ..d.clone() }),
+            ("f32", SyncConfig { wire_dtype: WireDtype::F32, ..d.clone() }),
+            ("f16", SyncConfig { wire_dtype: WireDtype::F16, ..d.clone() }),
+            ("weight 0.5", SyncConfig { apply_weight: Some(0.5), ..d.clone() }),
+            ("weight 0.25", SyncConfig { apply_weight: Some(0.25), ..d.clone() }),
+        ];
+        for (i, (a, ca)) in variants.iter().enumerate() {
+            for (b, cb) in &variants[i + 1..] {
+                assert_ne!(ca.fingerprint(), cb.fingerprint(), "{a} and {b} collide");
+            }
+        }
+    }
+
+    /// `Option` and selection tags keep adjacent fields apart: the same
+    /// bytes cannot be read two ways.
+    #[test]
+    fn fingerprint_is_a_function_of_the_value() {
+        let a = SyncConfig { selection: Selection::TopKApprox { ratio: 0.5, slack: 0.25 }, ..SyncConfig::default() };
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        let b = SyncConfig { apply_weight: Some(1.0), ..a.clone() };
+        assert_ne!(a.fingerprint(), b.fingerprint());
     }
 }

@@ -82,6 +82,9 @@ pub enum Error {
     /// The coordinator refused or failed an operation.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+    /// A checkpoint could not be written, read or restored.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// One rank's failure of a step, as every rank learns it from the vote.
@@ -498,5 +501,153 @@ pub enum CoordinatorError {
     SnapshotMismatch {
         /// What differs.
         reason: String,
+    },
+}
+
+/// Why a checkpoint (see [`crate::checkpoint`]) could not be written, was
+/// rejected by the decoder, or does not fit the engine it is restored into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The buffer ends before a structure it announces.
+    #[error("truncated checkpoint: needed at least {needed} bytes, have {available}")]
+    Truncated {
+        /// Bytes required so far (saturated at `u64::MAX` for absurd lengths).
+        needed: u64,
+        /// Bytes present.
+        available: u64,
+    },
+    /// The buffer continues past the last bucket.
+    #[error("checkpoint has trailing bytes: its buckets end at {expected}, the buffer has {found}")]
+    TrailingBytes {
+        /// Bytes described by the header and the buckets.
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+    /// The first four bytes are not the checkpoint magic.
+    #[error("bad checkpoint magic {found:02x?}")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// The format version is not one this build reads.
+    #[error("unsupported checkpoint version {found} (this build reads {supported})")]
+    UnsupportedVersion {
+        /// Version in the buffer.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// The checksum in the header does not match the buffer.
+    #[error("checkpoint checksum mismatch: header {expected:#018x}, buffer {actual:#018x}")]
+    ChecksumMismatch {
+        /// Checksum stored in the header.
+        expected: u64,
+        /// Checksum computed over the buffer.
+        actual: u64,
+    },
+    /// A reserved field or padding byte is not zero.
+    #[error("checkpoint reserved field or padding at byte {offset} is not zero")]
+    NonZeroReserved {
+        /// Byte offset of the offending byte.
+        offset: u64,
+    },
+    /// A bucket's wire dtype code is unknown.
+    #[error("bucket {bucket}: unknown wire dtype code {code}")]
+    InvalidDtype {
+        /// Bucket number.
+        bucket: usize,
+        /// The code found.
+        code: u8,
+    },
+    /// A field holds a value no engine state has (`world == 0`,
+    /// `rank >= world`, `since_sync > steps`).
+    #[error("invalid checkpoint field `{field}`: {reason}")]
+    InvalidField {
+        /// The field, as named in [`crate::checkpoint::Checkpoint`] or
+        /// [`crate::checkpoint::BucketState`].
+        field: &'static str,
+        /// Why it was rejected (naming the bucket where there is one).
+        reason: String,
+    },
+    /// An accumulator value is NaN or infinite.
+    #[error("bucket {bucket}: accumulator value {index} is not finite")]
+    NonFinite {
+        /// Bucket number.
+        bucket: usize,
+        /// Index in the accumulator.
+        index: u64,
+    },
+    /// A bucket's accumulator does not hold `n` values (encoding only).
+    #[error("bucket {bucket}: n = {n} but the accumulator holds {len} values")]
+    AccumulatorLength {
+        /// Bucket number.
+        bucket: usize,
+        /// The bucket's `n`.
+        n: u64,
+        /// Values in its accumulator.
+        len: u64,
+    },
+    /// The encoded checkpoint could not be allocated.
+    #[error("a checkpoint of {bytes} bytes cannot be allocated")]
+    TooLarge {
+        /// Bytes needed (`u64::MAX` when the size overflows).
+        bytes: u64,
+    },
+    /// Restore: the checkpoint was written by a group of another size.
+    #[error("checkpoint is for world size {found}, this group has {expected}")]
+    WorldMismatch {
+        /// This group's world size.
+        expected: u32,
+        /// World size in the checkpoint.
+        found: u32,
+    },
+    /// Restore: the checkpoint was written by another rank.
+    #[error("checkpoint is for rank {found}, this is rank {expected}")]
+    RankMismatch {
+        /// This rank.
+        expected: u32,
+        /// Rank in the checkpoint.
+        found: u32,
+    },
+    /// Restore: the checkpoint holds another number of buckets.
+    #[error("checkpoint holds {found} buckets, the engine has {expected}")]
+    BucketCountMismatch {
+        /// Buckets of the engine.
+        expected: usize,
+        /// Buckets in the checkpoint.
+        found: usize,
+    },
+    /// Restore: a bucket has another dense length.
+    #[error("bucket {bucket}: checkpoint length {found}, the engine has {expected}")]
+    LengthMismatch {
+        /// Bucket number.
+        bucket: usize,
+        /// The engine's length.
+        expected: u64,
+        /// Length in the checkpoint.
+        found: u64,
+    },
+    /// Restore: a bucket has another wire dtype.
+    #[error("bucket {bucket}: checkpoint dtype {found:?}, the engine uses {expected:?}")]
+    DtypeMismatch {
+        /// Bucket number.
+        bucket: usize,
+        /// The engine's dtype.
+        expected: crate::WireDtype,
+        /// Dtype in the checkpoint.
+        found: crate::WireDtype,
+    },
+    /// Restore: a bucket was written under another configuration
+    /// ([`crate::SyncConfig::fingerprint`] differs).
+    #[error("bucket {bucket}: checkpoint config fingerprint {found:#018x}, the engine's is {expected:#018x}")]
+    ConfigMismatch {
+        /// Bucket number.
+        bucket: usize,
+        /// Fingerprint of the engine's configuration.
+        expected: u64,
+        /// Fingerprint in the checkpoint.
+        found: u64,
     },
 }

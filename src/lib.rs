@@ -3,11 +3,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+pub mod checkpoint;
 pub mod collective;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod wire;
 
 #[cfg(feature = "cuda")]
@@ -22,5 +25,8 @@ pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective, SharedCollective};
 pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
-pub use error::{BackendError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result, WireError};
+pub use error::{
+    BackendError, CheckpointError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result,
+    WireError,
+};
 pub use sync::{BucketStep, GroupReport, SparseSync, StepReport, SyncGroup};

@@ -7,7 +7,8 @@
 //!   memory bandwidth in the same process as the kernels.
 //! - [`roofline`]: records every kernel's time and its compulsory traffic and
 //!   prints the GB/s and %-of-triad table at the end of a run.
-//! - [`unfused`]: the seed-style baseline (separate passes, full sort).
+//! - [`unfused`]: the baseline, a re-implementation of the seed's approach
+//!   (separate passes, full sort), not the seed's code.
 //! - [`dense`]: the dense all-reduce baseline step.
 //! - [`ranks`]: W in-process ranks (threads + `LocalCollective`) driven in lock step.
 //! - [`fixture`]: ready-made backend states (accumulators, packed buffers).

@@ -1,4 +1,5 @@
-//! The baseline the fused kernels are measured against: the seed's structure
+//! The baseline the fused kernels are measured against: a re-implementation
+//! (written here, not the seed's code) of the seed's structure
 //! (ichbingautam/chronos, `SignificanceFilter`), one separate pass per
 //! quantity, each pass as good as a plain loop gets (multi-threaded on the
 //! same rayon pool, 8 independent f64 lanes per sum, no temporaries), so
@@ -35,7 +36,7 @@ pub struct UnfusedStatus {
     pub hist: Vec<u32>,
 }
 
-/// Seed-style state: one accumulator, updated in place.
+/// State in the seed's style (re-implemented): one accumulator, updated in place.
 pub struct Unfused {
     /// The accumulator.
     pub acc: Vec<f32>,

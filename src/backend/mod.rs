@@ -1,11 +1,19 @@
 //! The compute backends: the spec's three device operations behind one trait.
 //!
-//! A backend owns device memory. [`Backend::Buffer`] is a dense `f32` vector on
-//! the device (parameters and updates live there across steps; nothing is
-//! re-uploaded per step). [`Backend::State`] is one [`crate::SparseSync`]'s
-//! device state: the double-buffered accumulator, selection workspaces, the
-//! packed staging buffer and the status word. After the first step no
-//! operation allocates, and the only per-step readback is the [`StepStatus`].
+//! A backend owns device memory. [`Backend::Vector`] is a dense `f32` vector
+//! on the device as a step borrows it (`[f32]` on the CPU: the caller's own
+//! memory), [`Backend::Buffer`] an owned one; parameters and updates live
+//! there across steps and the engine never re-uploads them.
+//! [`Backend::State`] is one bucket's device state: the double-buffered accumulator, selection workspaces, the
+//! packed staging buffer and the status word.
+//!
+//! Host traffic and allocation differ by backend (each backend's module doc
+//! gives its counts). The CPU backend works in host memory: nothing is
+//! copied, and after warm-up no operation allocates (`tests/alloc.rs` checks
+//! it). On wgpu and CUDA, `accumulate` reads back only the 32-byte
+//! [`StepStatus`]; on a syncing step `select_pack` also reads the packed
+//! bytes back to the host and `apply` uploads every rank's gathered bytes,
+//! and their host side still allocates small vectors per operation.
 //!
 //! One folder per backend: `cpu` (always built), `wgpu` (feature `wgpu`),
 //! `cuda` (feature `cuda`). The generic conformance suite in

@@ -3,14 +3,26 @@
 //!
 //! # Host bytes, device staging
 //! The [`Collective`] trait exchanges host bytes (the packed buffers the
-//! backends return). Each call therefore copies its input into persistent
-//! device staging buffers owned by this collective (grown to the largest
-//! exchange seen, never shrunk, so steady-state steps do not allocate), runs
-//! the NCCL operation on the collective's stream, and copies the result
-//! back. The cost is one host-to-device and one device-to-host copy of the
-//! rank's own and the gathered bytes per exchange — small next to the
+//! backends return). Each call therefore copies its input into a persistent
+//! device send buffer owned by this collective, runs the NCCL operation on
+//! the collective's stream into a persistent device receive buffer, and
+//! copies the result back into a persistent host buffer: one host-to-device
+//! and one device-to-host copy per call. Every step makes one call (the
+//! vote) and a syncing step two more (the counts, the payload): two copies
+//! per step, four more per sync, the payload's being the rank's own packed
+//! bytes up and every rank's bytes down (with the padded path below, `max`
+//! bytes up and `max * world` down). Combined with a GPU
+//! backend, whose `select_pack` reads the packed bytes back to the host and
+//! whose `apply` uploads the gathered bytes again, each packed byte crosses
+//! PCIe twice more than a device-resident exchange would: small next to the
 //! network transfer for sparse buffers, and the price of a backend-agnostic
 //! trait.
+//!
+//! The device staging buffers grow (to the next power of two) when a call
+//! needs more than any before and are never shrunk, so steady-state steps
+//! allocate no device memory; on the host the vote copies its words into a
+//! fresh vector, the payload builds a vector of the lengths, and the padded
+//! path a padded copy of the send buffer, on every call.
 //!
 //! # Operations
 //! - vote: `ncclAllReduce` (max, u32) in place;
@@ -25,8 +37,10 @@
 //! the work completes or [`Collective::timeout`] elapses. On expiry (a rank
 //! that never arrived) the communicator is aborted with `ncclCommAbort` —
 //! which makes the blocked kernels return — and the call returns
-//! [`Error::Timeout`]; the collective is then broken and every later call
-//! returns [`CollectiveError::Broken`]. Asynchronous NCCL errors seen while
+//! [`Error::Timeout`] with an empty `missing` list: NCCL does not report
+//! which rank failed to arrive, so these timeouts name no rank (the same
+//! holds for a `ncclCommInitRank` that times out). The collective is then
+//! broken and every later call returns [`CollectiveError::Broken`]. Asynchronous NCCL errors seen while
 //! waiting (`ncclCommGetAsyncError`) abort the same way and are returned as
 //! [`CollectiveError::Nccl`] with the NCCL result code.
 

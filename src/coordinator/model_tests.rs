@@ -74,7 +74,7 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(crate::testing::fixed_proptest(200))]
 
     #[test]
     fn commit_rules_match_the_reference(

@@ -144,10 +144,18 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// A validator whose scratch already fits buffers for `n` elements.
+    /// A validator whose scratch already fits buffers for `n` elements
+    /// (best effort: when that much cannot be allocated, the scratch starts
+    /// empty and grows on use; never a panic or an abort).
     pub fn for_len(n: u64) -> Self {
         let chunks = usize::try_from(crate::wire::layout::num_chunks(n)).unwrap_or(0);
-        Validator { index_offsets: Vec::with_capacity(chunks + 1), entry_offsets: Vec::with_capacity(chunks) }
+        let mut v = Validator::default();
+        if v.index_offsets.try_reserve_exact(chunks.saturating_add(1)).is_err()
+            || v.entry_offsets.try_reserve_exact(chunks).is_err()
+        {
+            v = Validator::default();
+        }
+        v
     }
 
     /// The length of the packed buffer that starts `bytes` (which may hold
@@ -711,7 +719,7 @@ mod tests {
     fn view_exposes_layout_chunks_and_entries() {
         for dtype in [WireDtype::F32, WireDtype::F16, WireDtype::Bf16] {
             let d = sample(dtype);
-            let bytes = d.encode();
+            let bytes = d.encode().unwrap();
             let v = PackedView::parse(&bytes).unwrap();
             assert_eq!((v.n(), v.dtype(), v.count()), (d.n, dtype, d.count()));
             assert_eq!(*v.layout(), d.layout());
@@ -739,7 +747,7 @@ mod tests {
 
     #[test]
     fn validate_reports_mismatch() {
-        let bytes = sample(WireDtype::Bf16).encode();
+        let bytes = sample(WireDtype::Bf16).encode().unwrap();
         let n = 3 * CHUNK_ELEMS as u64 + 100;
         assert_eq!(
             validate(&bytes, n, WireDtype::F16),
@@ -750,7 +758,7 @@ mod tests {
 
     #[test]
     fn huge_n_in_tiny_buffer_is_truncated_without_allocating() {
-        let mut b = PackedDelta::empty(1, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(1, WireDtype::F32).encode().unwrap();
         for n in [u64::MAX, u64::MAX - 65_535, 1 << 62] {
             b[8..16].copy_from_slice(&n.to_le_bytes());
             reseal(&mut b);
@@ -763,7 +771,7 @@ mod tests {
 
     #[test]
     fn huge_count_is_a_count_mismatch() {
-        let mut b = PackedDelta::empty(10, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(10, WireDtype::F32).encode().unwrap();
         b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         reseal(&mut b);
         assert_eq!(PackedView::parse(&b).unwrap_err(), WireError::CountMismatch { header: u64::MAX, table: 0, n: 10 });
@@ -774,7 +782,7 @@ mod tests {
     fn stray_bitmap_bit_is_reported_at_its_byte() {
         let n = 100u64;
         let d = PackedDelta::new(n, WireDtype::F32, (0..40).collect(), vec![1.0; 40]).unwrap();
-        let mut b = d.encode();
+        let mut b = d.encode().unwrap();
         let start = d.layout().index_offsets[0] as usize;
         // Word 3 holds bits 96..128; 100 % 32 = 4, so bit 4 of that word is the first stray bit.
         b[start + 12] |= 1 << 5;
@@ -785,11 +793,20 @@ mod tests {
     #[test]
     fn peek_count_checks_only_the_header_prefix() {
         assert_eq!(peek_count(b"CSPD"), Err(WireError::Truncated { needed: 32, have: 4 }));
-        let mut b = PackedDelta::empty(0, WireDtype::F32).encode();
+        let mut b = PackedDelta::empty(0, WireDtype::F32).encode().unwrap();
         assert_eq!(b.len(), 32);
         b[16] = 7;
         assert_eq!(peek_count(&b), Ok(7));
         b[0] = b'X';
         assert_eq!(peek_count(&b), Err(WireError::BadMagic { found: *b"XSPD" }));
+    }
+
+    /// A scratch for an absurd length is best effort, never an abort, and
+    /// still validates.
+    #[test]
+    fn validator_for_an_unallocatable_length_still_works() {
+        let mut v = Validator::for_len(u64::MAX);
+        let d = PackedDelta::new(10, WireDtype::F32, vec![1, 2], vec![1.0, 2.0]).unwrap();
+        assert_eq!(v.validate(&d.encode().unwrap(), 10, WireDtype::F32), Ok(()));
     }
 }

@@ -17,8 +17,8 @@ const LOCAL_MASK: u64 = CHUNK_ELEMS as u64 - 1;
 ///
 /// Build it with [`PackedDelta::new`], which checks and establishes those
 /// invariants; the fields are public for reading. A value built by hand that
-/// breaks them is a logic error: [`PackedDelta::check`] reports it, and
-/// [`PackedDelta::encode`] may panic on it (never undefined behaviour).
+/// breaks them is reported by [`PackedDelta::check`], and
+/// [`PackedDelta::encode`] returns that same error instead of a buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedDelta {
     /// Dense length.
@@ -73,10 +73,15 @@ impl PackedDelta {
     }
 
     /// Entries per chunk (`num_chunks(n)` of them), as the chunk table holds.
+    /// For a delta that fails [`PackedDelta::check`] the counts are
+    /// meaningless (entries past the last chunk are not counted) but this
+    /// never panics.
     pub fn chunk_counts(&self) -> Vec<u32> {
         let mut counts = vec![0u32; layout::num_chunks(self.n) as usize];
         for g in chunk_groups(&self.indices) {
-            counts[g.chunk as usize] = (g.end - g.start) as u32;
+            if let Some(slot) = usize::try_from(g.chunk).ok().and_then(|c| counts.get_mut(c)) {
+                *slot = (g.end - g.start) as u32;
+            }
         }
         counts
     }
@@ -87,51 +92,50 @@ impl PackedDelta {
     }
 
     /// Length in bytes of [`PackedDelta::encode`]'s result, computed without
-    /// allocating.
+    /// allocating (meaningless, but no panic, for a delta that fails
+    /// [`PackedDelta::check`]).
     pub fn encoded_len(&self) -> u64 {
         let mut at = layout::index_base(self.n);
         for g in chunk_groups(&self.indices) {
             let len = layout::chunk_len(self.n, g.chunk);
-            at += layout::index_section_bytes((g.end - g.start) as u32, len);
+            at = at.saturating_add(layout::index_section_bytes((g.end - g.start) as u32, len));
         }
-        at + layout::values_bytes(self.count(), self.dtype)
+        at.saturating_add(layout::values_bytes(self.count(), self.dtype))
     }
 
     /// The canonical packed buffer (docs/wire-format.md).
     ///
-    /// # Panics
-    /// If the buffer cannot be allocated (see [`PackedDelta::try_encode_into`]
-    /// for a fallible form; the chunk table alone takes `n / 16384` bytes), or
-    /// if the invariants of [`PackedDelta::new`] were broken through the
-    /// public fields (an index `>= n`, misordered indices, or more values
-    /// than indices).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Errors: the invariants of [`PackedDelta::new`] broken through the
+    /// public fields are reported as [`PackedDelta::check`] reports them
+    /// (the same error), and a buffer that cannot be allocated is
+    /// [`WireError::TooLarge`] (the chunk table alone takes `n / 16384`
+    /// bytes). Never a panic, in any build profile.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         let mut out = Vec::new();
-        self.encode_into(&mut out);
-        out
+        self.encode_into(&mut out)?;
+        Ok(out)
     }
 
     /// Writes the canonical packed buffer into `out`, replacing its contents
-    /// and reusing its capacity.
-    ///
-    /// # Panics
-    /// As [`PackedDelta::encode`].
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        if let Err(e) = self.try_encode_into(out) {
-            panic!("cannot encode the packed delta: {e}");
+    /// and reusing its capacity. Errors as [`PackedDelta::encode`], with
+    /// `out` left empty.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
+        // Order, lengths, range and finiteness up front (the layout below
+        // relies on them); representability while the values are written.
+        check_entries(self.n, &self.indices, &self.values)?;
+        let result = self.write(out);
+        if result.is_err() {
+            out.clear();
         }
+        result
     }
 
-    /// [`PackedDelta::encode_into`], but a buffer that cannot be allocated is
-    /// [`WireError::TooLarge`] (with `out` left empty) instead of a panic.
-    ///
-    /// # Panics
-    /// Only if the invariants of [`PackedDelta::new`] were broken through
-    /// the public fields.
-    pub fn try_encode_into(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+    /// The body of [`PackedDelta::encode_into`] for entries that passed
+    /// `check_entries`: `out` is empty.
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
         let n = self.n;
         let bytes = self.encoded_len();
-        out.clear();
         let total = usize::try_from(bytes).map_err(|_| WireError::TooLarge { n, bytes })?;
         out.try_reserve_exact(total).map_err(|_| WireError::TooLarge { n, bytes })?;
         // Zero-filled: bitmaps are built by OR-ing bits in, and every padding
@@ -182,6 +186,10 @@ impl PackedDelta {
 
         let size = self.dtype.size();
         let vals = &mut out[at..at + size * self.values.len()];
+        // A value the dtype would round is not what `new` built: reported
+        // as `check` reports it (`dequantize` is exact, so comparing bits
+        // after the conversion the loop does anyway is the whole test).
+        let not_representable = |p: usize| WireError::NotRepresentable { position: p as u64 };
         match self.dtype {
             WireDtype::F32 => {
                 for (dst, &v) in vals.chunks_exact_mut(4).zip(&self.values) {
@@ -190,18 +198,27 @@ impl PackedDelta {
             }
             // One loop per dtype, so the conversion is specialised and inlined.
             WireDtype::F16 => {
-                for (dst, &v) in vals.chunks_exact_mut(2).zip(&self.values) {
-                    dst.copy_from_slice(&(quantize::quantize(v, WireDtype::F16) as u16).to_le_bytes());
+                for (p, (dst, &v)) in vals.chunks_exact_mut(2).zip(&self.values).enumerate() {
+                    let q = quantize::quantize(v, WireDtype::F16);
+                    if quantize::dequantize(q, WireDtype::F16).to_bits() != v.to_bits() {
+                        return Err(not_representable(p));
+                    }
+                    dst.copy_from_slice(&(q as u16).to_le_bytes());
                 }
             }
             WireDtype::Bf16 => {
-                for (dst, &v) in vals.chunks_exact_mut(2).zip(&self.values) {
-                    dst.copy_from_slice(&(quantize::quantize(v, WireDtype::Bf16) as u16).to_le_bytes());
+                for (p, (dst, &v)) in vals.chunks_exact_mut(2).zip(&self.values).enumerate() {
+                    let q = quantize::quantize(v, WireDtype::Bf16);
+                    if quantize::dequantize(q, WireDtype::Bf16).to_bits() != v.to_bits() {
+                        return Err(not_representable(p));
+                    }
+                    dst.copy_from_slice(&(q as u16).to_le_bytes());
                 }
             }
         }
 
-        let sum = checksum(out).expect("the encoded length is a multiple of 4");
+        // Always Some: every section is a whole number of u32 words.
+        let sum = checksum(out).unwrap_or(0);
         out[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
         Ok(())
     }
@@ -322,8 +339,9 @@ mod tests {
         let d = PackedDelta::new(u64::MAX, WireDtype::F32, vec![u64::MAX - 1], vec![1.0]).unwrap();
         let mut out = vec![1u8; 8];
         let bytes = 32 + 4 * (1u64 << 48) + 4 + 4;
-        assert_eq!(d.try_encode_into(&mut out), Err(WireError::TooLarge { n: u64::MAX, bytes }));
+        assert_eq!(d.encode_into(&mut out), Err(WireError::TooLarge { n: u64::MAX, bytes }));
         assert!(out.is_empty());
+        assert_eq!(d.encode(), Err(WireError::TooLarge { n: u64::MAX, bytes }));
     }
 
     #[test]
@@ -341,19 +359,45 @@ mod tests {
         assert_eq!(d.check(), Err(WireError::NotRepresentable { position: 0 }));
     }
 
+    /// A delta broken through the public fields is never encoded: `encode`
+    /// returns the error `check` reports, in every build profile (no
+    /// reliance on overflow checks or debug assertions), and leaves the
+    /// output buffer empty.
     #[test]
     fn broken_hand_built_delta_is_reported_and_never_encodes_to_a_valid_buffer() {
-        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![5, 3], values: vec![1.0, 2.0] };
-        assert_eq!(d.check(), Err(WireError::Misordered { chunk: 0, position: 1 }));
-        let bytes = d.encode();
-        assert_eq!(crate::wire::decode(&bytes), Err(WireError::Misordered { chunk: 0, position: 1 }));
-        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![10], values: vec![1.0] };
-        assert_eq!(d.check(), Err(WireError::IndexPastEnd { position: 0, index: 10, n: 10 }));
-        let bytes = d.encode();
-        assert_eq!(crate::wire::decode(&bytes), Err(WireError::IndexOutOfRange { chunk: 0, index: 10, len: 10 }));
-        // Past the last chunk there is no table slot: a panic, not a buffer.
-        let d = PackedDelta { n: 10, dtype: WireDtype::F32, indices: vec![70_000], values: vec![1.0] };
-        assert!(std::panic::catch_unwind(|| d.encode()).is_err());
+        let f = WireDtype::F32;
+        let broken = [
+            // Misordered, inside a chunk and across chunks.
+            PackedDelta { n: 10, dtype: f, indices: vec![5, 3], values: vec![1.0, 2.0] },
+            PackedDelta { n: 200_000, dtype: f, indices: vec![70_000, 5], values: vec![1.0, 2.0] },
+            PackedDelta { n: 10, dtype: f, indices: vec![4, 4], values: vec![1.0, 2.0] },
+            // Past the end, in the last chunk and past the last chunk.
+            PackedDelta { n: 10, dtype: f, indices: vec![10], values: vec![1.0] },
+            PackedDelta { n: 10, dtype: f, indices: vec![70_000], values: vec![1.0] },
+            PackedDelta { n: 10, dtype: f, indices: vec![u64::MAX], values: vec![1.0] },
+            PackedDelta { n: 0, dtype: f, indices: vec![0], values: vec![1.0] },
+            // Lengths differ.
+            PackedDelta { n: 10, dtype: f, indices: vec![1, 2], values: vec![1.0] },
+            PackedDelta { n: 10, dtype: f, indices: vec![1], values: vec![1.0, 2.0] },
+            // Non-finite and unrepresentable values.
+            PackedDelta { n: 10, dtype: f, indices: vec![1], values: vec![f32::NAN] },
+            PackedDelta { n: 10, dtype: WireDtype::F16, indices: vec![1], values: vec![f32::INFINITY] },
+            PackedDelta { n: 10, dtype: WireDtype::Bf16, indices: vec![1, 2], values: vec![1.0, 1.0 + 1.0 / 1024.0] },
+            PackedDelta { n: 10, dtype: WireDtype::F16, indices: vec![1], values: vec![1.0e6] },
+            PackedDelta { n: 10, dtype: WireDtype::F16, indices: vec![1], values: vec![1.0e-30] },
+        ];
+        for d in &broken {
+            let want = d.check().expect_err("the sample is broken");
+            assert_eq!(d.encode(), Err(want.clone()), "{d:?}");
+            let mut out = vec![0xAA; 64];
+            assert_eq!(d.encode_into(&mut out), Err(want), "{d:?}");
+            assert!(out.is_empty());
+            // The size helpers answer without panicking.
+            let _ = (d.encoded_len(), d.chunk_counts());
+        }
+        assert_eq!(broken[0].encode(), Err(WireError::Misordered { chunk: 0, position: 1 }));
+        assert_eq!(broken[4].encode(), Err(WireError::IndexPastEnd { position: 0, index: 70_000, n: 10 }));
+        assert_eq!(broken[11].encode(), Err(WireError::NotRepresentable { position: 1 }));
     }
 
     #[test]
@@ -370,7 +414,7 @@ mod tests {
             let lay = d.layout();
             assert_eq!(lay.total_bytes, d.encoded_len());
             assert_eq!(encoded_len(n, dtype, &d.chunk_counts()), d.encoded_len());
-            assert_eq!(d.encode().len() as u64, d.encoded_len());
+            assert_eq!(d.encode().unwrap().len() as u64, d.encoded_len());
             // list 3 -> 8 bytes, empty -> 0, bitmap -> 8192, list 1 -> 4.
             assert_eq!(lay.index_offsets[4] - lay.index_offsets[0], 8 + 8192 + 4);
         }
@@ -382,9 +426,9 @@ mod tests {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(&[0xAA; 100]);
         let ptr = out.as_ptr();
-        d.encode_into(&mut out);
+        d.encode_into(&mut out).unwrap();
         assert_eq!(out.as_ptr(), ptr);
-        assert_eq!(out, d.encode());
+        assert_eq!(out, d.encode().unwrap());
     }
 
     #[test]
@@ -394,10 +438,10 @@ mod tests {
         let b = PackedDelta::new(10, WireDtype::F32, vec![2, 9], vec![1.0, -1.0]).unwrap();
         let mut out = a.clone();
         let ptr = out.indices.as_ptr();
-        out.decode_into(&b.encode()).unwrap();
+        out.decode_into(&b.encode().unwrap()).unwrap();
         assert_eq!(out, b);
         assert_eq!(out.indices.as_ptr(), ptr);
-        let mut bad = a.encode();
+        let mut bad = a.encode().unwrap();
         bad[40] ^= 1;
         let before = out.clone();
         assert!(out.decode_into(&bad).is_err());
@@ -407,7 +451,7 @@ mod tests {
     #[test]
     fn empty_delta_is_header_and_table() {
         let d = PackedDelta::empty(CHUNK_ELEMS as u64 + 1, WireDtype::F32);
-        let b = d.encode();
+        let b = d.encode().unwrap();
         assert_eq!(b.len(), HEADER_BYTES + 8);
         assert!(b[HEADER_BYTES..].iter().all(|&x| x == 0));
         assert_eq!(PackedDelta::decode(&b), Ok(d));

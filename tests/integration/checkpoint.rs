@@ -78,8 +78,9 @@ fn another_shape_or_configuration_is_refused() {
     let mut other = config();
     other.max_accumulation_steps = 7;
     refused(&mut engine(1, 0, 1000, other), &bytes, |e| matches!(e, CheckpointError::ConfigMismatch { .. }));
-    let mut two = SyncGroup::new(CpuBackend::new(), LocalCollective::group(1, Duration::from_secs(5)).unwrap().remove(0))
-        .unwrap();
+    let mut two =
+        SyncGroup::new(CpuBackend::new(), LocalCollective::group(1, Duration::from_secs(5)).unwrap().remove(0))
+            .unwrap();
     two.add_bucket(1000, config()).unwrap();
     two.add_bucket(10, config()).unwrap();
     match two.restore(&bytes) {

@@ -17,6 +17,19 @@ use chronos_sync::{CoordinatorError, Error};
 use half::f16;
 use proptest::prelude::*;
 
+/// A deterministic proptest configuration: fixed seed and algorithm (so
+/// neither `PROPTEST_RNG_SEED` nor the run matters) and no failure
+/// persistence (nothing depends on `proptest-regressions/` files).
+fn fixed_proptest(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c4c4),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 // ---------------------------------------------------------------- helpers
 
 /// xorshift64*: a tiny deterministic generator for the stress workers.
@@ -253,7 +266,7 @@ fn commit_with_staleness(coord: &Coordinator, advance: u64, id: u64) -> CommitOu
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(fixed_proptest(48))]
 
     #[test]
     fn coordinator_staleness_weights_and_rejections(
@@ -416,7 +429,7 @@ fn coordinator_snapshot_restore_continues_bitwise() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(fixed_proptest(24))]
 
     #[test]
     fn coordinator_snapshot_restore_any_split(seed in 0u64..10_000, first in 0u64..50, second in 1u64..50) {
@@ -453,7 +466,7 @@ fn coordinator_snapshot_rejects_corruption_without_panicking() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(fixed_proptest(256))]
 
     /// Mutations with a recomputed (valid) checksum reach the body decoder:
     /// it must answer with an error or a coordinator, never panic.
@@ -533,7 +546,7 @@ fn reference_scores(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(fixed_proptest(128))]
 
     #[test]
     fn coordinator_memory_retrieval_matches_brute_force(

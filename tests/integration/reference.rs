@@ -255,7 +255,7 @@ impl Reference {
         for r in 0..world {
             let chosen = select(&self.acc[r], self.config.selection, step.acc_sq[r]);
             let delta = packed(&self.acc[r], &chosen, dtype);
-            step.bytes.push(delta.encode());
+            step.bytes.push(delta.encode().unwrap());
             step.sent.push(delta);
         }
 

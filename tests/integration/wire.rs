@@ -8,6 +8,19 @@ use chronos_sync::{WireDtype, WireError};
 use proptest::prelude::*;
 use rayon::prelude::*;
 
+/// A deterministic proptest configuration: fixed seed and algorithm (so
+/// neither `PROPTEST_RNG_SEED` nor the run matters) and no failure
+/// persistence (nothing depends on `proptest-regressions/` files).
+fn fixed_proptest(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c4c4),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 const CHUNK: u64 = 65_536;
 const DTYPES: [WireDtype; 3] = [WireDtype::F32, WireDtype::F16, WireDtype::Bf16];
 
@@ -122,7 +135,7 @@ fn build(n: u64, dtype: WireDtype, fill: Fill, seed: u64) -> PackedDelta {
 
 /// Everything a correct round trip implies about one delta.
 fn check_round_trip(d: &PackedDelta) {
-    let bytes = d.encode();
+    let bytes = d.encode().unwrap();
     assert_eq!(bytes.len() as u64, d.encoded_len());
     assert_eq!(bytes.len() % 4, 0);
     assert_eq!(u32::from_le_bytes(bytes[24..28].try_into().unwrap()), reference_checksum(&bytes));
@@ -135,7 +148,7 @@ fn check_round_trip(d: &PackedDelta) {
     assert_eq!(back.indices, d.indices);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&back.values), bits(&d.values));
-    assert_eq!(back.encode(), bytes, "re-encoding a decoded buffer must give the same bytes");
+    assert_eq!(back.encode().unwrap(), bytes, "re-encoding a decoded buffer must give the same bytes");
 
     let (idx, val): (Vec<u64>, Vec<f32>) = view.iter().unzip();
     assert_eq!(idx, d.indices);
@@ -200,7 +213,7 @@ fn golden_bf16_lists_across_two_chunks() {
     expected.extend([0x80, 0x3F, 0x20, 0xC0, 0x20, 0x3E, 0, 0]); // bf16 1.0, -2.5, 0.15625, pad
     let sum = reference_checksum(&expected);
     expected[24..28].copy_from_slice(&sum.to_le_bytes());
-    assert_eq!(d.encode(), expected);
+    assert_eq!(d.encode().unwrap(), expected);
     assert_eq!(wire::decode(&expected), Ok(d));
 }
 
@@ -222,7 +235,7 @@ fn golden_f32_bitmap() {
     }
     let sum = reference_checksum(&expected);
     expected[24..28].copy_from_slice(&sum.to_le_bytes());
-    assert_eq!(d.encode(), expected);
+    assert_eq!(d.encode().unwrap(), expected);
     assert_eq!(wire::decode(&expected), Ok(d));
 }
 
@@ -230,10 +243,10 @@ fn golden_f32_bitmap() {
 fn golden_f16_saturates_and_empty_buffer() {
     let d = PackedDelta::new(1, WireDtype::F16, vec![0], vec![-1.0e9]).unwrap();
     assert_eq!(d.values, vec![-65504.0]);
-    let b = d.encode();
+    let b = d.encode().unwrap();
     assert_eq!(b.len(), 32 + 4 + 4 + 4);
     assert_eq!(&b[36..44], &[0, 0, 0, 0, 0xFF, 0xFB, 0, 0]); // index 0 + pad, f16 -65504 + pad
-    let empty = PackedDelta::empty(1, WireDtype::F16).encode();
+    let empty = PackedDelta::empty(1, WireDtype::F16).encode().unwrap();
     assert_eq!(empty.len(), 36);
     assert_eq!(&empty[16..24], &[0; 8]);
     assert_eq!(&empty[32..], &[0; 4]);
@@ -250,7 +263,7 @@ fn dtype_strategy() -> impl Strategy<Value = WireDtype> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(fixed_proptest(96))]
 
     #[test]
     fn round_trip_any_density(
@@ -288,7 +301,7 @@ fn round_trip_edge_shapes() {
         // Exactly at the switch-over in a full chunk: 4096 entries is a list, 4097 a bitmap.
         for k in [4096u64, 4097] {
             let d = PackedDelta::new(CHUNK, dtype, (0..k).map(|i| i * 15).collect(), vec![1.0; k as usize]).unwrap();
-            let b = d.encode();
+            let b = d.encode().unwrap();
             let v = PackedView::parse(&b).unwrap();
             assert_eq!(matches!(v.chunk(0).unwrap().entries(), ChunkIndex::Bitmap(_)), k == 4097);
             check_round_trip(&d);
@@ -301,11 +314,11 @@ fn round_trip_edge_shapes() {
 fn small_buffers() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for dtype in DTYPES {
-        out.push(build(70, dtype, Fill::Density(0.1), 1).encode()); // list, odd or even
-        out.push(build(70, dtype, Fill::Density(0.6), 2).encode()); // bitmap with tail bits
-        out.push(PackedDelta::new(CHUNK + 3, dtype, vec![1, CHUNK + 2], vec![1.0, -1.0]).unwrap().encode());
-        out.push(PackedDelta::new(5, dtype, vec![0, 1, 4], vec![1.0, 2.0, 3.0]).unwrap().encode());
-        out.push(PackedDelta::empty(1, dtype).encode());
+        out.push(build(70, dtype, Fill::Density(0.1), 1).encode().unwrap()); // list, odd or even
+        out.push(build(70, dtype, Fill::Density(0.6), 2).encode().unwrap()); // bitmap with tail bits
+        out.push(PackedDelta::new(CHUNK + 3, dtype, vec![1, CHUNK + 2], vec![1.0, -1.0]).unwrap().encode().unwrap());
+        out.push(PackedDelta::new(5, dtype, vec![0, 1, 4], vec![1.0, 2.0, 3.0]).unwrap().encode().unwrap());
+        out.push(PackedDelta::empty(1, dtype).encode().unwrap());
     }
     out
 }
@@ -334,7 +347,7 @@ fn every_truncation_of_small_buffers_is_rejected() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(fixed_proptest(256))]
 
     #[test]
     fn mutations_are_rejected(
@@ -347,7 +360,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         tail in prop::collection::vec(any::<u8>(), 1..16),
     ) {
-        let b = build(n, dtype, Fill::Density(density), seed).encode();
+        let b = build(n, dtype, Fill::Density(density), seed).encode().unwrap();
         prop_assert!(PackedView::parse(&b).is_ok());
 
         let mut m = b.clone();
@@ -386,7 +399,7 @@ fn target() -> (PackedDelta, Vec<u8>) {
     let mut indices = vec![3, 9, 100];
     indices.extend((0..10).map(|i| CHUNK + i));
     let d = PackedDelta::new(CHUNK + 40, WireDtype::Bf16, indices, (1..=13).map(|i| i as f32).collect()).unwrap();
-    let b = d.encode();
+    let b = d.encode().unwrap();
     (d, b)
 }
 
@@ -467,7 +480,7 @@ fn error_list_entries() {
     assert_eq!(corrupted(|b| set(b, 0, 10)), WireError::Misordered { chunk: 0, position: 1 });
     // Out of range needs a short chunk: move chunk 1 to a list via a fresh buffer.
     let d = PackedDelta::new(CHUNK + 40, WireDtype::F32, vec![5, CHUNK + 1, CHUNK + 39], vec![1.0; 3]).unwrap();
-    let mut b = d.encode();
+    let mut b = d.encode().unwrap();
     let at = d.layout().index_offsets[1] as usize + 2;
     b[at..at + 2].copy_from_slice(&40u16.to_le_bytes());
     reseal(&mut b);
@@ -498,7 +511,7 @@ fn error_non_finite_values() {
         (WireDtype::F16, 0x7E01),
     ] {
         let d = PackedDelta::new(10, dtype, vec![2, 7], vec![1.0, 2.0]).unwrap();
-        let mut b = d.encode();
+        let mut b = d.encode().unwrap();
         let at = d.layout().values_offset() as usize + dtype.size();
         b[at..at + dtype.size()].copy_from_slice(&bits.to_le_bytes()[..dtype.size()]);
         reseal(&mut b);
@@ -573,7 +586,7 @@ fn cpu_packer_bytes_equal_the_encoder_bytes() {
             for (&i, &v) in d.indices.iter().zip(&d.values) {
                 assert_eq!(v.to_bits(), round_trip(acc[i as usize], dtype).to_bits());
             }
-            assert_eq!(d.encode(), packed, "{dtype:?} {selection:?}: encoder and CPU packer disagree");
+            assert_eq!(d.encode().unwrap(), packed, "{dtype:?} {selection:?}: encoder and CPU packer disagree");
         }
     }
 }

@@ -99,7 +99,24 @@ pub(super) struct Lanes {
 /// One block of the fused pass. Returns `[sum(out^2), sum(t^2)]` and the
 /// non-finite count of `out` and `t`; adds the level-1 digits of `out` to
 /// `hist`. The vector loop (when the CPU has one) does the longest prefix it
-/// can, the portable loop the rest; both produce the same bits.
+/// can, the portable loop ([`fused_span`]) the rest.
+///
+/// What the two loops agree on, bit for bit, for the same input: everything
+/// a step can commit.
+/// - `out` is non-finite at the same positions, and every finite element of
+///   `out` has the same bits;
+/// - the non-finite count is the same;
+/// - each histogram bin below `0x7f8` (the digits of finite magnitudes),
+///   summed over the sub-tables, is the same, and so is the total count;
+/// - the two sums have the same bits, except that where one is NaN the
+///   other is NaN too, with any payload.
+///
+/// So a block without non-finite values (the only kind a step commits: a
+/// non-zero count fails the step and nothing is committed) gives identical
+/// `out`, sums and histogram either way. What is not specified is the payload
+/// of a NaN in `out` (and hence the bin it lands in, at or above `0x7f8`):
+/// when both addends are NaN, x86's `vaddps` returns its first operand's
+/// NaN, and the compiler is free to commute the portable loop's scalar add.
 #[inline]
 pub(super) fn fused_block(
     d: &[f32],

@@ -1,9 +1,11 @@
 //! The fused pass's inner loop in AVX2, for x86_64 CPUs that have it
-//! (checked at run time). It computes exactly what the portable loop in
-//! `fused` computes, bit for bit: the same f32 adds, each f64 lane `j`
-//! receiving the squares of elements `j, j + 4, j + 8, ...` of the block in
-//! that order (squares of f32 values are exact in f64, so only the adds
-//! round, in the same order), integer counts for the rest.
+//! (checked at run time). It computes what the portable loop in `fused`
+//! computes, bit for bit on everything a step can commit (the contract is
+//! on `fused::fused_block`; only NaN payloads may differ): the same f32
+//! adds, each f64 lane `j` receiving the squares of elements
+//! `j, j + 4, j + 8, ...` of the block in that order (squares of f32 values
+//! are exact in f64, so only the adds round, in the same order), integer
+//! counts for the rest.
 //!
 //! Why it exists: on a 2-core machine the portable loop is bound by
 //! instruction throughput (about 1.6 ns per element per core), not by

@@ -119,7 +119,7 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, n: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; n])
+        state::zeroed(0.0, n)
     }
 
     fn upload(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {

@@ -135,27 +135,27 @@ impl CpuState {
             selection: config.selection,
             dtype: config.wire_dtype,
             error_feedback: config.error_feedback,
-            acc: vec![0.0; n],
-            spare: vec![0.0; n],
+            acc: zeroed(0.0, n)?,
+            spare: zeroed(0.0, n)?,
             pending: false,
             stream_output: 16 * n > last_level_cache_bytes(),
             stats: AccStats::zero(n),
             spare_stats: AccStats::zero(n),
-            block_sums: vec![[0.0; 2]; blocks],
-            block_bad: vec![0; blocks],
+            block_sums: zeroed([0.0; 2], blocks)?,
+            block_bad: zeroed(0, blocks)?,
             tables: Tables::new(threads),
-            level_hist: vec![0; HIST_BINS],
-            chunk_counts: vec![0; chunks],
-            cand_counts: vec![0; chunks],
-            chunk_ties: vec![0; chunks],
-            sel: vec![0; chunks * CHUNK_WORDS],
-            cand_bits: vec![0; if top_k { n } else { 0 }],
-            cand_index: vec![0; if top_k { n } else { 0 }],
-            marked_bits: vec![0; if dense { 0 } else { n }],
-            marked_index: vec![0; if dense { 0 } else { n }],
-            index_offsets: vec![0; chunks + 1],
-            entry_offsets: vec![0; chunks],
-            packed: vec![0; max_packed_bytes(n as u64, config.wire_dtype)],
+            level_hist: zeroed(0, HIST_BINS)?,
+            chunk_counts: zeroed(0, chunks)?,
+            cand_counts: zeroed(0, chunks)?,
+            chunk_ties: zeroed(0, chunks)?,
+            sel: zeroed(0, chunks * CHUNK_WORDS)?,
+            cand_bits: zeroed(0, if top_k { n } else { 0 })?,
+            cand_index: zeroed(0, if top_k { n } else { 0 })?,
+            marked_bits: zeroed(0, if dense { 0 } else { n })?,
+            marked_index: zeroed(0, if dense { 0 } else { n })?,
+            index_offsets: zeroed(0, chunks + 1)?,
+            entry_offsets: zeroed(0, chunks)?,
+            packed: zeroed(0, max_packed_bytes(n as u64, config.wire_dtype))?,
             cursors: Vec::new(),
         })
     }
@@ -176,6 +176,18 @@ impl CpuState {
             fused::acc_stats(self);
         }
     }
+}
+
+/// A vector of `len` copies of `value`, or [`BackendError::OutOfMemory`] when
+/// it cannot be allocated (instead of an abort).
+pub(super) fn zeroed<T: Clone>(value: T, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(len).is_err() {
+        let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        return Err(BackendError::OutOfMemory { backend: "cpu", bytes }.into());
+    }
+    v.resize(len, value);
+    Ok(v)
 }
 
 /// The largest packed buffer `n` elements can produce: every chunk at its

@@ -10,9 +10,21 @@
 //!   which is how CI without a GPU runs the conformance suite on them.
 //!
 //! Per step the fused pass reads `acc`, `delta`, `theta` once (128-bit loads)
-//! and writes the spare accumulator once; the only readback is the 32-byte
-//! [`crate::StepStatus`]. A sync then runs the radix select and the
-//! compaction on the device and copies only the packed bytes back.
+//! and writes the spare accumulator once; its only readback is the 32-byte
+//! [`crate::StepStatus`]. A sync then runs the radix select, the compaction
+//! and the checksum on the device and makes two readbacks: a 24-byte info
+//! block (the packed length), then the packed bytes, which `select_pack`
+//! returns from host memory. `apply` uploads the gathered bytes of every
+//! rank and their chunk descriptors (two host-to-device copies), then runs
+//! the rank-ordered scatter on the device.
+//!
+//! Device memory is allocated in `create_state`, except the staging for the
+//! gathered bytes and descriptors, which `apply` grows (to the next power of
+//! two) when an exchange is larger than any before. On the host, the packed
+//! readback reuses a buffer sized for the largest possible packed buffer,
+//! and `apply` fills a reused descriptor vector, but parsing each rank's
+//! chunk table allocates a few small vectors (its counts and layout) per
+//! rank per `apply`.
 
 mod backend;
 #[cfg(feature = "cuda")]

@@ -1,6 +1,7 @@
 //! Per-instance device state of a [`super::KernelBackend`]: everything a step
-//! touches, allocated once in `create_state` so no step allocates (except the
-//! peer-buffer staging in `apply`, which grows to the largest exchange seen).
+//! touches, allocated once in `create_state` so no step allocates device
+//! memory (except the peer-buffer staging in `apply`, which grows to the
+//! largest exchange seen).
 
 use super::kernels::{BINS, BINS3, DESC_WORDS, SEL_WORDS};
 use super::runner::KernelRunner;

@@ -5,12 +5,25 @@
 //! - Operation 1 is one fused pass plus a one-workgroup finish; the host reads
 //!   back the 32-byte [`StepStatus`] and nothing else.
 //! - Operation 2 runs the radix cut search, an order-preserving compaction
-//!   (tile counts, a scan, the write) and the checksum on the device; the
-//!   host reads the header and chunk table, then the packed bytes.
-//! - Operation 3 applies the rank buffers in rank order with one dispatch per
-//!   rank (no float atomics), then error feedback on this rank's entries.
+//!   (tile counts, a scan, the write) and the checksum on the device. Host
+//!   traffic per sync: one 32-byte upload (the initial selection state) and
+//!   two readbacks, the header and chunk table (`32 + 4 * ceil(n / 65536)`
+//!   bytes), then the whole packed buffer, which `select_pack` returns from
+//!   host memory.
+//! - Operation 3 uploads the gathered bytes of every rank and a table of
+//!   chunk descriptors (16 bytes per chunk per rank), then applies the rank
+//!   buffers in rank order with one dispatch per rank (no float atomics),
+//!   then error feedback on this rank's entries.
 //!
-//! Pipelines are compiled once per backend, buffers once per state. Vectors
+//! So a step reads back the status, and a syncing step additionally reads
+//! back the packed bytes and re-uploads everything gathered. Pipelines are
+//! compiled once per backend and the state's buffers are created once in
+//! `create_state`, except the device buffers for the gathered bytes and the
+//! chunk descriptors, which `apply` grows (to the next power of two) when an
+//! exchange is larger than any before, and the parameter ring, which grows
+//! when a submission needs more slots. The host side allocates small vectors
+//! per operation (command lists and parameter blocks, the chunk table, the
+//! per-rank layouts and descriptors). Vectors
 //! longer than one storage binding are processed in chunk-aligned segments
 //! through binding ranges, and grids wider than the per-dimension limit spill
 //! into y. Workgroups have 256 invocations; no subgroup operations are used,

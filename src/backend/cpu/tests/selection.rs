@@ -75,7 +75,7 @@ fn rule() -> impl Strategy<Value = Selection> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(crate::testing::fixed_proptest(300))]
 
     #[test]
     fn packs_like_the_reference(acc in prop::collection::vec(value(), 1..1200), selection in rule(), d in 0usize..3) {
@@ -124,7 +124,7 @@ fn tie_bin_vector(seed: u64, n: usize, above_per_mille: u64, bin_per_mille: u64)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(crate::testing::fixed_proptest(16))]
 
     /// The cut falls inside the level-1 bin of 1.0, which is full of ties,
     /// on vectors of two or three chunks: the search goes through the
