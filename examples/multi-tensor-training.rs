@@ -97,14 +97,20 @@ struct Outcome {
 
 /// One bucket configuration per parameter group.
 fn bucket_configs() -> [SyncConfig; 3] {
-    let matrix = |ratio| SyncConfig::builder().selection(Selection::TopK { ratio }).threshold(0.005).build();
+    // Adam moves every weight by about its learning rate per step, a few
+    // percent of the weights' norm: a threshold of 0.06 after a short
+    // warm-up syncs the matrices every second or third step.
+    let matrix = |ratio| {
+        SyncConfig::builder().selection(Selection::TopK { ratio }).threshold(0.06).warmup_steps(10).build()
+    };
     [
         matrix(0.02).expect("valid"),
         matrix(0.05).expect("valid"),
         SyncConfig::builder()
             .selection(Selection::Dense)
             .wire_dtype(WireDtype::F32)
-            .threshold(0.005)
+            .threshold(0.06)
+            .warmup_steps(10)
             .build()
             .expect("valid"),
     ]
