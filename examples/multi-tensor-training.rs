@@ -100,9 +100,8 @@ fn bucket_configs() -> [SyncConfig; 3] {
     // Adam moves every weight by about its learning rate per step, a few
     // percent of the weights' norm: a threshold of 0.06 after a short
     // warm-up syncs the matrices every second or third step.
-    let matrix = |ratio| {
-        SyncConfig::builder().selection(Selection::TopK { ratio }).threshold(0.06).warmup_steps(10).build()
-    };
+    let matrix =
+        |ratio| SyncConfig::builder().selection(Selection::TopK { ratio }).threshold(0.06).warmup_steps(10).build();
     [
         matrix(0.02).expect("valid"),
         matrix(0.05).expect("valid"),

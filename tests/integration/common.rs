@@ -71,6 +71,19 @@ impl SplitMix64 {
     }
 }
 
+/// A deterministic proptest configuration: fixed seed and algorithm (so
+/// neither `PROPTEST_RNG_SEED` nor the run matters) and no failure
+/// persistence (nothing depends on `proptest-regressions/` files).
+pub fn fixed_proptest(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c4c4),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// Maps 64 random bits to a uniform f32 in `[-1, 1)` using the top 24 bits.
 pub fn signed_unit(bits: u64) -> f32 {
     ((bits >> 40) as f32) * (1.0 / (1u32 << 23) as f32) - 1.0

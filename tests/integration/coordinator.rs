@@ -3,6 +3,7 @@
 //! against a brute-force reference, outer optimizers against hand-computed
 //! steps, backpressure and lease expiry.
 
+use crate::common::fixed_proptest;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,19 +17,6 @@ use chronos_sync::coordinator::{
 use chronos_sync::{CoordinatorError, Error};
 use half::f16;
 use proptest::prelude::*;
-
-/// A deterministic proptest configuration: fixed seed and algorithm (so
-/// neither `PROPTEST_RNG_SEED` nor the run matters) and no failure
-/// persistence (nothing depends on `proptest-regressions/` files).
-fn fixed_proptest(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c4c4),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 // ---------------------------------------------------------------- helpers
 

@@ -3,23 +3,11 @@
 //! switch-overs, mutations that must all be rejected, and one targeted
 //! corruption per decoder error.
 
+use crate::common::fixed_proptest;
 use chronos_sync::wire::{self, ChunkIndex, PackedDelta, PackedView};
 use chronos_sync::{WireDtype, WireError};
 use proptest::prelude::*;
 use rayon::prelude::*;
-
-/// A deterministic proptest configuration: fixed seed and algorithm (so
-/// neither `PROPTEST_RNG_SEED` nor the run matters) and no failure
-/// persistence (nothing depends on `proptest-regressions/` files).
-fn fixed_proptest(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_c4c4),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 const CHUNK: u64 = 65_536;
 const DTYPES: [WireDtype; 3] = [WireDtype::F32, WireDtype::F16, WireDtype::Bf16];
