@@ -97,10 +97,10 @@ fn threshold_test_uses_tau() {
     let backend = CpuBackend::new();
     let mut state = backend.create_state(4, &SyncConfig::default()).unwrap();
     // A = 4 * 0.01, P = 4: s = sqrt(0.04) / 2 = 0.1.
-    let status = backend.accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.05).unwrap();
+    let status = backend.accumulate(&mut state, &[0.1; 4], &[1.0; 4], 0.05).unwrap();
     assert!((status.significance - 0.1).abs() < 1e-6);
     assert_eq!(status.triggered, 1);
-    let status = backend.accumulate(&mut state, &vec![0.1; 4], &vec![1.0; 4], 0.2).unwrap();
+    let status = backend.accumulate(&mut state, &[0.1; 4], &[1.0; 4], 0.2).unwrap();
     assert_eq!(status.triggered, 0);
     assert_eq!(status.tau, 0.2);
 }

@@ -22,7 +22,7 @@ fn config(selection: Selection, wire_dtype: WireDtype) -> SyncConfig {
 fn loaded(backend: &CpuBackend, acc: &[f32], config: &SyncConfig) -> (CpuState, Vec<f32>) {
     let mut state = backend.create_state(acc.len(), config).unwrap();
     let theta = vec![1.0; acc.len()];
-    backend.accumulate(&mut state, &acc.to_vec(), &theta, 0.0).unwrap();
+    backend.accumulate(&mut state, acc, &theta, 0.0).unwrap();
     backend.commit_accumulate(&mut state).unwrap();
     let mut stored = vec![0.0; acc.len()];
     backend.read_accumulator(&state, &mut stored).unwrap();
