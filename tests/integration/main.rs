@@ -9,6 +9,7 @@ mod coordinator;
 mod cuda;
 mod faults;
 mod reference;
+mod sharing;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 mod wire;
