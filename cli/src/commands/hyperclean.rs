@@ -6,9 +6,7 @@
 use super::CliResult;
 use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
-use crate::workload::report::{
-    ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg,
-};
+use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
 use crate::workload::system::{self, RunMetrics, SystemConfig, Variant};
 use crate::workload::variants;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -476,7 +476,9 @@ impl WorkerContext {
                     lambda = l.params[range.clone()].iter().map(|&v| f64::from(v)).collect();
                     lease = Some(l);
                 }
-                Err(Error::Coordinator(chronos_sync::error::CoordinatorError::Backpressure { .. })) => backpressure += 1,
+                Err(Error::Coordinator(chronos_sync::error::CoordinatorError::Backpressure { .. })) => {
+                    backpressure += 1
+                }
                 Err(e) => return Err(e),
             }
         }
