@@ -62,5 +62,5 @@ pub mod wire;
 pub use client::{ClientConfig, RemoteCoordinator};
 pub use config::ConfigRecord;
 pub use error::ServiceError;
-pub use server::{Server, ServerConfig, TlsFiles, run_blocking};
+pub use server::{RunningServer, Server, ServerConfig, TlsFiles, run_blocking};
 pub use store::{AcceptedRow, Audit};

@@ -63,7 +63,8 @@ pub struct ServerConfig {
     /// How long request records (idempotency) are kept; longer than any
     /// client's retry window (default 24 h).
     pub idempotency_ttl: Duration,
-    /// Longest `WaitForVersion` the server holds (default 60 s).
+    /// Longest `WaitForVersion` the server holds (default 25 s, inside the
+    /// request deadline).
     pub max_wait: Duration,
     /// Deadline of every call on the server side (default 30 s; a client's
     /// shorter `grpc-timeout` wins).
@@ -87,7 +88,7 @@ impl ServerConfig {
             max_concurrent: 64,
             max_request_bytes: 4 << 20,
             idempotency_ttl: Duration::from_secs(86_400),
-            max_wait: Duration::from_secs(60),
+            max_wait: Duration::from_secs(25),
             request_timeout: Duration::from_secs(30),
             retry_hint: Duration::from_millis(50),
             init: ConfigRecord::standard(),
@@ -547,6 +548,75 @@ impl Server {
         let svc = GrpcService { shared: self.shared, max_request: self.config.max_request_bytes };
         builder.serve_with_incoming_shutdown(svc, incoming, shutdown).await?;
         Ok(())
+    }
+}
+
+/// A server serving on its own thread and runtime (benches, tests, or a
+/// process embedding it); stops when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServiceError>>>,
+}
+
+impl RunningServer {
+    /// Opens the server (in the calling thread, so errors surface here) and
+    /// serves it on a new thread.
+    pub fn spawn(config: ServerConfig) -> Result<Self, ServiceError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(config.max_concurrent.max(1) + 4)
+            .enable_all()
+            .build()
+            .map_err(|e| ServiceError::Io { what: "start the runtime", source: e })?;
+        let server = {
+            let _g = rt.enter();
+            Server::open(config)?
+        };
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("chronos-coordinator".into())
+            .spawn(move || {
+                rt.block_on(server.serve(async {
+                    let _ = rx.await;
+                }))
+            })
+            .map_err(|e| ServiceError::Io { what: "start the server thread", source: e })?;
+        Ok(RunningServer { addr, stop: Some(tx), thread: Some(thread) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server thread.
+    pub fn stop(mut self) -> Result<(), ServiceError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ServiceError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ServiceError::Config { reason: "the server thread panicked".into() }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
     }
 }
 
