@@ -1,5 +1,5 @@
-//! The `serve` command line, shared by `chronos-sync coordinator serve` and
-//! this crate's `chronos-sync-coordinator` binary.
+//! The flags of `chronos-sync coordinator serve` (the CLI member embeds
+//! them; this crate's tests run the same code in a child process).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,8 +11,7 @@
 //!   README runs unchanged against a server in another process.
 //!
 //! Run a server with `chronos-sync coordinator serve --listen 127.0.0.1:50551
-//! --data DIR` (or this crate's `chronos-sync-coordinator` binary, same
-//! flags), then:
+//! --data DIR` (the CLI member; its flags are [`cli::ServeArgs`]), then:
 //!
 //! ```no_run
 //! use chronos_sync::coordinator::{CommitOutcome, CommitRequest};

@@ -20,6 +20,12 @@ use chronos_sync::coordinator::{CommitOutcome, CommitRequest, Coordinator, Lease
 use chronos_sync_service::{Audit, ClientConfig, ConfigRecord, RemoteCoordinator};
 use common::{ServerProc, TempDir};
 
+/// The server child (see `common::serve_if_child`); a no-op otherwise.
+#[test]
+fn server_process() {
+    common::serve_if_child();
+}
+
 const N: usize = 8;
 
 /// What one client sent and what it was told.
@@ -31,6 +37,8 @@ struct Sent {
     loss: f32,
     /// `None`: no answer (the call failed after every retry).
     answer: Option<CommitOutcome>,
+    /// The call needed more than one attempt (the same commit id resent).
+    retried: bool,
 }
 
 /// A hypergradient that depends on the parameters the worker saw.
@@ -52,6 +60,8 @@ struct Report {
     sent: usize,
     acknowledged: usize,
     acknowledged_accepted: usize,
+    /// Commits resent with the same id after a failed attempt (a kill).
+    retried_commits: usize,
     accepted_rows: usize,
     unacknowledged_applied: usize,
     lost: usize,
@@ -110,6 +120,7 @@ fn campaign(kills: usize, workers: u64, seed: u64) -> Report {
                     };
                     let (h, loss) = hypergradient(&lease.params, worker, round);
                     let req = CommitRequest { commit_id: round, hypergradient: h.clone(), validation_loss: loss };
+                    let tries = c.stats().retries.load(Ordering::Relaxed);
                     let answer = match c.commit(&lease, req) {
                         Ok(o) => Some(o),
                         Err(e) => {
@@ -117,7 +128,15 @@ fn campaign(kills: usize, workers: u64, seed: u64) -> Report {
                             None
                         }
                     };
-                    log.lock().unwrap().push(Sent { worker, commit_id: round, hypergradient: h, loss, answer });
+                    let retried = c.stats().retries.load(Ordering::Relaxed) > tries;
+                    log.lock().unwrap().push(Sent {
+                        worker,
+                        commit_id: round,
+                        hypergradient: h,
+                        loss,
+                        answer,
+                        retried,
+                    });
                     round += 1;
                     let _ = c.wait_for_version(lease.version, Duration::from_millis(300));
                 }
@@ -231,6 +250,7 @@ fn campaign(kills: usize, workers: u64, seed: u64) -> Report {
         sent: sent.len(),
         acknowledged: sent.iter().filter(|s| s.answer.is_some()).count(),
         acknowledged_accepted: acknowledged_accepted.len(),
+        retried_commits: sent.iter().filter(|s| s.retried).count(),
         accepted_rows: rows.len(),
         unacknowledged_applied,
         lost,

@@ -18,6 +18,12 @@ use chronos_sync_service::wire::{self, Failure, path};
 use chronos_sync_service::{Audit, ClientConfig, ConfigRecord, RemoteCoordinator};
 use common::{ServerProc, TempDir};
 
+/// The server child (see `common::serve_if_child`); a no-op otherwise.
+#[test]
+fn server_process() {
+    common::serve_if_child();
+}
+
 /// The README's worker loop, generic over where the coordinator lives.
 fn readme_worker_loop<C: CoordinatorApi + 'static>(coord: Arc<C>) -> chronos_sync::Result<u64> {
     let workers: Vec<_> = (0..2u64)

@@ -8,6 +8,12 @@ use chronos_sync::CoordinatorError;
 use chronos_sync_service::{ClientConfig, RemoteCoordinator, Server, ServerConfig, ServiceError};
 use common::{ServerProc, TempDir};
 
+/// The server child (see `common::serve_if_child`); a no-op otherwise.
+#[test]
+fn server_process() {
+    common::serve_if_child();
+}
+
 #[test]
 fn a_non_loopback_address_needs_tls_or_an_explicit_opt_in() {
     let dir = TempDir::new("bind");

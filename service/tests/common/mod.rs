@@ -1,5 +1,8 @@
-//! Shared helpers: a coordinator server in another process (this crate's
-//! `chronos-sync-coordinator` binary), killed and restarted at will.
+//! Shared helpers: a coordinator server in another process, killed and
+//! restarted at will. The child is this test binary itself, started on its
+//! `server_process` test with the serve flags in an environment variable: it
+//! runs the code `chronos-sync coordinator serve` runs (the CLI member's
+//! binary is not built by `cargo test -p chronos-sync-service`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -9,6 +12,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chronos_sync_service::{ClientConfig, RemoteCoordinator};
+
+/// Set in a server child: the serve flags, separated by U+001F.
+pub const CHILD_ENV: &str = "CHRONOS_TEST_SERVER_FLAGS";
+
+#[derive(clap::Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: chronos_sync_service::cli::ServeArgs,
+}
+
+/// In a server child (see [`CHILD_ENV`]): serve until killed, then exit.
+/// Otherwise nothing. Every test file using [`ServerProc`] calls it from a
+/// test named `server_process`.
+pub fn serve_if_child() {
+    use clap::Parser;
+    let Ok(flags) = std::env::var(CHILD_ENV) else { return };
+    let argv = std::iter::once("serve".to_owned()).chain(flags.split('\u{1f}').map(str::to_owned));
+    let code = match ServeCli::try_parse_from(argv) {
+        Ok(cli) => match cli.serve.run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
 
 /// A fresh, empty directory under the system temp dir (removed on drop).
 pub struct TempDir(pub PathBuf);
@@ -46,8 +81,11 @@ pub struct ServerProc {
 }
 
 fn spawn(dir: &Path, listen: &str, args: &[String], envs: &[(String, String)]) -> Result<(Child, String), String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chronos-sync-coordinator"));
-    cmd.arg("--data").arg(dir).arg("--listen").arg(listen).args(args);
+    let mut flags: Vec<String> =
+        vec!["--data".into(), dir.to_str().expect("utf-8 path").into(), "--listen".into(), listen.into()];
+    flags.extend(args.iter().cloned());
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args(["server_process", "--exact", "--nocapture", "--test-threads", "1"]).env(CHILD_ENV, flags.join("\u{1f}"));
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -56,8 +94,12 @@ fn spawn(dir: &Path, listen: &str, args: &[String], envs: &[(String, String)]) -
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listening on ") {
+                let _ = tx.send(line[at..].to_owned());
+                break;
+            }
         }
         for _ in lines {}
     });
