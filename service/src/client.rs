@@ -76,6 +76,9 @@ pub struct ClientStats {
 }
 
 /// A remote coordinator (shareable across threads: `Arc<RemoteCoordinator>`).
+///
+/// A blocking client: it runs its own small tokio runtime, so call it (and
+/// drop it) from ordinary threads, not from inside an async runtime.
 #[derive(Debug)]
 pub struct RemoteCoordinator {
     rt: tokio::runtime::Runtime,
@@ -183,9 +186,19 @@ impl RemoteCoordinator {
         }
     }
 
-    /// Calls `method` until a non-transient answer or until `deadline`;
-    /// `Ok(Err(..))` carries a typed error with its retry hint.
+    /// Calls `method` until a non-transient answer or until `deadline`.
     fn call(&self, method: &'static str, body: Bytes, deadline: Instant) -> Result<Bytes> {
+        self.call_hinted(method, body, deadline).map_err(|(e, _)| e)
+    }
+
+    /// [`Self::call`], keeping the server's retry hint of a typed refusal
+    /// (backpressure).
+    fn call_hinted(
+        &self,
+        method: &'static str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> std::result::Result<Bytes, (Error, Option<Duration>)> {
         let mut attempt = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -198,13 +211,13 @@ impl RemoteCoordinator {
                 Failure::Typed(Error::Coordinator(CoordinatorError::Overloaded { retry_after }), _) => {
                     (format!("overloaded (hint {retry_after:?})"), Some(retry_after))
                 }
-                Failure::Typed(e, _) => return Err(e),
+                Failure::Typed(e, hint) => return Err((e, hint)),
                 Failure::Transient(r) => (r, None),
             };
             attempt += 1;
             let wait = hint.unwrap_or(Duration::ZERO).max(backoff(&self.config, attempt - 1));
             if Instant::now() + wait >= deadline {
-                return Err(CoordinatorError::Unavailable { attempts: attempt, reason }.into());
+                return Err((CoordinatorError::Unavailable { attempts: attempt, reason }.into(), None));
             }
             self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::thread::sleep(wait);
@@ -229,13 +242,16 @@ impl RemoteCoordinator {
         let until = start + self.config.checkout_timeout;
         let mut attempt = 0u32;
         loop {
-            match self.call(path::CHECKOUT, body.clone(), self.budget().max(until)) {
+            match self.call_hinted(path::CHECKOUT, body.clone(), self.budget().max(until)) {
                 Ok(b) => {
                     let m = wire::LeaseMsg::decode(b).map_err(|e| bad_answer("lease", e))?;
                     return Ok(Lease { id: m.id, worker: m.worker, version: m.version, params: Arc::from(m.params) });
                 }
-                Err(Error::Coordinator(CoordinatorError::Backpressure { in_flight, max, .. })) => {
-                    let wait = backoff(&self.config, attempt).max(Duration::from_millis(1));
+                Err((Error::Coordinator(CoordinatorError::Backpressure { in_flight, max, .. }), hint)) => {
+                    // The server's hint, with jitter, growing while it lasts.
+                    let wait = backoff(&self.config, attempt)
+                        .max(hint.unwrap_or(Duration::ZERO))
+                        .max(Duration::from_millis(1));
                     attempt += 1;
                     if Instant::now() + wait >= until {
                         return Err(CoordinatorError::Backpressure {
@@ -248,7 +264,7 @@ impl RemoteCoordinator {
                     }
                     std::thread::sleep(wait);
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
         }
     }
