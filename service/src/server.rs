@@ -117,6 +117,8 @@ struct Core {
     db: Db,
     last_snapshot: Vec<u8>,
     n: usize,
+    /// Held for the server's life: one server per data directory.
+    _dir_lock: std::fs::File,
 }
 
 fn coord_status(e: &chronos_sync::Error, hint: Duration) -> Status {
@@ -492,6 +494,23 @@ impl Server {
                 reason: "max_concurrent, idempotency_ttl and request_timeout must be > 0".into(),
             });
         }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServiceError::Io { what: "create the data directory", source: e })?;
+        let dir_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(config.data_dir.join("lock"))
+            .map_err(|e| ServiceError::Io { what: "open DIR/lock", source: e })?;
+        match dir_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ServiceError::Config {
+                    reason: format!("{} is in use by another server", config.data_dir.display()),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ServiceError::Io { what: "lock DIR/lock", source: e }),
+        }
         let mut db = Db::open(&config.data_dir)?;
         let (coord, cconfig, n) = match db.load()? {
             Some((rec, snap)) => {
@@ -512,7 +531,7 @@ impl Server {
             .map_err(|e| ServiceError::Io { what: "bind the listen address", source: e })?;
         listener.set_nonblocking(true).map_err(|e| ServiceError::Io { what: "configure the listener", source: e })?;
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core { coord, config: cconfig, db, last_snapshot, n }),
+            core: Mutex::new(Core { coord, config: cconfig, db, last_snapshot, n, _dir_lock: dir_lock }),
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
             version: watch::Sender::new(version),
             settings: Settings {

@@ -56,3 +56,17 @@ fn tls_serves_and_a_plaintext_client_is_refused() {
     let e = RemoteCoordinator::connect(plain).unwrap().current_state().unwrap_err();
     assert!(matches!(e, chronos_sync::Error::Coordinator(CoordinatorError::Unavailable { .. })), "{e}");
 }
+
+#[test]
+fn one_server_per_data_directory() {
+    let dir = TempDir::new("lock");
+    let mut cfg = ServerConfig::new(dir.path());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let first = Server::open(cfg.clone()).unwrap();
+    match Server::open(cfg.clone()) {
+        Err(ServiceError::Config { reason }) => assert!(reason.contains("in use"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    drop(first);
+    assert!(Server::open(cfg).is_ok());
+}
