@@ -28,6 +28,13 @@ struct ServeCli {
 pub fn serve_if_child() {
     use clap::Parser;
     let Ok(flags) = std::env::var(CHILD_ENV) else { return };
+    // The parent holds our stdin open; when it goes away (even SIGKILLed),
+    // stdin reaches end of file and this server exits: no orphans.
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
     let argv = std::iter::once("serve".to_owned()).chain(flags.split('\u{1f}').map(str::to_owned));
     let code = match ServeCli::try_parse_from(argv) {
         Ok(cli) => match cli.serve.run() {
@@ -89,7 +96,8 @@ fn spawn(dir: &Path, listen: &str, args: &[String], envs: &[(String, String)]) -
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| e.to_string())?;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
