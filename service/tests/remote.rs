@@ -144,7 +144,7 @@ fn a_retried_commit_gets_the_stored_answer_byte_for_byte_and_a_changed_body_conf
 #[test]
 fn request_records_expire_after_the_configured_time() {
     let dir = TempDir::new("expiry");
-    let server = ServerProc::start(dir.path(), &["--init", "1,1", "--min-commits", "2", "--idempotency-ttl-s", "0.5"]);
+    let server = ServerProc::start(dir.path(), &["--init", "1,1", "--min-commits", "2", "--idempotency-ttl-s", "3"]);
     let c = server.client();
     let lease = c.checkout(1).unwrap();
     let req = CommitRequest { commit_id: 5, hypergradient: vec![1.0, 1.0], validation_loss: 1.0 };
@@ -155,7 +155,7 @@ fn request_records_expire_after_the_configured_time() {
 
     // Past the time to live the record is gone: a lookup ignores it and the
     // next write sweeps it.
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(4500));
     let other = c.checkout(2).unwrap();
     c.release(&other).unwrap();
     let audit = Audit::open(dir.path()).unwrap();
@@ -297,7 +297,7 @@ fn backpressure_and_overload_are_typed_answers_with_a_hint() {
 #[test]
 fn a_restarted_server_continues_where_the_last_acknowledged_call_left_it() {
     let dir = TempDir::new("restart");
-    let mut server = ServerProc::start(dir.path(), &["--init", "1,1", "--min-commits", "2", "--lease-ttl-s", "5"]);
+    let mut server = ServerProc::start(dir.path(), &["--init", "1,1", "--min-commits", "2", "--lease-ttl-s", "8"]);
     let c = server.client();
     let a = c.checkout(1).unwrap();
     let b = c.checkout(2).unwrap();
@@ -321,8 +321,8 @@ fn a_restarted_server_continues_where_the_last_acknowledged_call_left_it() {
     assert_eq!(after.pending_commits(), vec![(1, 1)]);
 
     // ... and still expires when its worker is gone: no heartbeat for longer
-    // than the 5 s TTL.
-    std::thread::sleep(Duration::from_millis(6500));
+    // than the 8 s TTL.
+    std::thread::sleep(Duration::from_millis(10_000));
     let late =
         c.commit(&b, CommitRequest { commit_id: 7, hypergradient: vec![0.0, 1.0], validation_loss: 0.5 }).unwrap();
     assert!(matches!(late, CommitOutcome::Rejected { reason: RejectReason::LeaseExpired, .. }), "{late:?}");
