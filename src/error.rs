@@ -502,6 +502,53 @@ pub enum CoordinatorError {
         /// What differs.
         reason: String,
     },
+    /// A commit id already answered was sent again with a different body
+    /// (hypergradient, loss or lease): a conflict, not a retry. Nothing was
+    /// applied.
+    #[error("commit {commit_id} of worker {worker} was already answered for a different request body")]
+    CommitConflict {
+        /// Worker.
+        worker: u64,
+        /// The reused commit id.
+        commit_id: u64,
+    },
+    /// A remote coordinator is at its limit of concurrent requests; nothing
+    /// was done. Retry after the hint.
+    #[error("coordinator overloaded; retry after {retry_after:?}")]
+    Overloaded {
+        /// How long the server suggests waiting.
+        retry_after: Duration,
+    },
+    /// A remote coordinator refused the call's credentials (missing or wrong
+    /// shared secret). Never retried.
+    #[error("refused by the coordinator: {reason}")]
+    Unauthenticated {
+        /// Why.
+        reason: String,
+    },
+    /// A remote coordinator refused a malformed or oversized request; nothing
+    /// was changed.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A remote coordinator could not be reached or did not answer in time,
+    /// after every retry.
+    #[error("coordinator unavailable after {attempts} attempt(s): {reason}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+    /// A remote coordinator failed to make a change durable (or another
+    /// server-side failure); the change was not acknowledged.
+    #[error("coordinator storage failure: {reason}")]
+    Storage {
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Why a checkpoint (see [`crate::checkpoint`]) could not be written, was

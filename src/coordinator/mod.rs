@@ -89,6 +89,7 @@
 //! # }
 //! ```
 
+mod api;
 mod codec;
 mod commit;
 mod config;
@@ -104,6 +105,7 @@ mod stats;
 mod store;
 mod timescale;
 
+pub use api::{CoordinatorApi, CurrentState};
 pub use commit::{AppliedCommit, CommitOutcome, CommitRequest, RejectReason};
 pub use config::{CoordinatorConfig, CoordinatorConfigBuilder, MemoryConfig, OuterOptimizer, TimescaleGroup};
 pub use decay::StalenessDecay;

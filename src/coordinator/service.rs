@@ -213,6 +213,12 @@ impl Coordinator {
         self.lock().version
     }
 
+    /// The current version and outer parameters, read atomically.
+    pub fn state(&self) -> (u64, Arc<[f32]>) {
+        let st = self.lock();
+        (st.version, Arc::clone(&st.params))
+    }
+
     /// The current outer parameters (shared, not copied).
     pub fn outer_params(&self) -> Arc<[f32]> {
         Arc::clone(&self.lock().params)

@@ -4,6 +4,7 @@
 //! `pub fn run(args: &Args) -> CliResult`. Adding one is two lines: its `mod`
 //! declaration and one line in the `subcommands!` list below.
 
+pub mod coordinator;
 pub mod hyperclean;
 pub mod simulate;
 pub mod synthetic;
@@ -42,6 +43,7 @@ macro_rules! subcommands {
 subcommands! {
     Simulate => simulate,
     Hyperclean => hyperclean,
+    Coordinator => coordinator,
 }
 
 /// chronos-sync: significance-triggered sparse synchronization for
