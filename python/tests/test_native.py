@@ -1,0 +1,89 @@
+"""The extension module alone: inputs, errors, a group of one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import chronos_sync
+
+
+class Solo:
+    rank, world_size, timeout = 0, 1, 5.0
+
+    def all_reduce_max(self, values):
+        return list(values)
+
+    def all_gather_u64(self, value):
+        return [value]
+
+    def all_gather_bytes(self, send, lens):
+        return bytes(send)
+
+
+class Broken(Solo):
+    def all_reduce_max(self, values):
+        raise RuntimeError("peer went away")
+
+
+def engine(n=100, comm=None, **kw):
+    return chronos_sync.Engine(chronos_sync.Backend(1), comm or Solo(), n, **kw)
+
+
+def test_step_in_place_without_copies():
+    e = engine(selection="dense", wire_dtype="f32", threshold=0.0, adaptive=False)
+    delta = np.full(100, 0.5, dtype=np.float32)
+    params = np.ones(100, dtype=np.float32)
+    report = e.step(delta, params)
+    assert report["synced"] and report["step"] == 1
+    assert np.all(params == 1.5)  # written into the caller's buffer
+
+
+def test_bad_inputs_are_exceptions():
+    e = engine()
+    ok = np.ones(100, dtype=np.float32)
+    with pytest.raises(ValueError):
+        e.step(np.ones(100, dtype=np.float64), ok)
+    with pytest.raises(ValueError):
+        e.step(np.ones(99, dtype=np.float32), ok)
+    with pytest.raises(ValueError):
+        e.step(ok, ok)  # overlapping
+    with pytest.raises(ValueError):
+        e.step(np.ones(200, dtype=np.float32)[::2], ok)
+    ro = np.ones(100, dtype=np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError):
+        e.step(ok.copy(), ro)
+    with pytest.raises(chronos_sync.ConfigError):
+        engine(selection="nope")
+    with pytest.raises(chronos_sync.ConfigError):
+        engine(ratio=2.0)
+    with pytest.raises(chronos_sync.ChronosError):
+        e.restore(b"not a checkpoint")
+    assert e.steps == 0
+
+
+def test_nan_is_non_finite_error():
+    e = engine()
+    d = np.ones(100, dtype=np.float32)
+    d[3] = np.nan
+    with pytest.raises(chronos_sync.NonFiniteError, match="non-finite"):
+        e.step(d, np.ones(100, dtype=np.float32))
+    assert e.steps == 0
+
+
+def test_callback_failure_is_collective_error_with_cause():
+    e = engine(comm=Broken())
+    with pytest.raises(chronos_sync.CollectiveFailedError) as info:
+        e.step(np.ones(100, dtype=np.float32), np.ones(100, dtype=np.float32) * 2)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "peer went away" in str(info.value)
+
+
+def test_checkpoint_round_trip():
+    a = engine(threshold=0.05)
+    p = np.ones(100, dtype=np.float32)
+    a.step(np.full(100, 0.01, dtype=np.float32), p)
+    b = engine(threshold=0.05)
+    b.restore(a.checkpoint())
+    assert b.checkpoint() == a.checkpoint() and b.steps == 1
