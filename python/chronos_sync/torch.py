@@ -115,13 +115,14 @@ class ProcessGroupComm:
 
 
 class _Entry:
-    __slots__ = ("engine", "theta", "before", "delta", "last")
+    __slots__ = ("engine", "theta", "before", "delta", "velocity", "last")
 
     def __init__(self, engine: Engine, n: int):
         self.engine = engine
         self.theta = torch.zeros(n, dtype=torch.float32)
         self.before = torch.zeros(n, dtype=torch.float32)
         self.delta = torch.zeros(n, dtype=torch.float32)
+        self.velocity = torch.zeros(n, dtype=torch.float32)
         self.last: Dict[str, Any] = {}
 
 
@@ -132,7 +133,8 @@ class ChronosState:
 
     ``config`` keywords are ``chronos_sync.Engine``'s (``selection``,
     ``ratio``, ``threshold``, ``wire_dtype``, ...); defaults are the spec's
-    (top-1 %, threshold 0.01 adaptive, bf16).
+    (top-1 %, threshold 0.01 adaptive, bf16). ``syncs`` counts the bucket
+    steps that synced; ``sent_bytes`` the bytes handed to the process group.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class ChronosState:
         scale: float = 1.0,
         timeout: float = 60.0,
         dense_steps: int = 1,
+        momentum: float = 0.0,
         threads: Optional[int] = None,
         **config: Any,
     ):
@@ -152,10 +155,15 @@ class ChronosState:
         self.backend = Backend(threads)
         self.scale = float(scale)
         self.dense_steps = int(dense_steps)
+        if not (0.0 <= momentum < 1.0):
+            raise _native.ConfigError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
         self.config = dict(config)
         self.iteration = 0
+        self.syncs = 0
         self.engines: Dict[str, _Entry] = {}
         self._pending: Dict[str, bytes] = {}
+        self._pending_velocity: Dict[str, torch.Tensor] = {}
         self._index = {id(p): i for i, p in enumerate(model.parameters())} if model is not None else None
 
     # -- keys and engines --------------------------------------------------
@@ -174,6 +182,9 @@ class ChronosState:
             saved = self._pending.pop(key, None)
             if saved is not None:
                 entry.engine.restore(saved)
+            v = self._pending_velocity.pop(key, None)
+            if v is not None:
+                entry.velocity.copy_(v)
             self.engines[key] = entry
         elif entry.engine.n != n:
             raise _native.ConfigError(f"bucket {key} changed length from {entry.engine.n} to {n}")
@@ -184,9 +195,13 @@ class ChronosState:
         """Everything a restarted job needs: per-bucket engine checkpoints
         (residuals, counters, configuration fingerprint) and the iteration."""
         engines = {k: e.engine.checkpoint() for k, e in self.engines.items()}
+        velocity = {k: e.velocity.clone() for k, e in self.engines.items()}
         for k, b in self._pending.items():
             engines.setdefault(k, b)
-        return {"format": _FORMAT, "iteration": self.iteration, "engines": engines}
+        for k, v in self._pending_velocity.items():
+            velocity.setdefault(k, v)
+        return {"format": _FORMAT, "iteration": self.iteration, "syncs": self.syncs, "engines": engines,
+                "velocity": velocity}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restores a ``state_dict()``; engines not created yet are restored
@@ -194,13 +209,20 @@ class ChronosState:
         if state.get("format") != _FORMAT:
             raise _native.ConfigError(f"not a {_FORMAT} state dict: format {state.get('format')!r}")
         self.iteration = int(state["iteration"])
+        self.syncs = int(state.get("syncs", 0))
         self._pending = {}
+        self._pending_velocity = {}
         for key, saved in state["engines"].items():
             saved = bytes(saved)
             if key in self.engines:
                 self.engines[key].engine.restore(saved)
             else:
                 self._pending[key] = saved
+        for key, v in state.get("velocity", {}).items():
+            if key in self.engines:
+                self.engines[key].velocity.copy_(v)
+            else:
+                self._pending_velocity[key] = v.clone()
 
     # -- reporting ---------------------------------------------------------
     @property
@@ -247,6 +269,13 @@ def chronos_hook(state: ChronosState, bucket: dist.GradBucket) -> torch.futures.
             torch.cat([p.detach().reshape(-1).float().cpu() for p in bucket.parameters()], out=entry.theta)
             entry.before.copy_(entry.theta)
             g = grad.detach()
+            velocity = None
+            if state.momentum:
+                # Momentum correction (as in DGC): the rank's momentum runs
+                # before the sparsification, so the accumulator holds what
+                # momentum SGD would apply; committed only if the step succeeds.
+                velocity = torch.add(g.reshape(-1).to("cpu", torch.float32), entry.velocity, alpha=state.momentum)
+                g = velocity
             if state.scale != 1.0:
                 torch.mul(g.reshape(-1).to("cpu", torch.float32), state.scale, out=entry.delta)
                 d = entry.delta
@@ -257,6 +286,9 @@ def chronos_hook(state: ChronosState, bucket: dist.GradBucket) -> torch.futures.
                 d = entry.delta
         # On failure this raises before anything below changes.
         entry.last = entry.engine.step(d.numpy(), entry.theta.numpy())
+        state.syncs += int(entry.last["synced"])
+        if velocity is not None:
+            entry.velocity.copy_(velocity)
         out = torch.sub(entry.theta, entry.before)
         if state.scale != 1.0:
             out.div_(state.scale)
