@@ -47,12 +47,12 @@ def grad(rank: int, t: int, n: int) -> torch.Tensor:
     return torch.randn(n, generator=g) * 0.05
 
 
-def ddp_identical(rank: int, world: int, steps: int = 8) -> Dict[str, Any]:
+def ddp_identical(rank: int, world: int, steps: int = 8, bucket_cap_mb: float = 25.0) -> Dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
-    ddp = DDP(model)
+    ddp = DDP(model, bucket_cap_mb=bucket_cap_mb)
     state = ChronosState(model=model, timeout=10, ratio=0.05, threshold=0.001)
     outs: List[bytes] = []
 
@@ -73,7 +73,7 @@ def ddp_identical(rank: int, world: int, steps: int = 8) -> Dict[str, Any]:
         opt.step()
     params = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().tobytes()
     synced = sum(1 for r in state.reports().values() if r.get("synced"))
-    return {"outs": outs, "params": params, "engines": len(state.engines), "synced": synced}
+    return {"outs": outs, "params": params, "keys": sorted(state.engines), "synced": synced}
 
 
 def conservation(rank: int, world: int, steps: int = 25, n: int = 3000) -> Dict[str, Any]:

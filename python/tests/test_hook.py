@@ -9,15 +9,20 @@ import scenarios
 from distributed import run_ranks
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_hook_result_identical_on_every_rank(world):
-    res = run_ranks(scenarios.ddp_identical, world)
+@pytest.mark.parametrize("world,cap", [(2, 0.001), (4, 25.0)])
+def test_hook_result_identical_on_every_rank(world, cap):
+    # cap 0.001 MB: one bucket per parameter tensor, rebuilt after the first
+    # iteration; each gets its own engine, keyed by its parameters.
+    res = run_ranks(scenarios.ddp_identical, world, bucket_cap_mb=cap)
+    keys = res[0]["keys"]
+    assert keys and all(k.startswith("p") for k in keys)
+    assert len(keys) > 1 if cap < 1 else len(keys) == 1
     assert res[0]["synced"] > 0
     assert any(any(b != 0 for b in out) for out in res[0]["outs"])
     for r in res[1:]:
         assert r["outs"] == res[0]["outs"]
         assert r["params"] == res[0]["params"]
-        assert r["engines"] == res[0]["engines"]
+        assert r["keys"] == keys
 
 
 def test_residual_is_conserved():
