@@ -36,8 +36,9 @@ all-gather of uint8 tensors padded to the largest count, and to at least one
 byte: gloo fails on zero-element collectives) run on the DDP process group
 itself (gloo on CPU; on NCCL the small tensors live on the current CUDA
 device and the gradient is copied to the host for the CPU engine). Every
-call waits at most ``timeout`` seconds; a failure raises one of
-``chronos_sync``'s exceptions on every rank that sees it.
+call waits at most ``timeout`` seconds. A failure completes the hook's
+future with one of ``chronos_sync``'s exceptions on every rank that sees it
+(``backward()`` raises it; see ``chronos_hook``).
 
 Buckets: DDP rebuilds its buckets after the first iteration, so the first
 ``dense_steps`` iterations (default 1) are plain averaged all-reduces, as
@@ -161,6 +162,7 @@ class ChronosState:
         self.config = dict(config)
         self.iteration = 0
         self.syncs = 0
+        self.last_error: Optional[BaseException] = None
         self.engines: Dict[str, _Entry] = {}
         self._pending: Dict[str, bytes] = {}
         self._pending_velocity: Dict[str, torch.Tensor] = {}
@@ -254,45 +256,58 @@ def chronos_hook(state: ChronosState, bucket: dist.GradBucket) -> torch.futures.
     """The comm hook: ``ddp.register_comm_hook(state, chronos_hook)``.
 
     Returns a completed future of a tensor of the bucket's shape, identical
-    on every rank (see the module docs for the semantics). Raises the
-    crate's exception (``NonFiniteError`` for a NaN/inf gradient on any rank,
-    ``SyncTimeoutError`` / ``CollectiveFailedError`` when a peer stops) on
-    every rank that takes part; a failed step changes no engine state.
+    on every rank (see the module docs for the semantics). A failure (a
+    NaN/inf gradient on any rank: ``NonFiniteError`` on every rank; a peer
+    that stops: ``SyncTimeoutError`` / ``CollectiveFailedError``) completes
+    the future with the crate's exception instead of raising, so DDP's
+    reducer stays consistent: ``backward()`` raises it (DDP rewraps it as a
+    ``RuntimeError`` carrying the crate's message), the next iteration runs
+    normally, and ``state.last_error`` holds the typed exception. A failed
+    step changes no state. Called directly, ``future.wait()`` raises it.
     """
-    grad = bucket.buffer()
-    if state.iteration < state.dense_steps:
-        fut = _dense(state, grad)
-    else:
-        n = grad.numel()
-        entry = state._entry(state._key(bucket, n), n)
-        with torch.no_grad():
-            torch.cat([p.detach().reshape(-1).float().cpu() for p in bucket.parameters()], out=entry.theta)
-            entry.before.copy_(entry.theta)
-            g = grad.detach()
-            velocity = None
-            if state.momentum:
-                # Momentum correction (as in DGC): the rank's momentum runs
-                # before the sparsification, so the accumulator holds what
-                # momentum SGD would apply; committed only if the step succeeds.
-                velocity = torch.add(g.reshape(-1).to("cpu", torch.float32), entry.velocity, alpha=state.momentum)
-                g = velocity
-            if state.scale != 1.0:
-                torch.mul(g.reshape(-1).to("cpu", torch.float32), state.scale, out=entry.delta)
-                d = entry.delta
-            elif g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous():
-                d = g.reshape(-1)  # zero-copy: the engine reads DDP's bucket buffer
-            else:
-                entry.delta.copy_(g.reshape(-1))
-                d = entry.delta
-        # On failure this raises before anything below changes.
-        entry.last = entry.engine.step(d.numpy(), entry.theta.numpy())
-        state.syncs += int(entry.last["synced"])
-        if velocity is not None:
-            entry.velocity.copy_(velocity)
-        out = torch.sub(entry.theta, entry.before)
-        if state.scale != 1.0:
-            out.div_(state.scale)
-        fut = _completed(out.to(grad.device, grad.dtype).view_as(grad))
+    try:
+        fut = _step(state, bucket)
+    except Exception as e:  # the future carries it; DDP re-raises it in backward()
+        state.last_error = e
+        fut = torch.futures.Future()
+        fut.set_exception(e)
+        return fut
     if bucket.is_last():
         state.iteration += 1
     return fut
+
+
+def _step(state: ChronosState, bucket: Any) -> "torch.futures.Future[torch.Tensor]":
+    grad = bucket.buffer()
+    if state.iteration < state.dense_steps:
+        return _dense(state, grad)
+    n = grad.numel()
+    entry = state._entry(state._key(bucket, n), n)
+    with torch.no_grad():
+        torch.cat([p.detach().reshape(-1).float().cpu() for p in bucket.parameters()], out=entry.theta)
+        entry.before.copy_(entry.theta)
+        g = grad.detach()
+        velocity = None
+        if state.momentum:
+            # Momentum correction (as in DGC): the rank's momentum runs
+            # before the sparsification, so the accumulator holds what
+            # momentum SGD would apply; committed only if the step succeeds.
+            velocity = torch.add(g.reshape(-1).to("cpu", torch.float32), entry.velocity, alpha=state.momentum)
+            g = velocity
+        if state.scale != 1.0:
+            torch.mul(g.reshape(-1).to("cpu", torch.float32), state.scale, out=entry.delta)
+            d = entry.delta
+        elif g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous():
+            d = g.reshape(-1)  # zero-copy: the engine reads DDP's bucket buffer
+        else:
+            entry.delta.copy_(g.reshape(-1))
+            d = entry.delta
+    # On failure this raises before anything below changes.
+    entry.last = entry.engine.step(d.numpy(), entry.theta.numpy())
+    state.syncs += int(entry.last["synced"])
+    if velocity is not None:
+        entry.velocity.copy_(velocity)
+    out = torch.sub(entry.theta, entry.before)
+    if state.scale != 1.0:
+        out.div_(state.scale)
+    return _completed(out.to(grad.device, grad.dtype).view_as(grad))

@@ -296,6 +296,8 @@ def main():
     if results:
         svg(results, os.path.join(args.out, "python-compare.svg"))
     print(f"wrote {args.out}/python-compare.json and {args.out}/python-compare.svg")
+    if not all(r["identical"] for r in results):
+        raise SystemExit("replicas differ at the end of a run")
 
 
 if __name__ == "__main__":

@@ -128,9 +128,10 @@ def nan_gradient(rank: int, world: int, n: int = 1000) -> Dict[str, Any]:
         bad[5] = float("nan")
     raised = None
     try:
-        chronos_hook(state, FakeBucket(bad, params))
+        chronos_hook(state, FakeBucket(bad, params)).wait()
     except chronos_sync.ChronosError as e:
         raised = (type(e).__name__, str(e))
+        assert state.last_error is e
     now = state.state_dict()
     unchanged = (now["engines"] == before["engines"] and now["iteration"] == before["iteration"]
                  and all(torch.equal(now["velocity"][k], before_v[k]) for k in before_v))
@@ -150,7 +151,34 @@ def stopping_rank(rank: int, world: int, mode: str, n: int = 1000) -> Dict[str, 
     start = time.monotonic()
     raised = None
     try:
-        chronos_hook(state, FakeBucket(grad(rank, 2, n), params))
+        chronos_hook(state, FakeBucket(grad(rank, 2, n), params)).wait()
     except chronos_sync.ChronosError as e:
         raised = (type(e).__name__, str(e))
     return {"raised": raised, "elapsed": time.monotonic() - start}
+
+
+def ddp_nan(rank: int, world: int, steps: int = 5) -> Dict[str, Any]:
+    """A NaN in one rank's batch at step 2, through real DDP."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    ddp = DDP(model)
+    state = ChronosState(model=model, timeout=10, threshold=0.001)
+    ddp.register_comm_hook(state, chronos_hook)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(100 + rank)
+    log = []
+    for t in range(steps):
+        x = torch.randn(8, 16, generator=g)
+        if t == 2 and rank == 1:
+            x[0, 0] = float("nan")
+        opt.zero_grad()
+        try:
+            torch.nn.functional.cross_entropy(ddp(x), torch.zeros(8, dtype=torch.long)).backward()
+            opt.step()
+            log.append("ok")
+        except RuntimeError as e:
+            log.append(str(e))
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().tobytes()
+    return {"log": log, "last_error": type(state.last_error).__name__, "params": params}

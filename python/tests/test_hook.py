@@ -60,3 +60,12 @@ def test_a_stopping_rank_makes_the_others_raise_within_the_timeout(mode):
         assert r["raised"] is not None, r
         assert r["raised"][0] in ("SyncTimeoutError", "CollectiveFailedError")
         assert r["elapsed"] < 3 + 10
+
+
+def test_nan_through_ddp_fails_that_step_on_every_rank_and_training_continues():
+    res = run_ranks(scenarios.ddp_nan, 2)
+    for r in res:
+        assert r["log"][:2] == ["ok", "ok"] and r["log"][3:] == ["ok", "ok"], r["log"]
+        assert "non-finite input on rank(s) [1]" in r["log"][2]
+        assert r["last_error"] == "NonFiniteError"
+    assert res[0]["params"] == res[1]["params"]
