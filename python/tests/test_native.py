@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,52 @@ def test_checkpoint_round_trip():
     b = engine(threshold=0.05)
     b.restore(a.checkpoint())
     assert b.checkpoint() == a.checkpoint() and b.steps == 1
+
+
+class Timed(Solo):
+    """Records when the engine first calls back (the end of its local pass)."""
+
+    def __init__(self):
+        self.first = None
+
+    def all_reduce_max(self, values):
+        if self.first is None:
+            self.first = time.perf_counter()
+        return list(values)
+
+
+def test_gil_is_released_while_the_engine_works():
+    # While the engine runs its local pass over 2^24 values (tens of ms), a
+    # Python thread keeps running; with the GIL held it could not.
+    import threading
+
+    n = 1 << 24
+    delta = np.full(n, 1e-3, dtype=np.float32)
+    params = np.ones(n, dtype=np.float32)
+    best = 0
+    for _ in range(3):
+        comm = Timed()
+        e = engine(n=n, comm=comm, threshold=0.05)
+        ticks = []
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                ticks.append(time.perf_counter())
+
+        t = threading.Thread(target=spin)
+        t.start()
+        time.sleep(0.02)
+        start = time.perf_counter()
+        e.step(delta, params)
+        stop.set()
+        t.join()
+        # Only the first half of the engine's local pass counts: with the GIL
+        # held, the spinner could run only once the engine calls back into
+        # Python, at the end of that pass.
+        mid = start + (comm.first - start) / 2
+        inside = sum(1 for x in ticks if start < x < mid)
+        best = max(best, inside)
+        if best >= 10:
+            break
+    assert best >= 10, f"only {best} Python ticks while the engine ran"
