@@ -6,10 +6,13 @@
 //! the collective's timeout, never hanging, with [`crate::Error::Timeout`].
 //! Its `missing` list names the ranks that did not arrive where the
 //! collective can know them: [`LocalCollective`] always does; NCCL cannot
-//! see which peer is late, so its timeouts name none (an empty list).
+//! see which peer is late, so its timeouts name none (an empty list), and
+//! neither can MPI.
 //!
 //! Implementations: [`LocalCollective`] (W ranks as threads of one process,
-//! the embedded default) and, behind the `nccl` feature, an NCCL collective.
+//! the embedded default), behind the `mpi` feature [`MpiCollective`] (ranks
+//! are processes of an MPI job, across hosts) and, behind the `nccl`
+//! feature, an NCCL collective.
 //! [`SharedCollective`] lets several engines use one collective.
 //!
 //! Announced lengths are untrusted: the engines bound every rank's length
@@ -20,12 +23,16 @@
 
 pub mod gathered;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod shared;
 
 pub use gathered::Gathered;
 pub use local::LocalCollective;
+#[cfg(feature = "mpi")]
+pub use mpi::MpiCollective;
 pub use shared::SharedCollective;
 
 use crate::error::Result;
