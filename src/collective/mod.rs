@@ -67,3 +67,29 @@ pub trait Collective: Send {
         let _ = max_bytes_per_rank;
     }
 }
+
+/// A borrowed collective is a collective, so an engine can run on one and
+/// hand it back (e.g. to gather a job's counters afterwards).
+impl<C: Collective + ?Sized> Collective for &mut C {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+    fn timeout(&self) -> Duration {
+        (**self).timeout()
+    }
+    fn all_reduce_max(&mut self, values: &mut [u32]) -> Result<()> {
+        (**self).all_reduce_max(values)
+    }
+    fn all_gather_u64(&mut self, value: u64, out: &mut Vec<u64>) -> Result<()> {
+        (**self).all_gather_u64(value, out)
+    }
+    fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {
+        (**self).all_gather_bytes(send, lens, out)
+    }
+    fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
+        (**self).reserve_payload(max_bytes_per_rank);
+    }
+}
