@@ -57,6 +57,10 @@ pub struct Args {
     /// Fraction kept by the best configuration's `TopKApprox`.
     #[arg(long, default_value_t = 0.01)]
     pub best_ratio: f64,
+    /// Use `Threshold { rel }` (keep `|acc_i| >= rel * rms(acc)`) instead of
+    /// `TopKApprox` in the best configuration.
+    #[arg(long)]
+    pub best_rel: Option<f64>,
     /// Significance threshold of the best configuration.
     #[arg(long, default_value_t = 0.01)]
     pub best_threshold: f64,
@@ -143,9 +147,15 @@ pub fn run(_args: &Args) -> CliResult {
         .into())
 }
 
+/// Bytes transmitted by network device `dev` of this process's network
+/// namespace (`/proc/net/dev` is per namespace; `/sys/class/net` shows the
+/// namespace sysfs was mounted in, which `unshare -n` does not change).
 #[cfg(feature = "mpi")]
 fn dev_tx_bytes(dev: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/tx_bytes")).ok()?.trim().parse().ok()
+    let text = std::fs::read_to_string("/proc/net/dev").ok()?;
+    let line = text.lines().find(|l| l.trim_start().split(':').next() == Some(dev))?;
+    // After "dev:": 8 receive fields, then transmit bytes.
+    line.split_once(':')?.1.split_whitespace().nth(8)?.parse().ok()
 }
 
 /// Runs `cluster-bench`.
@@ -180,14 +190,19 @@ pub fn run(args: &Args) -> CliResult {
     let best = SyncConfig::builder()
         .threshold(args.best_threshold)
         .max_accumulation_steps(args.best_max_accumulation)
-        .selection(Selection::TopKApprox { ratio: args.best_ratio, slack: 0.25 })
+        .selection(match args.best_rel {
+            Some(rel) => Selection::Threshold { rel },
+            None => Selection::TopKApprox { ratio: args.best_ratio, slack: 0.25 },
+        })
         .wire_dtype(WireDtype::Bf16)
         .build()?;
     let modes: Vec<(String, Option<SyncConfig>)> = vec![
         ("dense MPI_Allreduce (f32, every step)".into(), None),
         ("seed: TopK 1%, threshold 0.01, f32".into(), Some(seed)),
         (
-            if args.best_max_accumulation == 1 {
+            if let Some(rel) = args.best_rel {
+                format!("best: Threshold {rel} x rms, at most {} steps apart, bf16", args.best_max_accumulation)
+            } else if args.best_max_accumulation == 1 {
                 format!("best: TopKApprox {}%, every step, bf16", args.best_ratio * 100.0)
             } else {
                 format!(
