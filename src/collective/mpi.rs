@@ -174,6 +174,11 @@ struct Buffers {
 /// timeout or an MPI error the collective is broken: every later call
 /// returns [`CollectiveError::Broken`]; checkpoint and end the job with
 /// [`abort`].
+///
+/// [`init`] asks for `MPI_THREAD_SERIALIZED`: the collective may move to
+/// another thread, but no two threads of a process may call MPI at the same
+/// time, so several `MpiCollective`s of one process are stepped one after
+/// another (or share one through [`super::SharedCollective`]).
 pub struct MpiCollective {
     comm: Handle<ffi::MPI_Comm>,
     rank: usize,
