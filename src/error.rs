@@ -422,6 +422,23 @@ pub enum CollectiveError {
         /// World size.
         world: usize,
     },
+    /// An MPI call returned an error code (feature `mpi`).
+    #[error("MPI call `{call}` failed with error code {code}: {message}")]
+    Mpi {
+        /// The failing call.
+        call: &'static str,
+        /// The MPI error code.
+        code: i32,
+        /// MPI's description of it.
+        message: String,
+    },
+    /// The process was not launched as the MPI job it must be part of (no
+    /// launcher, or a world of another size than asked for).
+    #[error("MPI launch: {reason}")]
+    Launch {
+        /// What is wrong and what to run instead.
+        reason: String,
+    },
     /// NCCL returned an error.
     #[error("NCCL call `{call}` failed with result code {code}: {message}")]
     Nccl {

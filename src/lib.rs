@@ -20,6 +20,8 @@ pub use backend::cuda::CudaEmuBackend;
 #[cfg(feature = "wgpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuOptions};
 pub use backend::{Backend, CpuBackend, StepStatus};
+#[cfg(feature = "mpi")]
+pub use collective::MpiCollective;
 #[cfg(feature = "nccl")]
 pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective, SharedCollective};

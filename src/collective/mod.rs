@@ -6,10 +6,13 @@
 //! the collective's timeout, never hanging, with [`crate::Error::Timeout`].
 //! Its `missing` list names the ranks that did not arrive where the
 //! collective can know them: [`LocalCollective`] always does; NCCL cannot
-//! see which peer is late, so its timeouts name none (an empty list).
+//! see which peer is late, so its timeouts name none (an empty list), and
+//! neither can MPI.
 //!
 //! Implementations: [`LocalCollective`] (W ranks as threads of one process,
-//! the embedded default) and, behind the `nccl` feature, an NCCL collective.
+//! the embedded default), behind the `mpi` feature [`MpiCollective`] (ranks
+//! are processes of an MPI job, across hosts) and, behind the `nccl`
+//! feature, an NCCL collective.
 //! [`SharedCollective`] lets several engines use one collective.
 //!
 //! Announced lengths are untrusted: the engines bound every rank's length
@@ -20,12 +23,16 @@
 
 pub mod gathered;
 pub mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod shared;
 
 pub use gathered::Gathered;
 pub use local::LocalCollective;
+#[cfg(feature = "mpi")]
+pub use mpi::MpiCollective;
 pub use shared::SharedCollective;
 
 use crate::error::Result;
@@ -58,5 +65,31 @@ pub trait Collective: Send {
     /// never depends on it.
     fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
         let _ = max_bytes_per_rank;
+    }
+}
+
+/// A borrowed collective is a collective, so an engine can run on one and
+/// hand it back (e.g. to gather a job's counters afterwards).
+impl<C: Collective + ?Sized> Collective for &mut C {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+    fn world_size(&self) -> usize {
+        (**self).world_size()
+    }
+    fn timeout(&self) -> Duration {
+        (**self).timeout()
+    }
+    fn all_reduce_max(&mut self, values: &mut [u32]) -> Result<()> {
+        (**self).all_reduce_max(values)
+    }
+    fn all_gather_u64(&mut self, value: u64, out: &mut Vec<u64>) -> Result<()> {
+        (**self).all_gather_u64(value, out)
+    }
+    fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {
+        (**self).all_gather_bytes(send, lens, out)
+    }
+    fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
+        (**self).reserve_payload(max_bytes_per_rank);
     }
 }

@@ -4,6 +4,7 @@
 //! `pub fn run(args: &Args) -> CliResult`. Adding one is two lines: its `mod`
 //! declaration and one line in the `subcommands!` list below.
 
+pub mod cluster_bench;
 pub mod coordinator;
 pub mod hyperclean;
 pub mod simulate;
@@ -44,6 +45,7 @@ subcommands! {
     Simulate => simulate,
     Hyperclean => hyperclean,
     Coordinator => coordinator,
+    ClusterBench => cluster_bench,
 }
 
 /// chronos-sync: significance-triggered sparse synchronization for

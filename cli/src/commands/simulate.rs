@@ -1,7 +1,9 @@
-//! `chronos-sync simulate`: W in-process ranks (threads, [`LocalCollective`],
-//! [`CpuBackend`]) run the same seeded workload twice, once with a dense sync
-//! every step and once with significance-triggered sparse sync, and the
-//! command prints what each cost and how far apart the results are.
+//! `chronos-sync simulate`: W ranks ([`CpuBackend`]; threads of this process
+//! over [`LocalCollective`], or with `--collective mpi` one MPI process each)
+//! run the same seeded workload twice, once with a dense sync every step and
+//! once with significance-triggered sparse sync, and the command prints what
+//! each cost and how far apart the results are. Under MPI rank 0 prints the
+//! table; the other ranks print nothing unless they fail.
 
 use super::CliResult;
 use super::synthetic::{Quadratic, relative_l2};
@@ -23,9 +25,15 @@ use std::time::{Duration, Instant};
                   distance between the two runs' final parameters."
 )]
 pub struct Args {
-    /// Ranks (threads of this process).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ranks: u32,
+    /// Ranks: threads of this process (default 4), or with `--collective mpi`
+    /// the job's processes (default: the job's size; a different number is an error).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ranks: Option<u32>,
+    /// How ranks exchange: `local` (threads of this process) or `mpi` (one MPI
+    /// process per rank; launch with `mpirun -np W chronos-sync simulate --collective mpi`;
+    /// needs the `mpi` feature).
+    #[arg(long, value_enum, default_value_t = CollectiveKind::Local)]
+    pub collective: CollectiveKind,
     /// Parameters (elements of the model vector).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     pub n: u64,
@@ -44,6 +52,15 @@ pub struct Args {
     /// Seconds a rank waits for its peers before the run fails.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
+}
+
+/// Which collective the ranks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollectiveKind {
+    /// Threads of this process over shared memory.
+    Local,
+    /// One MPI process per rank (feature `mpi`).
+    Mpi,
 }
 
 /// What one run cost and produced.
@@ -69,30 +86,44 @@ struct RankOutcome {
 
 /// Runs `simulate`.
 pub fn run(args: &Args) -> CliResult {
-    let world = args.ranks as usize;
-    let n = usize::try_from(args.n)?;
-    check_memory(world, n)?;
-    let timeout = Duration::from_secs(args.timeout_secs);
-    let threads = CpuBackend::new().threads();
-    println!(
-        "chronos-sync simulate: {world} ranks x {n} parameters, {} steps, seed {} (CPU backend, {threads} threads)",
-        args.steps, args.seed
-    );
-    let problem = Quadratic::new(n, args.seed, args.lr, args.noise);
+    match args.collective {
+        CollectiveKind::Local => {
+            let world = args.ranks.unwrap_or(4) as usize;
+            let n = usize::try_from(args.n)?;
+            check_memory(world, n)?;
+            let timeout = Duration::from_secs(args.timeout_secs);
+            let threads = CpuBackend::new().threads();
+            let problem = Quadratic::new(n, args.seed, args.lr, args.noise);
+            let header = format!("CPU backend, {threads} threads, ranks are threads");
+            let (dense, sparse) = (dense_config()?, SyncConfig::default());
+            print_header(args, world, n, &header);
+            let d = run_mode(&problem, world, args.steps, &dense, timeout)?;
+            let s = run_mode(&problem, world, args.steps, &sparse, timeout)?;
+            print_table(args, &problem, &d, &s);
+            Ok(())
+        }
+        CollectiveKind::Mpi => run_mpi(args),
+    }
+}
 
-    let dense_config = SyncConfig::builder()
+/// The dense baseline: f32, every entry, every step.
+fn dense_config() -> Result<SyncConfig, Error> {
+    SyncConfig::builder()
         .adaptive(false)
         .threshold(0.0)
         .max_accumulation_steps(1)
         .selection(Selection::Dense)
         .wire_dtype(WireDtype::F32)
-        .build()?;
-    let dense = run_mode(&problem, world, args.steps, &dense_config, timeout)?;
-    let sparse_config = SyncConfig::default();
-    let sparse = run_mode(&problem, world, args.steps, &sparse_config, timeout)?;
+        .build()
+}
 
+fn print_header(args: &Args, world: usize, n: usize, how: &str) {
+    println!("chronos-sync simulate: {world} ranks x {n} parameters, {} steps, seed {} ({how})", args.steps, args.seed);
+}
+
+fn print_table(args: &Args, problem: &Quadratic, dense: &RunStats, sparse: &RunStats) {
     let wire = |s: &RunStats| s.payload_bytes + s.control_bytes;
-    let rows = [("dense (f32, every step)", &dense), ("significance-triggered (defaults)", &sparse)];
+    let rows = [("dense (f32, every step)", dense), ("significance-triggered (defaults)", sparse)];
     println!();
     println!(
         "{:<34} {:>12} {:>17} {:>14} {:>18} {:>10}",
@@ -104,7 +135,7 @@ pub fn run(args: &Args) -> CliResult {
             name,
             format!("{}/{}", s.synced_steps, args.steps),
             human_bytes(wire(s)),
-            wire(s) as f64 / wire(&dense).max(1) as f64,
+            wire(s) as f64 / wire(dense).max(1) as f64,
             problem.progress(&s.theta),
             s.wall.as_secs_f64()
         );
@@ -121,6 +152,78 @@ pub fn run(args: &Args) -> CliResult {
         human_bytes(sparse.payload_bytes)
     );
     println!("dist. to optimum: ||theta - opt|| / ||theta_0 - opt|| of the final parameters (1 = no progress)");
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_mpi(_args: &Args) -> CliResult {
+    Err("--collective mpi needs a chronos-sync built with the `mpi` feature \
+         (cargo build --release -p chronos-sync-cli --features mpi)"
+        .into())
+}
+
+/// This process is one rank of an MPI job: run both configurations, gather
+/// the counters over the job, check the replicas, and print on rank 0.
+#[cfg(feature = "mpi")]
+fn run_mpi(args: &Args) -> CliResult {
+    use chronos_sync::MpiCollective;
+    use chronos_sync::collective::mpi as cmpi;
+    let expected = args.ranks.map(|r| r as usize);
+    let universe = cmpi::init(expected)?;
+    let world_comm = universe.world();
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let n = usize::try_from(args.n)?;
+    let problem = Quadratic::new(n, args.seed, args.lr, args.noise);
+    let mut stats = Vec::new();
+    let mut world = 0;
+    for config in [dense_config()?, SyncConfig::default()] {
+        let mut collective = MpiCollective::new(&world_comm, timeout)?;
+        world = collective.world_size();
+        let rank = collective.rank();
+        if rank == 0 && stats.is_empty() {
+            print_header(args, world, n, "CPU backend, 1 thread per rank, ranks are MPI processes");
+        }
+        let start = Instant::now();
+        let outcome = run_rank(&problem, &mut collective, args.steps, config, Some(1));
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                // The collective may be broken with an operation pending:
+                // report and end the whole job (see MpiCollective's docs).
+                eprintln!("error: rank {rank}: {e}");
+                cmpi::abort(1);
+            }
+        };
+        let wall = start.elapsed();
+        let mut gathered = Vec::new();
+        let mut sum = |c: &mut MpiCollective, v: u64| -> Result<u64, Error> {
+            c.all_gather_u64(v, &mut gathered)?;
+            Ok(gathered.iter().sum())
+        };
+        let payload_bytes = sum(&mut collective, outcome.payload_bytes)?;
+        let control_bytes = sum(&mut collective, outcome.control_bytes)?;
+        let hash = outcome
+            .theta
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x.to_bits())).wrapping_mul(0x100_0000_01b3));
+        collective.all_gather_u64(hash, &mut gathered)?;
+        if let Some(r) = gathered.iter().position(|&h| h != gathered[0]) {
+            return Err(format!("replica of rank {r} differs from rank 0 (a bug)").into());
+        }
+        stats.push(RunStats {
+            synced_steps: outcome.synced_steps,
+            payload_bytes,
+            control_bytes,
+            theta: outcome.theta,
+            wall,
+        });
+        if rank != 0 {
+            stats.pop();
+        }
+    }
+    if stats.len() == 2 {
+        let _ = world;
+        print_table(args, &problem, &stats[0], &stats[1]);
+    }
     Ok(())
 }
 
@@ -135,8 +238,10 @@ fn run_mode(
     let handles = LocalCollective::group(world, timeout)?;
     let start = Instant::now();
     let outcomes: Vec<Result<RankOutcome, Error>> = thread::scope(|s| {
-        let joins: Vec<_> =
-            handles.into_iter().map(|c| s.spawn(move || run_rank(problem, c, steps, config.clone()))).collect();
+        let joins: Vec<_> = handles
+            .into_iter()
+            .map(|mut c| s.spawn(move || run_rank(problem, &mut c, steps, config.clone(), None)))
+            .collect();
         joins
             .into_iter()
             .enumerate()
@@ -179,13 +284,18 @@ fn run_mode(
 }
 
 /// One rank's loop: compute the update from the current parameters, step.
-fn run_rank(
+/// `threads` fixes the backend's worker threads (default: the machine's).
+fn run_rank<C: Collective>(
     problem: &Quadratic,
-    collective: LocalCollective,
+    collective: C,
     steps: u64,
     config: SyncConfig,
+    threads: Option<usize>,
 ) -> Result<RankOutcome, Error> {
-    let backend = CpuBackend::new();
+    let backend = match threads {
+        Some(t) => CpuBackend::with_threads(t)?,
+        None => CpuBackend::new(),
+    };
     let n = problem.start().len();
     let rank = collective.rank();
     let mut theta = backend.alloc(n)?;

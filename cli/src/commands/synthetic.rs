@@ -78,6 +78,16 @@ impl Quadratic {
         }
     }
 
+    /// The objective `0.5 * sum_i h_i (theta_i - opt_i)^2`, in f64.
+    pub fn loss(&self, theta: &[f32]) -> f64 {
+        theta
+            .iter()
+            .zip(&self.optimum)
+            .zip(&self.curvature)
+            .map(|((&a, &b), &h)| 0.5 * f64::from(h) * (f64::from(a) - f64::from(b)).powi(2))
+            .sum()
+    }
+
     /// `||theta - opt|| / ||start - opt||`: 1 at the start, 0 at the optimum.
     pub fn progress(&self, theta: &[f32]) -> f64 {
         let dist = |v: &[f32]| -> f64 {
