@@ -6,7 +6,10 @@
 //!
 //! Usage: `cargo run --release --features wgpu --example wgsl-step -- [--log2 N] [--steps S]`
 //! (defaults 2^20 elements, 30 steps). Prints one line per rule and kind of
-//! step; on lavapipe the figures are CPU time of the Vulkan software driver.
+//! step: the wall-clock median and the median of the process's CPU time
+//! per step (all threads, from `/proc/self/task/*/schedstat`; lavapipe
+//! runs the kernels on this process's threads, so on a loaded machine the
+//! CPU figure is the steadier one).
 
 #[cfg(feature = "wgpu")]
 fn main() -> chronos_sync::Result<()> {
@@ -63,26 +66,47 @@ fn main() -> chronos_sync::Result<()> {
             let mut delta = backend.alloc(n)?;
             let mut sync = SparseSync::new(std::sync::Arc::clone(&backend), collective, n, config)?;
             let mut times = Vec::with_capacity(steps);
+            let mut cpu = Vec::with_capacity(steps);
             for step in 0..steps + 3 {
                 for (j, u) in update.iter_mut().enumerate() {
                     *u = 1e-4 * (((j * 7 + step * 13) % 17) as f32 - 8.0);
                 }
                 backend.upload(&update, &mut delta)?;
+                let c0 = process_cpu_ns();
                 let t0 = Instant::now();
                 let report = sync.step(&delta, &mut theta)?;
                 let dt = t0.elapsed();
+                let dc = process_cpu_ns().saturating_sub(c0);
                 assert_eq!(report.synced, syncing, "{name}: step {step} synced = {}", report.synced);
                 if step >= 3 {
                     times.push(dt);
+                    cpu.push(dc);
                 }
             }
             times.sort();
+            cpu.sort();
             let median = times[times.len() / 2];
             let kind = if syncing { "syncing" } else { "non-syncing" };
-            println!("{name:>15} {kind:>12}: {:8.2} ms", median.as_secs_f64() * 1e3);
+            println!(
+                "{name:>15} {kind:>12}: {:8.2} ms wall, {:8.2} ms CPU",
+                median.as_secs_f64() * 1e3,
+                cpu[cpu.len() / 2] as f64 / 1e6
+            );
         }
     }
     Ok(())
+}
+
+/// Nanoseconds this process's threads have run on a CPU, from the
+/// scheduler's per-thread counters (`/proc/self/task/*/schedstat`; 0 where
+/// there are none).
+#[cfg(feature = "wgpu")]
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[cfg(not(feature = "wgpu"))]

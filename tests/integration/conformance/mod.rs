@@ -122,12 +122,14 @@ pub fn run_case<B: Backend>(name: &str, make: fn() -> Option<B>, case: fn(&Arc<B
     }
 }
 
+#[cfg(feature = "cuda")]
 /// Whether a missing GPU must fail the GPU-only suites
 /// (`CHRONOS_REQUIRE_GPU=true`, as `scripts/gpu-check` runs them).
 pub fn gpu_required() -> bool {
     std::env::var("CHRONOS_REQUIRE_GPU").is_ok_and(|v| v == "true" || v == "1")
 }
 
+#[cfg(feature = "cuda")]
 /// [`run_case`] for a backend that needs a GPU: `None` (no GPU) skips with a
 /// printed line, also under `CI=true` (CI machines have none), and fails
 /// only when [`gpu_required`].
