@@ -76,9 +76,41 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
+        Ok(GpuContext::assemble(device, queue, info, limits, max_groups_x, timeout, lost, uncaptured))
+    }
+
+    /// A context on a device and queue the caller created and keeps using.
+    /// The caller's device-lost callback and uncaptured-error handler are
+    /// left alone (a device holds one of each), so a lost device shows up
+    /// as the driver errors of later operations rather than as
+    /// [`BackendError::DeviceLost`]; validation and out-of-memory errors of
+    /// this backend's own work are still caught by its error scopes.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        max_groups_x: Option<u32>,
+        timeout: Duration,
+    ) -> GpuContext {
+        let info = device.adapter_info();
+        let limits = device.limits();
+        let (lost, uncaptured) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+        GpuContext::assemble(device, queue, info, limits, max_groups_x, timeout, lost, uncaptured)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        max_groups_x: Option<u32>,
+        timeout: Duration,
+        lost: Arc<Mutex<Option<String>>>,
+        uncaptured: Arc<Mutex<Option<String>>>,
+    ) -> GpuContext {
         let hw_max = limits.max_compute_workgroups_per_dimension.max(1);
         let max_groups_x = max_groups_x.map_or(hw_max, |m| m.clamp(1, hw_max));
-        Ok(GpuContext {
+        GpuContext {
             device,
             queue,
             info,
@@ -88,7 +120,7 @@ impl GpuContext {
             lost,
             uncaptured,
             counter: TransferCounter::default(),
-        })
+        }
     }
 
     /// Fails with [`BackendError::DeviceLost`] once the device is gone.

@@ -114,6 +114,52 @@ impl WgpuBackend {
         Ok(WgpuBackend { ctx, kernels, options, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
     }
 
+    /// A backend on the caller's `device` and `queue` (a training
+    /// framework's own), so that [`WgpuBackend::wrap_buffer`] can hand the
+    /// engine the framework's tensors without a copy. The pipelines are
+    /// compiled on that device. The caller keeps its device-lost callback
+    /// and uncaptured-error handler (this backend installs neither, so a
+    /// lost device surfaces as driver errors of later operations); every
+    /// wait of this backend polls the whole device, so it also waits for
+    /// the caller's submitted work, still bounded by `options.timeout`.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, options: WgpuOptions) -> Result<WgpuBackend> {
+        let ctx = GpuContext::from_device(device, queue, options.max_groups_x, options.timeout);
+        let kernels = Kernels::new(&ctx)?;
+        Ok(WgpuBackend { ctx, kernels, options, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// Wraps the caller's `buffer` as a vector of `len` elements of this
+    /// backend, with no copy: steps read and write the caller's memory, and
+    /// [`WgpuBuffer::buffer`] / [`WgpuBuffer::into_inner`] give it back.
+    ///
+    /// The buffer must hold at least `4 * len` bytes (`len >= 1`) and have
+    /// `STORAGE`, `COPY_SRC` and `COPY_DST` usage (kernels bind it; upload
+    /// and download copy into and out of it); otherwise this is
+    /// [`BackendError::Unsupported`] naming what is wrong. Only its first
+    /// `4 * len` bytes are used.
+    ///
+    /// # Safety
+    /// `buffer` must have been created on the device this backend runs on
+    /// (the one given to [`WgpuBackend::from_device`]). wgpu exposes no
+    /// buffer's device, so this cannot be checked here, and wgpu 30 does not
+    /// refuse a buffer of another device when it is bound (seen on
+    /// lavapipe: a step on one ran and returned `Ok`), so a foreign buffer
+    /// would hand the driver a resource of another device.
+    pub unsafe fn wrap_buffer(&self, buffer: wgpu::Buffer, len: usize) -> Result<WgpuBuffer> {
+        let unsupported = |what: String| -> Error { BackendError::Unsupported { backend: BACKEND, what }.into() };
+        let needed = vector_usage();
+        if !buffer.usage().contains(needed) {
+            return Err(unsupported(format!("a wrapped buffer with usage {:?} (needs {needed:?})", buffer.usage())));
+        }
+        if len == 0 || buffer.size() < 4 * len as u64 {
+            return Err(unsupported(format!(
+                "wrapping {len} elements in a buffer of {} bytes (needs 1 ..= size / 4 elements)",
+                buffer.size()
+            )));
+        }
+        Ok(WgpuBuffer { buffer, len, owner: self.id })
+    }
+
     /// Host traffic, waits, buffer and bind-group creations of this backend
     /// since it was created, over every state and thread using it. Take one
     /// snapshot before and one after a step and subtract
