@@ -2,6 +2,11 @@
 // rank sent, as one f32 multiply and one f32 add. The product goes through an
 // opaque bit operation (xor with a runtime zero) so that no compiler can
 // contract the two into a fused multiply-add.
+//
+// It also restores the scratch to zero as it goes: `sum[i]` is reset at
+// every marked index (unmarked ones were never written) and each workgroup
+// clears the mark words of its own tile once all its invocations have read
+// them, so the next apply needs no dense clear of either buffer.
 
 struct ThetaParams {
     grid_x: u32,
@@ -19,8 +24,8 @@ struct ThetaParams {
 const ITEMS: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: ThetaParams;
-@group(0) @binding(1) var<storage, read> sum: array<f32>;
-@group(0) @binding(2) var<storage, read> mark: array<u32>;
+@group(0) @binding(1) var<storage, read_write> sum: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mark: array<u32>;
 @group(0) @binding(3) var<storage, read_write> theta: array<f32>;
 
 @compute @workgroup_size(256)
@@ -36,6 +41,14 @@ fn apply_theta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         if (i < p.seg_len && ((mark[i >> 5u] >> (i & 31u)) & 1u) != 0u) {
             let product = bitcast<f32>(bitcast<u32>(w * sum[i]) ^ p.zero);
             theta[i] = theta[i] + product;
+            sum[i] = 0.0;
         }
+    }
+    // This tile's mark words (WG * ITEMS / 32 = 128), once every invocation
+    // of the workgroup has read its bits.
+    workgroupBarrier();
+    let word = (base >> 5u) + lid;
+    if (lid < (WG * ITEMS) / 32u && word * 32u < p.seg_len) {
+        mark[word] = 0u;
     }
 }

@@ -13,7 +13,10 @@
 //! it). On wgpu and CUDA, `accumulate` reads back only the 32-byte
 //! [`StepStatus`]; on a syncing step `select_pack` also reads the packed
 //! bytes back to the host and `apply` uploads every rank's gathered bytes,
-//! and their host side still allocates small vectors per operation.
+//! and their host side still allocates small vectors per operation. Both
+//! count their host traffic, waits and object creations
+//! ([`TransferCounts`]; `tests/integration/transfer.rs` asserts the
+//! per-step budgets).
 //!
 //! One folder per backend: `cpu` (always built), `wgpu` (feature `wgpu`),
 //! `cuda` (feature `cuda`). The generic conformance suite in
@@ -24,11 +27,13 @@ pub mod cpu;
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
 pub mod cuda;
 pub mod status;
+pub mod transfer;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 pub use cpu::CpuBackend;
 pub use status::StepStatus;
+pub use transfer::TransferCounts;
 
 use crate::collective::Gathered;
 use crate::config::SyncConfig;

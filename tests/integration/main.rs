@@ -10,6 +10,8 @@ mod cuda;
 mod faults;
 mod reference;
 mod sharing;
+#[cfg(any(feature = "wgpu", feature = "cuda-emu"))]
+mod transfer;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 mod wire;

@@ -521,3 +521,93 @@ fn wgpu_sparse_sync_four_ranks_own_devices_identical_replicas() {
         assert!(gpu[r].1 == cpu[r].1, "rank {r}: accumulator differs from the CPU backend");
     }
 }
+
+/// A device and queue as a framework would open them itself.
+fn callers_device() -> Option<(wgpu::Device, wgpu::Queue)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).ok()?;
+    let limits = adapter.limits();
+    pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("framework"),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .ok()
+}
+
+fn callers_buffer(device: &wgpu::Device, queue: &wgpu::Queue, data: &[f32], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("framework tensor"),
+        size: 4 * data.len() as u64,
+        usage,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+    buffer
+}
+
+/// The backend on the caller's device steps the caller's own buffers (the
+/// update written by the caller's queue, never uploaded by the engine) and
+/// reaches the same bits as the backend on its own device with uploads;
+/// wrapping refuses buffers of the wrong usage or too small with typed
+/// errors.
+#[test]
+fn wgpu_backend_on_callers_device_steps_callers_buffers() {
+    let Some(reference) = make_wgpu() else { return };
+    let (device, queue) = callers_device().expect("an adapter is there (make_wgpu found one)");
+    let backend = WgpuBackend::from_device(device.clone(), queue.clone(), WgpuOptions::default()).expect("backend");
+    let n = 70_000;
+    let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let mut rng = Rng(0x5eed);
+    let theta0 = rng.vec(n, 1.0);
+    let cfg = SyncConfig::builder().adaptive(false).threshold(0.0).build().unwrap();
+
+    let theta_buf = callers_buffer(&device, &queue, &theta0, usage);
+    let delta_buf = callers_buffer(&device, &queue, &vec![0.0; n], usage);
+    // SAFETY (every wrap in this test): the buffers are created on `device`,
+    // the one the backend runs on.
+    let mut theta = unsafe { backend.wrap_buffer(theta_buf, n) }.expect("wrap theta");
+    let delta = unsafe { backend.wrap_buffer(delta_buf.clone(), n) }.expect("wrap delta");
+    let one = || chronos_sync::LocalCollective::group(1, std::time::Duration::from_secs(60)).unwrap().remove(0);
+    let c1 = one();
+    let mut sync = chronos_sync::SparseSync::new(&backend, c1, n, cfg.clone()).expect("engine");
+
+    let mut ref_theta = buffer(&reference, &theta0);
+    let mut ref_delta = reference.alloc(n).unwrap();
+    let c2 = one();
+    let mut ref_sync = chronos_sync::SparseSync::new(&reference, c2, n, cfg).expect("engine");
+
+    let (mut got, mut want) = (vec![0.0f32; n], vec![0.0f32; n]);
+    for step in 0..4 {
+        let update = rng.vec(n, 1e-2);
+        // The framework writes its gradient into its own buffer.
+        queue.write_buffer(&delta_buf, 0, bytemuck::cast_slice(&update));
+        let before = backend.transfer_counts();
+        let report = sync.step(&delta, &mut theta).expect("step");
+        // Only the 1% exchange is uploaded: neither tensor is copied in.
+        let spent = backend.transfer_counts().since(&before);
+        assert!(spent.h2d_bytes < n as u64, "step {step}: {} bytes uploaded for n = {n}", spent.h2d_bytes);
+        reference.upload(&update, &mut ref_delta).unwrap();
+        let ref_report = ref_sync.step(&ref_delta, &mut ref_theta).expect("reference step");
+        assert_eq!(report.synced, ref_report.synced);
+        backend.download(&theta, &mut got).unwrap();
+        reference.download(&ref_theta, &mut want).unwrap();
+        assert_eq!(
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "step {step}: theta"
+        );
+    }
+    // The caller reads its tensor back through its own buffer.
+    assert_eq!(theta.buffer().size(), 4 * n as u64);
+
+    let unsupported = |r: chronos_sync::Result<WgpuBuffer>| {
+        matches!(r, Err(Error::Backend(chronos_sync::BackendError::Unsupported { .. })))
+    };
+    let no_storage =
+        callers_buffer(&device, &queue, &[0.0; 16], wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC);
+    assert!(unsupported(unsafe { backend.wrap_buffer(no_storage, 16) }), "usage without STORAGE");
+    let small = callers_buffer(&device, &queue, &[0.0; 16], usage);
+    assert!(unsupported(unsafe { backend.wrap_buffer(small.clone(), 17) }), "too small");
+    assert!(unsupported(unsafe { backend.wrap_buffer(small, 0) }), "zero elements");
+}

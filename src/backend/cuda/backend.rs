@@ -7,7 +7,8 @@ use super::kernels::{Arg, BINS, BLOCK, DESC_WORDS, Kernel};
 use super::peers::describe;
 use super::runner::KernelRunner;
 use super::state::{KernelState, chunks};
-use crate::backend::{Backend, StepStatus};
+use crate::backend::transfer::TransferCounter;
+use crate::backend::{Backend, StepStatus, TransferCounts};
 use crate::collective::Gathered;
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
@@ -23,6 +24,7 @@ pub struct DeviceBuffer<M> {
 pub struct KernelBackend<R: KernelRunner> {
     runner: R,
     label: &'static str,
+    counter: TransferCounter,
 }
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
@@ -35,7 +37,33 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
 impl<R: KernelRunner> KernelBackend<R> {
     /// Wraps `runner`; `label` names the backend in [`Backend::name`].
     pub fn from_runner(runner: R, label: &'static str) -> Self {
-        KernelBackend { runner, label }
+        KernelBackend { runner, label, counter: TransferCounter::default() }
+    }
+
+    /// Host traffic, waits and device allocations of this backend since it
+    /// was created, counted at the [`KernelRunner`] seam (every `write` is a
+    /// host-to-device copy, every `read` a device-to-host copy and a wait,
+    /// every `alloc_zeroed` a buffer creation), so the CPU emulation and
+    /// cudarc report the same counts for the same steps. Subtract two
+    /// snapshots with [`TransferCounts::since`].
+    pub fn transfer_counts(&self) -> TransferCounts {
+        self.counter.snapshot()
+    }
+
+    fn write(&self, dst: &mut R::Mem, offset: usize, src: &[u8]) -> Result<()> {
+        self.counter.h2d(src.len() as u64);
+        self.runner.write(dst, offset, src)
+    }
+
+    fn read(&self, src: &R::Mem, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.counter.d2h(dst.len() as u64);
+        self.counter.wait();
+        self.runner.read(src, offset, dst)
+    }
+
+    fn alloc_mem(&self, bytes: usize) -> Result<R::Mem> {
+        self.counter.buffer();
+        self.runner.alloc_zeroed(bytes)
     }
 
     /// The runner executing the kernels.
@@ -99,17 +127,17 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
     }
 
     fn alloc(&self, n: usize) -> Result<Self::Buffer> {
-        Ok(DeviceBuffer { mem: self.runner.alloc_zeroed((4 * n).max(16))?, len: n })
+        Ok(DeviceBuffer { mem: self.alloc_mem((4 * n).max(16))?, len: n })
     }
 
     fn upload(&self, src: &[f32], dst: &mut Self::Vector) -> Result<()> {
         check_len("upload", dst.len, src.len())?;
-        self.runner.write(&mut dst.mem, 0, bytemuck::cast_slice(src))
+        self.write(&mut dst.mem, 0, bytemuck::cast_slice(src))
     }
 
     fn download(&self, src: &Self::Vector, dst: &mut [f32]) -> Result<()> {
         check_len("download", src.len, dst.len())?;
-        self.runner.read(&src.mem, 0, bytemuck::cast_slice_mut(dst))
+        self.read(&src.mem, 0, bytemuck::cast_slice_mut(dst))
     }
 
     fn buffer_len(&self, buf: &Self::Vector) -> usize {
@@ -124,18 +152,18 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             }
             .into());
         }
-        KernelState::new(&self.runner, n, config, self.stride_grid(n))
+        KernelState::new(&self.runner, &self.counter, n, config, self.stride_grid(n))
     }
 
     fn read_accumulator(&self, state: &Self::State, dst: &mut [f32]) -> Result<()> {
         check_len("accumulator", state.n, dst.len())?;
-        self.runner.read(&state.acc[state.committed], 0, bytemuck::cast_slice_mut(dst))
+        self.read(&state.acc[state.committed], 0, bytemuck::cast_slice_mut(dst))
     }
 
     fn write_accumulator(&self, state: &mut Self::State, src: &[f32]) -> Result<()> {
         check_len("accumulator", state.n, src.len())?;
         let committed = state.committed;
-        self.runner.write(&mut state.acc[committed], 0, bytemuck::cast_slice(src))
+        self.write(&mut state.acc[committed], 0, bytemuck::cast_slice(src))
     }
 
     fn accumulate(
@@ -177,7 +205,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             ],
         )?;
         let mut raw = [0u8; std::mem::size_of::<StepStatus>()];
-        self.runner.read(&st.status, 0, &mut raw)?;
+        self.read(&st.status, 0, &mut raw)?;
         let status: StepStatus = bytemuck::pod_read_unaligned(&raw);
         st.pending = Some(status);
         Ok(status)
@@ -236,7 +264,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
         self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
         let mut info = [0u8; 24];
-        self.runner.read(&st.info, 0, &mut info)?;
+        self.read(&st.info, 0, &mut info)?;
         let total = u64::from_le_bytes(info[..8].try_into().expect("8 bytes")) as usize;
         if total > self.runner.size(&st.packed) {
             return Err(BackendError::Driver {
@@ -247,7 +275,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             .into());
         }
         st.host_packed.resize(total, 0);
-        self.runner.read(&st.packed, 0, &mut st.host_packed)?;
+        self.read(&st.packed, 0, &mut st.host_packed)?;
         Ok(&st.host_packed)
     }
 
@@ -272,13 +300,13 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         let all = gathered.as_bytes();
         let desc_bytes: &[u8] = bytemuck::cast_slice(&st.host_desc);
-        grow(&self.runner, &mut st.peer_bytes, all.len())?;
-        grow(&self.runner, &mut st.peer_desc, desc_bytes.len())?;
+        grow(self, &mut st.peer_bytes, all.len())?;
+        grow(self, &mut st.peer_desc, desc_bytes.len())?;
         let (Some(g), Some(d)) = (st.peer_bytes.as_mut(), st.peer_desc.as_mut()) else {
             unreachable!("grow always leaves an allocation");
         };
-        self.runner.write(g, 0, all)?;
-        self.runner.write(d, 0, desc_bytes)?;
+        self.write(g, 0, all)?;
+        self.write(d, 0, desc_bytes)?;
         let c = chunks(st.n);
         let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
         let run = |mode: u32, r: usize, acc: &R::Mem| {
@@ -316,10 +344,10 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
 
 /// Makes `slot` hold at least `bytes` bytes (doubling, so repeated exchanges
 /// of similar size stop allocating).
-fn grow<R: KernelRunner>(runner: &R, slot: &mut Option<R::Mem>, bytes: usize) -> Result<()> {
-    let have = slot.as_ref().map_or(0, |m| runner.size(m));
+fn grow<R: KernelRunner>(backend: &KernelBackend<R>, slot: &mut Option<R::Mem>, bytes: usize) -> Result<()> {
+    let have = slot.as_ref().map_or(0, |m| backend.runner.size(m));
     if have < bytes.max(16) {
-        *slot = Some(runner.alloc_zeroed(bytes.max(16).next_power_of_two())?);
+        *slot = Some(backend.alloc_mem(bytes.max(16).next_power_of_two())?);
     }
     Ok(())
 }

@@ -8,8 +8,14 @@ use super::compile::nvrtc_ptx;
 use super::kernels::{Arg, BLOCK, Kernel, Module};
 use super::runner::KernelRunner;
 use crate::error::{BackendError, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default bound on every wait for the GPU ([`CudarcRunner::set_timeout`]).
+pub const DEFAULT_CUDA_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The kernels on an NVIDIA GPU through cudarc.
 pub type CudaBackend = KernelBackend<CudarcRunner>;
@@ -23,6 +29,16 @@ impl CudaBackend {
     /// [`BackendError::Driver`] when a module does not compile or load.
     pub fn new(ordinal: usize) -> Result<Self> {
         Ok(KernelBackend::from_runner(CudarcRunner::new(ordinal)?, "cuda"))
+    }
+
+    /// Like [`CudaBackend::new`], with `timeout` bounding every wait for the
+    /// GPU (a readback's wait for earlier kernels) instead of
+    /// [`DEFAULT_CUDA_TIMEOUT`]; a wait that runs past it is
+    /// [`crate::Error::Timeout`].
+    pub fn with_timeout(ordinal: usize, timeout: Duration) -> Result<Self> {
+        let mut runner = CudarcRunner::new(ordinal)?;
+        runner.set_timeout(timeout);
+        Ok(KernelBackend::from_runner(runner, "cuda"))
     }
 }
 
@@ -50,6 +66,9 @@ pub struct CudaMem {
 pub struct CudarcRunner {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// Recorded on the stream and polled by every wait (created once).
+    event: CudaEvent,
+    timeout: Duration,
     functions: Vec<CudaFunction>,
     sms: u32,
     description: String,
@@ -131,7 +150,8 @@ impl CudarcRunner {
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let description = format!("cuda:{ordinal} {name} ({arch}, {sms} SMs)");
-        Ok(CudarcRunner { ctx, stream, functions, sms, description })
+        let event = ctx.new_event(None).map_err(driver_err("cuEventCreate"))?;
+        Ok(CudarcRunner { ctx, stream, event, timeout: DEFAULT_CUDA_TIMEOUT, functions, sms, description })
     }
 
     /// The stream every launch and copy is issued on.
@@ -144,9 +164,39 @@ impl CudarcRunner {
         &self.ctx
     }
 
-    /// Waits for all issued work.
+    /// The bound on every wait for the GPU (default [`DEFAULT_CUDA_TIMEOUT`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the bound on every wait for the GPU.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Waits for all work issued so far on the stream, at most
+    /// [`CudarcRunner::timeout`]: records the runner's event and polls it
+    /// (spinning briefly, then yielding), so a kernel that never finishes
+    /// is [`crate::Error::Timeout`] instead of a hang. A kernel fault
+    /// reported by the poll is a [`BackendError::Driver`].
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err("cuStreamSynchronize"))
+        self.event.record(&self.stream).map_err(driver_err("cuEventRecord"))?;
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            if self.event.try_is_complete().map_err(driver_err("cuEventQuery"))? {
+                return Ok(());
+            }
+            if start.elapsed() >= self.timeout {
+                return Err(crate::Error::Timeout { op: "cuda stream wait", missing: Vec::new(), after: self.timeout });
+            }
+            polls = polls.saturating_add(1);
+            if polls < 1000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
     }
 }
 
@@ -198,6 +248,10 @@ impl KernelRunner for CudarcRunner {
             call: "cuMemcpyDtoHAsync",
             message: "source range out of bounds".into(),
         })?;
+        // Bounded wait for the kernels before it first: a copy to pageable
+        // memory blocks the host until the stream reaches it, so waiting
+        // for the stream here is what keeps the copy itself short.
+        self.synchronize()?;
         self.stream.memcpy_dtoh(&view, dst).map_err(driver_err("cuMemcpyDtoHAsync"))?;
         self.synchronize()
     }

@@ -42,7 +42,7 @@ pub use backend::{DeviceBuffer, KernelBackend};
 #[cfg(feature = "cuda")]
 pub use compile::{cuda_include_dirs, nvrtc_available, nvrtc_ptx};
 #[cfg(feature = "cuda")]
-pub use driver::{CudaBackend, CudaMem, CudarcRunner, gpu_present};
+pub use driver::{CudaBackend, CudaMem, CudarcRunner, DEFAULT_CUDA_TIMEOUT, gpu_present};
 #[cfg(feature = "cuda-emu")]
 pub use emu::{CudaEmuBackend, EmuMem, EmuRunner, emulated_kernel_name};
 pub use runner::KernelRunner;

@@ -6,6 +6,7 @@
 use super::kernels::{BINS, BINS3, DESC_WORDS, SEL_WORDS};
 use super::runner::KernelRunner;
 use crate::backend::StepStatus;
+use crate::backend::transfer::TransferCounter;
 use crate::config::{SyncConfig, WireDtype};
 use crate::error::Result;
 use crate::wire::layout::{self, CHUNK_ELEMS};
@@ -63,32 +64,42 @@ pub fn chunks(n: usize) -> usize {
 }
 
 impl<M: Send> KernelState<M> {
-    pub(super) fn new<R: KernelRunner<Mem = M>>(runner: &R, n: usize, config: &SyncConfig, grid: u32) -> Result<Self> {
+    pub(super) fn new<R: KernelRunner<Mem = M>>(
+        runner: &R,
+        counter: &TransferCounter,
+        n: usize,
+        config: &SyncConfig,
+        grid: u32,
+    ) -> Result<Self> {
+        let alloc = |bytes: usize| {
+            counter.buffer();
+            runner.alloc_zeroed(bytes)
+        };
         let c = chunks(n);
         let packed_cap = max_packed_bytes(n, config.wire_dtype);
         Ok(KernelState {
             n,
             grid,
             config: config.clone(),
-            acc: [runner.alloc_zeroed(4 * n)?, runner.alloc_zeroed(4 * n)?],
-            hist1: [runner.alloc_zeroed(4 * BINS)?, runner.alloc_zeroed(4 * BINS)?],
+            acc: [alloc(4 * n)?, alloc(4 * n)?],
+            hist1: [alloc(4 * BINS)?, alloc(4 * BINS)?],
             committed: 0,
             pending: None,
             committed_status: StepStatus::default(),
-            hist2: runner.alloc_zeroed(4 * BINS)?,
-            hist3: runner.alloc_zeroed(4 * BINS3)?,
-            part_acc: runner.alloc_zeroed(4 * grid as usize)?,
-            part_theta: runner.alloc_zeroed(4 * grid as usize)?,
-            part_nonfinite: runner.alloc_zeroed(4 * grid as usize)?,
-            status: runner.alloc_zeroed(std::mem::size_of::<StepStatus>())?,
-            sel: runner.alloc_zeroed(4 * SEL_WORDS)?,
-            counts: runner.alloc_zeroed(8 * c)?,
-            desc: runner.alloc_zeroed(4 * DESC_WORDS * c)?,
-            packed: runner.alloc_zeroed(packed_cap)?,
-            info: runner.alloc_zeroed(8 * 4)?,
+            hist2: alloc(4 * BINS)?,
+            hist3: alloc(4 * BINS3)?,
+            part_acc: alloc(4 * grid as usize)?,
+            part_theta: alloc(4 * grid as usize)?,
+            part_nonfinite: alloc(4 * grid as usize)?,
+            status: alloc(std::mem::size_of::<StepStatus>())?,
+            sel: alloc(4 * SEL_WORDS)?,
+            counts: alloc(8 * c)?,
+            desc: alloc(4 * DESC_WORDS * c)?,
+            packed: alloc(packed_cap)?,
+            info: alloc(8 * 4)?,
             host_packed: Vec::with_capacity(packed_cap),
-            sum: runner.alloc_zeroed(4 * n)?,
-            mark: runner.alloc_zeroed(4 * n)?,
+            sum: alloc(4 * n)?,
+            mark: alloc(4 * n)?,
             peer_bytes: None,
             peer_desc: None,
             host_desc: Vec::new(),

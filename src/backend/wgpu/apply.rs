@@ -9,7 +9,7 @@
 use super::context::{BACKEND, GpuContext};
 use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
-use super::state::{FUSED_TILE, WgpuState};
+use super::state::{FUSED_TILE, Phase, WgpuState};
 use crate::collective::Gathered;
 use crate::error::{BackendError, Error, Result, WireError};
 use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
@@ -121,12 +121,18 @@ pub(super) fn apply(
     ensure(ctx, &mut state.desc, "chunk descriptors", 16 * desc.len() as u64)?;
     let (gbuf, gcap) = state.gathered.as_ref().expect("ensured");
     let (dbuf, _) = state.desc.as_ref().expect("ensured");
-    ctx.queue.write_buffer(gbuf, 0, gathered.as_bytes());
-    ctx.queue.write_buffer(dbuf, 0, bytemuck::cast_slice(&desc));
+    ctx.write(gbuf, 0, gathered.as_bytes());
+    ctx.write(dbuf, 0, bytemuck::cast_slice(&desc));
 
+    // The scratch is zero unless an earlier apply failed before its
+    // apply_theta pass restored it (see shaders/apply_theta.wgsl); from here
+    // until this apply has finished it may not be.
+    let dirty = std::mem::replace(&mut state.scratch_dirty, true);
     let mut rec = Recorder::new(ctx);
-    rec.clear(&state.sum, 0, 4 * state.n);
-    rec.clear(&state.mark, 0, state.mark.size());
+    if dirty {
+        rec.clear(&state.sum, 0, 4 * state.n);
+        rec.clear(&state.mark, 0, state.mark.size());
+    }
     let acc = &state.acc[state.committed];
     let up = Uploads { gbuf, gcap: *gcap, dbuf };
     // One dispatch chain per rank, in rank order: the sums follow it.
@@ -154,8 +160,10 @@ pub(super) fn apply(
     } else {
         rec.clear(acc, 0, 4 * state.n);
     }
-    rec.submit(&state.params)?;
-    ctx.wait("wgpu apply")
+    rec.submit(state.ring(Phase::Apply))?;
+    ctx.wait("wgpu apply")?;
+    state.scratch_dirty = false;
+    Ok(())
 }
 
 /// The uploaded gathered bytes and chunk descriptors.
@@ -182,12 +190,7 @@ fn scatter<'a>(
     let chunks = state.chunks() as usize;
     let size = state.dtype.size() as u64;
     let chunk = CHUNK_ELEMS as u64;
-    let align = ctx.storage_align();
-    let win = |start: u64, end: u64| {
-        let lo = start / align * align;
-        let hi = end.next_multiple_of(4).min(up.gcap).max(lo + 4);
-        (lo, hi - lo)
-    };
+    let win = |start: u64, end: u64| super::select_pack::window(ctx, start, end, up.gcap.min(up.gbuf.size()));
     for &(base, len) in &state.segs.list {
         let c0 = (base / chunk) as usize;
         let c1 = (base + len).div_ceil(chunk) as usize;

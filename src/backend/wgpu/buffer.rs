@@ -20,6 +20,16 @@ impl WgpuBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The underlying wgpu buffer (the caller's own for one from
+    /// [`super::WgpuBackend::wrap_buffer`]), e.g. to bind it in the
+    /// framework's own passes between steps.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    /// Gives the underlying wgpu buffer back.
+    pub fn into_inner(self) -> wgpu::Buffer {
+        self.buffer
+    }
 }
 
 /// Usage of every vector buffer: bound as storage, and copy source/target.

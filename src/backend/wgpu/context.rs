@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backend::transfer::TransferCounter;
 use crate::error::{BackendError, Error, Result};
 
 /// Backend name used in every error.
@@ -30,6 +31,8 @@ pub(super) struct GpuContext {
     lost: Arc<Mutex<Option<String>>>,
     /// Errors outside any error scope (should not happen; kept, never panics).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Host traffic, waits and object creations (see [`TransferCounter`]).
+    pub counter: TransferCounter,
 }
 
 impl GpuContext {
@@ -73,9 +76,51 @@ impl GpuContext {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
+        Ok(GpuContext::assemble(device, queue, info, limits, max_groups_x, timeout, lost, uncaptured))
+    }
+
+    /// A context on a device and queue the caller created and keeps using.
+    /// The caller's device-lost callback and uncaptured-error handler are
+    /// left alone (a device holds one of each), so a lost device shows up
+    /// as the driver errors of later operations rather than as
+    /// [`BackendError::DeviceLost`]; validation and out-of-memory errors of
+    /// this backend's own work are still caught by its error scopes.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        max_groups_x: Option<u32>,
+        timeout: Duration,
+    ) -> GpuContext {
+        let info = device.adapter_info();
+        let limits = device.limits();
+        let (lost, uncaptured) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+        GpuContext::assemble(device, queue, info, limits, max_groups_x, timeout, lost, uncaptured)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        max_groups_x: Option<u32>,
+        timeout: Duration,
+        lost: Arc<Mutex<Option<String>>>,
+        uncaptured: Arc<Mutex<Option<String>>>,
+    ) -> GpuContext {
         let hw_max = limits.max_compute_workgroups_per_dimension.max(1);
         let max_groups_x = max_groups_x.map_or(hw_max, |m| m.clamp(1, hw_max));
-        Ok(GpuContext { device, queue, info, limits, max_groups_x, timeout, lost, uncaptured })
+        GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            max_groups_x,
+            timeout,
+            lost,
+            uncaptured,
+            counter: TransferCounter::default(),
+        }
     }
 
     /// Fails with [`BackendError::DeviceLost`] once the device is gone.
@@ -124,6 +169,7 @@ impl GpuContext {
 
     /// Blocks until all submitted work is done, at most [`GpuContext::timeout`].
     pub fn wait(&self, op: &'static str) -> Result<()> {
+        self.counter.wait();
         match self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) }) {
             Ok(_) => Ok(()),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout { op, missing: Vec::new(), after: self.timeout }),
@@ -141,6 +187,7 @@ impl GpuContext {
             read(&[]);
             return Ok(());
         }
+        self.counter.d2h(size);
         let (tx, rx) = mpsc::channel();
         buf.map_async(wgpu::MapMode::Read, 0..size, move |r| {
             let _ = tx.send(r);
@@ -170,12 +217,26 @@ impl GpuContext {
 
     /// A buffer of `size` bytes (at least 4) with `usage`.
     pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.counter.buffer();
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: size.max(4).next_multiple_of(4),
             usage,
             mapped_at_creation: false,
         })
+    }
+
+    /// Queues a host-to-device write of `data` at `offset` (counted).
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        if !data.is_empty() {
+            self.counter.h2d(data.len() as u64);
+            self.queue.write_buffer(buf, offset, data);
+        }
+    }
+
+    /// Largest byte range one storage binding may cover.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Storage alignment for binding offsets.

@@ -3,7 +3,7 @@
 use super::context::GpuContext;
 use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
-use super::state::{FUSED_TILE, WgpuState};
+use super::state::{FUSED_TILE, Phase, WgpuState};
 use crate::backend::StepStatus;
 use crate::error::Result;
 
@@ -43,7 +43,7 @@ pub(super) fn accumulate(
     p[3] = tau.to_bits();
     rec.dispatch(&k.fused_finish, 1, p, &[Bind::all(&state.partials), Bind::all(&state.status)]);
     rec.copy(&state.status, 0, &state.status_read, 0, 32);
-    rec.submit(&state.params)?;
+    rec.submit(state.ring(Phase::Accumulate))?;
     let mut status = StepStatus::default();
     ctx.read_mapped("wgpu accumulate", &state.status_read, 32, |b| {
         status = bytemuck::pod_read_unaligned(b);

@@ -77,7 +77,7 @@ impl Kernels {
                 ctx,
                 "apply_theta",
                 &[include_str!("../../../shaders/apply_theta.wgsl")],
-                &[P, R, R, W],
+                &[P, W, W, W],
             )?,
         })
     }

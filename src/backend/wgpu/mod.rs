@@ -16,14 +16,28 @@
 //!   then error feedback on this rank's entries.
 //!
 //! So a step reads back the status, and a syncing step additionally reads
-//! back the packed bytes and re-uploads everything gathered. Pipelines are
-//! compiled once per backend and the state's buffers are created once in
-//! `create_state`, except the device buffers for the gathered bytes and the
-//! chunk descriptors, which `apply` grows (to the next power of two) when an
-//! exchange is larger than any before, and the parameter ring, which grows
-//! when a submission needs more slots. The host side allocates small vectors
-//! per operation (command lists and parameter blocks, the chunk table, the
-//! per-rank layouts and descriptors). Vectors
+//! back the header and the packed bytes and re-uploads everything gathered.
+//! Counted per step after warm-up ([`WgpuBackend::transfer_counts`], held by
+//! the `wgpu_transfer_budget_*` tests for every rule): a non-syncing step is
+//! one 32-byte readback and one wait, with no upload; a syncing step over a
+//! host collective is three readbacks (status, header and chunk table, the
+//! packed bytes), four waits, and two uploads (the gathered bytes and their
+//! chunk descriptors) plus the parameter blocks of passes whose dispatches
+//! changed with the packed layout. Pipelines are compiled once per backend
+//! and the state's buffers are created once in `create_state`, except the
+//! device buffers for the gathered bytes and the chunk descriptors, which
+//! `apply` grows (to the next power of two) when an exchange is larger than
+//! any before, and the parameter rings, which grow when a submission needs
+//! more slots. Each state keeps one parameter ring per kind of submission
+//! (accumulate, select, pack, apply) and uploads a ring only when its
+//! blocks differ from what it holds; bind groups are cached per (kernel,
+//! bound ranges), and a buffer that fits one storage binding is bound whole
+//! (kernels get its word offsets as parameters), so the same ranges recur
+//! every step and no bind group is created after warm-up. Apply leaves its
+//! dense scratch (the per-index sum and the mark bits) zeroed behind it, so
+//! it clears neither. The host side still allocates small vectors per
+//! operation (command lists, the chunk table, the per-rank layouts and
+//! descriptors). Vectors
 //! longer than one storage binding are processed in chunk-aligned segments
 //! through binding ranges, and grids wider than the per-dimension limit spill
 //! into y. Workgroups have 256 invocations; no subgroup operations are used,
@@ -48,7 +62,7 @@ pub use state::WgpuState;
 use self::buffer::vector_usage;
 use self::context::{BACKEND, GpuContext};
 use self::kernels::Kernels;
-use crate::backend::{Backend, StepStatus};
+use crate::backend::{Backend, StepStatus, TransferCounts};
 use crate::collective::Gathered;
 use crate::config::SyncConfig;
 use crate::error::{BackendError, Error, Result};
@@ -98,6 +112,61 @@ impl WgpuBackend {
         let ctx = GpuContext::new(options.max_groups_x, options.timeout)?;
         let kernels = Kernels::new(&ctx)?;
         Ok(WgpuBackend { ctx, kernels, options, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// A backend on the caller's `device` and `queue` (a training
+    /// framework's own), so that [`WgpuBackend::wrap_buffer`] can hand the
+    /// engine the framework's tensors without a copy. The pipelines are
+    /// compiled on that device. The caller keeps its device-lost callback
+    /// and uncaptured-error handler (this backend installs neither, so a
+    /// lost device surfaces as driver errors of later operations); every
+    /// wait of this backend polls the whole device, so it also waits for
+    /// the caller's submitted work, still bounded by `options.timeout`.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, options: WgpuOptions) -> Result<WgpuBackend> {
+        let ctx = GpuContext::from_device(device, queue, options.max_groups_x, options.timeout);
+        let kernels = Kernels::new(&ctx)?;
+        Ok(WgpuBackend { ctx, kernels, options, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// Wraps the caller's `buffer` as a vector of `len` elements of this
+    /// backend, with no copy: steps read and write the caller's memory, and
+    /// [`WgpuBuffer::buffer`] / [`WgpuBuffer::into_inner`] give it back.
+    ///
+    /// The buffer must hold at least `4 * len` bytes (`len >= 1`) and have
+    /// `STORAGE`, `COPY_SRC` and `COPY_DST` usage (kernels bind it; upload
+    /// and download copy into and out of it); otherwise this is
+    /// [`BackendError::Unsupported`] naming what is wrong. Only its first
+    /// `4 * len` bytes are used.
+    ///
+    /// # Safety
+    /// `buffer` must have been created on the device this backend runs on
+    /// (the one given to [`WgpuBackend::from_device`]). wgpu exposes no
+    /// buffer's device, so this cannot be checked here, and wgpu 30 does not
+    /// refuse a buffer of another device when it is bound (seen on
+    /// lavapipe: a step on one ran and returned `Ok`), so a foreign buffer
+    /// would hand the driver a resource of another device.
+    pub unsafe fn wrap_buffer(&self, buffer: wgpu::Buffer, len: usize) -> Result<WgpuBuffer> {
+        let unsupported = |what: String| -> Error { BackendError::Unsupported { backend: BACKEND, what }.into() };
+        let needed = vector_usage();
+        if !buffer.usage().contains(needed) {
+            return Err(unsupported(format!("a wrapped buffer with usage {:?} (needs {needed:?})", buffer.usage())));
+        }
+        if len == 0 || buffer.size() < 4 * len as u64 {
+            return Err(unsupported(format!(
+                "wrapping {len} elements in a buffer of {} bytes (needs 1 ..= size / 4 elements)",
+                buffer.size()
+            )));
+        }
+        Ok(WgpuBuffer { buffer, len, owner: self.id })
+    }
+
+    /// Host traffic, waits, buffer and bind-group creations of this backend
+    /// since it was created, over every state and thread using it. Take one
+    /// snapshot before and one after a step and subtract
+    /// ([`TransferCounts::since`]); the per-step budgets are in this
+    /// module's documentation and held by the `wgpu_transfer_budget` tests.
+    pub fn transfer_counts(&self) -> TransferCounts {
+        self.ctx.counter.snapshot()
     }
 
     /// The adapter's name as the driver reports it (e.g. `llvmpipe (...)`).
@@ -174,7 +243,7 @@ impl Backend for WgpuBackend {
         self.check_buffer(dst, src.len(), "upload destination")?;
         self.ctx.scoped("upload", 0, false, || {
             if !src.is_empty() {
-                self.ctx.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(src));
+                self.ctx.write(&dst.buffer, 0, bytemuck::cast_slice(src));
                 self.ctx.queue.submit([]);
             }
             Ok(())
@@ -211,7 +280,7 @@ impl Backend for WgpuBackend {
             return Err(Error::LengthMismatch { what: "accumulator", expected: state.n as usize, actual: src.len() });
         }
         self.ctx.scoped("write_accumulator", 0, false, || {
-            self.ctx.queue.write_buffer(&state.acc[state.committed], 0, bytemuck::cast_slice(src));
+            self.ctx.write(&state.acc[state.committed], 0, bytemuck::cast_slice(src));
             self.ctx.queue.submit([]);
             Ok(())
         })

@@ -35,18 +35,72 @@ enum Step<'a> {
     Copy { src: &'a wgpu::Buffer, src_offset: u64, dst: &'a wgpu::Buffer, dst_offset: u64, size: u64 },
 }
 
-/// The uniform buffer holding parameter blocks; grows when a submission
-/// needs more slots than any before it (first steps only).
+/// The uniform buffer holding parameter blocks, and the bind groups built
+/// on it. The buffer grows when a submission needs more slots than any
+/// before it (first steps only); bind groups are cached by (kernel, bound
+/// ranges), so a step that binds what an earlier step bound creates none.
 pub(super) struct ParamRing {
     buffer: wgpu::Buffer,
     slots: usize,
+    /// The parameter blocks of one submission, staged on the host (reused).
+    staging: Vec<u8>,
+    /// What the ring buffer holds from offset 0 (the last upload), so an
+    /// identical submission uploads nothing.
+    written: Vec<u8>,
+    /// Cached bind groups, most recent last; emptied when it reaches
+    /// [`BIND_CACHE_CAP`] or when the ring buffer is replaced. Entries hold
+    /// clones of the bound buffers (keeping their identity unique while
+    /// cached).
+    groups: Vec<CachedGroup>,
 }
+
+/// One cached bind group and what it binds.
+struct CachedGroup {
+    kernel: &'static str,
+    binds: Vec<(wgpu::Buffer, u64, Option<u64>)>,
+    group: wgpu::BindGroup,
+}
+
+/// Most bind groups one state caches: a step binds a few dozen distinct
+/// ranges; more than this means the bound buffers or ranges change from
+/// step to step (callers alternating parameter buffers, multi-segment
+/// windows), and the cache starts over rather than growing.
+pub(super) const BIND_CACHE_CAP: usize = 256;
 
 impl ParamRing {
     /// A ring with room for `slots` parameter blocks.
     pub fn new(ctx: &GpuContext, slots: usize) -> ParamRing {
         let slots = slots.max(1);
-        ParamRing { buffer: ctx.buffer("params", stride(ctx) * slots as u64, usage()), slots }
+        ParamRing {
+            buffer: ctx.buffer("params", stride(ctx) * slots as u64, usage()),
+            slots,
+            staging: Vec::with_capacity(stride(ctx) as usize * slots),
+            written: Vec::with_capacity(stride(ctx) as usize * slots),
+            groups: Vec::with_capacity(BIND_CACHE_CAP),
+        }
+    }
+
+    /// The cached bind group for `kernel` over `binds`, created (and
+    /// counted) on a miss.
+    fn group(&mut self, ctx: &GpuContext, kernel: &Kernel, binds: &[Bind<'_>]) -> &wgpu::BindGroup {
+        let hit = self.groups.iter().position(|g| {
+            g.kernel == kernel.name
+                && g.binds.len() == binds.len()
+                && g.binds.iter().zip(binds).all(|((b, o, s), x)| b == x.buffer && *o == x.offset && *s == x.size)
+        });
+        let at = match hit {
+            Some(at) => at,
+            None => {
+                if self.groups.len() >= BIND_CACHE_CAP {
+                    self.groups.clear();
+                }
+                let group = bind_group(ctx, kernel, &self.buffer, binds);
+                let binds = binds.iter().map(|b| (b.buffer.clone(), b.offset, b.size)).collect();
+                self.groups.push(CachedGroup { kernel: kernel.name, binds, group });
+                self.groups.len() - 1
+            }
+        };
+        &self.groups[at].group
     }
 }
 
@@ -108,12 +162,18 @@ impl<'a> Recorder<'a> {
             *ring = ParamRing::new(ctx, self.params.len().next_power_of_two());
         }
         if !self.params.is_empty() {
-            let mut bytes = vec![0u8; stride as usize * self.params.len()];
+            let ring = &mut *ring;
+            ring.staging.clear();
+            ring.staging.resize(stride as usize * self.params.len(), 0);
             for (i, p) in self.params.iter().enumerate() {
                 let at = i * stride as usize;
-                bytes[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::cast_slice(p));
+                ring.staging[at..at + PARAMS_BYTES as usize].copy_from_slice(bytemuck::cast_slice(p));
             }
-            ctx.queue.write_buffer(&ring.buffer, 0, &bytes);
+            if !ring.written.starts_with(&ring.staging) {
+                ctx.write(&ring.buffer, 0, &ring.staging);
+                ring.written.clear();
+                ring.written.extend_from_slice(&ring.staging);
+            }
         }
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let mut i = 0;
@@ -131,7 +191,7 @@ impl<'a> Recorder<'a> {
                     let mut pass = encoder
                         .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                     while let Some(Step::Dispatch { kernel, binds, slot, grid }) = self.steps.get(i) {
-                        let group = bind_group(ctx, kernel, &ring.buffer, binds);
+                        let group = ring.group(ctx, kernel, binds).clone();
                         pass.set_pipeline(&kernel.pipeline);
                         pass.set_bind_group(0, &group, &[(*slot as u64 * stride) as u32]);
                         pass.dispatch_workgroups(grid.0, grid.1, 1);
@@ -165,6 +225,7 @@ fn bind_group(ctx: &GpuContext, kernel: &Kernel, params: &wgpu::Buffer, binds: &
             }),
         });
     }
+    ctx.counter.bind_group();
     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(kernel.name),
         layout: &kernel.layout,

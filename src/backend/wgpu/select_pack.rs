@@ -8,12 +8,12 @@
 use super::context::{BACKEND, GpuContext};
 use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
-use super::state::{FUSED_TILE, PACK_TILE, Rule, WgpuState};
+use super::state::{FUSED_TILE, PACK_TILE, Phase, Rule, WgpuState};
 use crate::error::{BackendError, Result};
 use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
 
 /// Selection state initial words: done, prefix, above, k, kmax, lo, tie, take.
-fn initial_selection(rule: Rule) -> [u32; 8] {
+pub(super) fn initial_selection(rule: Rule) -> [u32; 8] {
     match rule {
         Rule::TopK { k, kmax } => [0, 0, 0, k, kmax, 0, u32::MAX, 0],
         // The threshold kernel fills in `lo`.
@@ -38,8 +38,8 @@ pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut Wgpu
 fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
     let acc = &state.acc[state.committed];
     let n = state.n;
-    ctx.queue.write_buffer(&state.sel, 0, bytemuck::cast_slice(&initial_selection(state.rule)));
     let mut rec = Recorder::new(ctx);
+    rec.copy(&state.sel_init, 0, &state.sel, 0, 32);
     match state.rule {
         Rule::TopK { .. } => {
             // (level, digit shift, bins, match shift of the next histogram)
@@ -108,7 +108,7 @@ fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<
         ],
     );
     rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
-    rec.submit(&state.params)
+    rec.submit(state.ring(Phase::Select))
 }
 
 /// Reads the header and chunk table written by the scan and checks them
@@ -134,9 +134,14 @@ fn read_chunk_table(ctx: &GpuContext, state: &WgpuState) -> Result<Vec<u32>> {
     Ok(counts)
 }
 
-/// The `[offset, end)` byte range rounded out to the storage alignment
-/// (start) and to a whole word (end), clamped to `cap`.
-fn window(ctx: &GpuContext, start: u64, end: u64, cap: u64) -> (u64, u64) {
+/// The binding for the `[start, end)` byte range of a buffer of `cap`
+/// bytes: the whole buffer when it fits one storage binding (the same range
+/// every step, so its bind group is cached), else the range rounded out to
+/// the storage alignment (start) and to a whole word (end), clamped to `cap`.
+pub(super) fn window(ctx: &GpuContext, start: u64, end: u64, cap: u64) -> (u64, u64) {
+    if cap <= ctx.max_binding() {
+        return (0, cap);
+    }
     let align = ctx.storage_align();
     let lo = start / align * align;
     let hi = end.next_multiple_of(4).min(cap).max(lo + 4);
@@ -201,7 +206,9 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout
                 &k.checksum,
                 words.div_ceil(FUSED_TILE) as u32,
                 p,
-                &[Bind::range(buf, at, bytes), Bind::all(&state.checksum)],
+                // The kernel reads `words` words; binding the whole segment
+                // window keeps the range (and its bind group) the same every step.
+                &[Bind::range(buf, at, step.min(buf.size() - at)), Bind::all(&state.checksum)],
             );
             at += bytes;
         }
@@ -209,5 +216,5 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout
     rec.copy(&state.pk_idx, 0, &state.packed_read, 0, values_off);
     rec.copy(&state.pk_val, 0, &state.packed_read, values_off, vbytes);
     rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
-    rec.submit(&state.params)
+    rec.submit(state.ring(Phase::Pack))
 }

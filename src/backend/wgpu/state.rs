@@ -62,13 +62,37 @@ pub struct WgpuState {
     pub(super) sum: wgpu::Buffer,
     /// One bit per index: some rank sent it (apply).
     pub(super) mark: wgpu::Buffer,
+    /// `sum` or `mark` may hold non-zero words: an apply was submitted and
+    /// did not finish. Both are zero otherwise (apply_theta restores them),
+    /// so apply clears them only when this is set.
+    pub(super) scratch_dirty: bool,
     /// Gathered rank buffers and their chunk descriptors (grown on demand).
     pub(super) gathered: Option<(wgpu::Buffer, u64)>,
     pub(super) desc: Option<(wgpu::Buffer, u64)>,
-    pub(super) params: RefCell<ParamRing>,
+    /// Parameter blocks and cached bind groups, one ring per submission
+    /// kind (accumulate, select, pack, apply), so that a submission whose
+    /// parameters match its previous ones uploads nothing.
+    pub(super) params: [RefCell<ParamRing>; 4],
+    /// The selection rule's initial selection words, written once here and
+    /// copied on the device into `sel` at every select (no upload per sync).
+    pub(super) sel_init: wgpu::Buffer,
+}
+
+/// Which of a state's parameter rings a submission uses.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Phase {
+    Accumulate = 0,
+    Select = 1,
+    Pack = 2,
+    Apply = 3,
 }
 
 impl WgpuState {
+    /// The parameter ring of `phase`.
+    pub(super) fn ring(&self, phase: Phase) -> &RefCell<ParamRing> {
+        &self.params[phase as usize]
+    }
+
     /// Number of wire chunks.
     pub(super) fn chunks(&self) -> u64 {
         layout::num_chunks(self.n)
@@ -169,9 +193,15 @@ pub(super) fn create(
             packed_host: Vec::with_capacity(packed_bytes as usize),
             sum: ctx.buffer("sum", 4 * n64, store),
             mark: ctx.buffer("mark", 4 * n64.div_ceil(32), store),
+            scratch_dirty: false,
             gathered: None,
             desc: None,
-            params: RefCell::new(ParamRing::new(ctx, slots)),
+            params: std::array::from_fn(|_| RefCell::new(ParamRing::new(ctx, slots))),
+            sel_init: {
+                let b = ctx.buffer("sel_init", 32, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
+                ctx.write(&b, 0, bytemuck::cast_slice(&super::select_pack::initial_selection(rule)));
+                b
+            },
         })
     })
 }

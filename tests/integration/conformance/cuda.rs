@@ -1,13 +1,21 @@
-//! The conformance suite on a real GPU through cudarc. Instantiated only with
-//! the `nccl` feature — the GPU test command is
-//! `cargo test --features cuda,nccl` — because CI (`--features cuda,cuda-emu`,
-//! `CI=true`) has no GPU and the suite treats an unavailable backend under CI
-//! as a failure. Without a GPU the maker reports why and the cases skip.
+//! The conformance suite on a real GPU through cudarc (feature `cuda`:
+//! `cargo test --features cuda` on a machine with a GPU runs every case on
+//! it; `scripts/gpu-check` runs them from a prebuilt binary). Without a GPU
+//! the maker prints why and the cases skip, also under `CI=true` (CI has
+//! no GPU); with `CHRONOS_REQUIRE_GPU=true` a missing GPU fails them.
 
-conformance_suite!(cuda, || match chronos_sync::CudaBackend::new(0) {
-    Ok(backend) => Some(backend),
-    Err(e) => {
-        println!("CUDA backend unavailable: {e}");
-        None
-    }
-});
+conformance_suite!(
+    cuda,
+    || match chronos_sync::CudaBackend::new(0) {
+        Ok(backend) => {
+            println!("conformance on {}", chronos_sync::Backend::name(&backend));
+            Some(backend)
+        }
+        Err(e) if crate::conformance::gpu_required() => panic!("CHRONOS_REQUIRE_GPU=true but CUDA is unavailable: {e}"),
+        Err(e) => {
+            println!("CUDA backend unavailable: {e}");
+            None
+        }
+    },
+    requires_gpu
+);

@@ -37,8 +37,17 @@ use std::sync::Arc;
 /// `cargo test --test integration conformance::<file>::<name>::`.
 macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
+        conformance_suite!(@suite run_case, $name, $make);
+    };
+    // A backend that needs a GPU: without one the cases skip (printed) even
+    // under `CI=true`, unless `CHRONOS_REQUIRE_GPU=true` (set by
+    // `scripts/gpu-check`), under which a missing GPU fails them.
+    ($name:ident, $make:expr, requires_gpu) => {
+        conformance_suite!(@suite run_case_on_gpu, $name, $make);
+    };
+    (@suite $runner:ident, $name:ident, $make:expr) => {
         mod $name {
-            conformance_suite!(@cases $name, $make;
+            conformance_suite!(@cases $runner, $name, $make;
                 conservation_per_rank,
                 replicas_bitwise_identical_every_step,
                 significance_matches_f64,
@@ -60,11 +69,11 @@ macro_rules! conformance_suite {
             );
         }
     };
-    (@cases $name:ident, $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $runner:ident, $name:ident, $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::conformance::run_case(stringify!($name), $make, $crate::conformance::cases::$case);
+                $crate::conformance::$runner(stringify!($name), $make, $crate::conformance::cases::$case);
             }
         )*
     };
@@ -113,8 +122,27 @@ pub fn run_case<B: Backend>(name: &str, make: fn() -> Option<B>, case: fn(&Arc<B
     }
 }
 
+#[cfg(feature = "cuda")]
+/// Whether a missing GPU must fail the GPU-only suites
+/// (`CHRONOS_REQUIRE_GPU=true`, as `scripts/gpu-check` runs them).
+pub fn gpu_required() -> bool {
+    std::env::var("CHRONOS_REQUIRE_GPU").is_ok_and(|v| v == "true" || v == "1")
+}
+
+#[cfg(feature = "cuda")]
+/// [`run_case`] for a backend that needs a GPU: `None` (no GPU) skips with a
+/// printed line, also under `CI=true` (CI machines have none), and fails
+/// only when [`gpu_required`].
+pub fn run_case_on_gpu<B: Backend>(name: &str, make: fn() -> Option<B>, case: fn(&Arc<B>)) {
+    match make() {
+        Some(backend) => case(&Arc::new(backend)),
+        None if gpu_required() => panic!("{name} backend unavailable under CHRONOS_REQUIRE_GPU=true"),
+        None => println!("skipped: {name} unavailable (no GPU; CHRONOS_REQUIRE_GPU=true makes this a failure)"),
+    }
+}
+
 mod cpu;
-#[cfg(feature = "nccl")]
+#[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "cuda-emu")]
 mod cuda_emu;
