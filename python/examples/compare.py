@@ -11,9 +11,12 @@ that on the wire). The default DDP run registers DDP's own
 bytes pass through the same counter.
 
     python python/examples/compare.py [--worlds 2 4] [--epochs 30] [--out out]
+        [--link "127.0.0.1"] [--tag TAG]
 
-Prints a markdown table and writes ``OUT/python-compare.json`` and
-``OUT/python-compare.svg`` (test accuracy against bytes per rank).
+Prints a markdown table and writes ``OUT/python-compare[-TAG].json`` and
+``OUT/python-compare[-TAG].svg`` (test accuracy against bytes per rank).
+``--link`` only names the link in the table's title (e.g. under
+``scripts/cluster 1gbit --no-mpi``).
 """
 
 import argparse
@@ -250,6 +253,8 @@ def main():
     ap.add_argument("--out", default="out")
     ap.add_argument("--extra", nargs="*", default=[], help="more chronos configurations, NAME=JSON")
     ap.add_argument("--replot", metavar="JSON", help="rebuild the table and the plot from a saved run")
+    ap.add_argument("--link", default="127.0.0.1", help="the link, as named in the table's title")
+    ap.add_argument("--tag", default="", help="suffix of the output files: python-compare-TAG.{json,svg}")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for spec in args.extra:
@@ -262,6 +267,7 @@ def main():
         results = saved["results"]
         for k in ("epochs", "batch", "lr", "target"):
             setattr(args, k, saved["args"][k])
+        args.link = saved["args"].get("link", args.link)
     for world in [] if args.replot else args.worlds:
         for name, cfg in CONFIGS:
             if args.only and name not in args.only:
@@ -273,7 +279,7 @@ def main():
                   f"{r['step_ms']:.2f} ms/step  syncs {r['syncs']}/{r['steps']}", flush=True)
     lines = [
         f"digits MLP ({results[0]['params']} parameters), {args.epochs} epochs, global batch {args.batch}, "
-        f"SGD lr {args.lr} momentum 0.9, gloo on 127.0.0.1; target {args.target}% test accuracy",
+        f"SGD lr {args.lr} momentum 0.9, gloo on {args.link}; target {args.target}% test accuracy",
         "",
         "| ranks | configuration | MB sent per rank | all-reduce bytes / these | test acc % | ms / step | "
         f"time to {args.target:g}% (s) | steps to {args.target:g}% | syncs / steps | replicas identical |",
@@ -291,11 +297,12 @@ def main():
         )
     table = "\n".join(lines)
     print(table)
-    with open(os.path.join(args.out, "python-compare.json"), "w") as f:
+    stem = os.path.join(args.out, "python-compare" + (f"-{args.tag}" if args.tag else ""))
+    with open(stem + ".json", "w") as f:
         json.dump({"args": vars(args), "results": results, "table": table}, f, indent=1)
     if results:
-        svg(results, os.path.join(args.out, "python-compare.svg"))
-    print(f"wrote {args.out}/python-compare.json and {args.out}/python-compare.svg")
+        svg(results, stem + ".svg")
+    print(f"wrote {stem}.json and {stem}.svg")
     if not all(r["identical"] for r in results):
         raise SystemExit("replicas differ at the end of a run")
 
