@@ -426,15 +426,14 @@ fn run_sparse(
     config: chronos_sync::SyncConfig,
     timeout: std::time::Duration,
 ) -> Result<ModeResult, chronos_sync::Error> {
-    use chronos_sync::{Backend, Collective, CpuBackend, MpiCollective, SparseSync};
+    use chronos_sync::{Collective, CpuBackend, MpiCollective, SparseSync};
     use std::time::Instant;
     let mut collective = MpiCollective::new(comm, timeout)?;
     let rank = collective.rank();
     let n = problem.start().len();
     let backend = CpuBackend::with_threads(1)?;
-    let mut theta = backend.alloc(n)?;
-    backend.upload(problem.start(), &mut theta)?;
-    let mut delta = backend.alloc(n)?;
+    // The CPU backend steps the caller's own slices: no upload of the
+    // update, no download of the parameters (what a framework does).
     let mut host_theta = problem.start().to_vec();
     let mut host_delta = vec![0.0f32; n];
     let mut sync = SparseSync::new(backend, &mut collective, n, config)?;
@@ -443,11 +442,7 @@ fn run_sparse(
     for t in 1..=steps {
         let start = Instant::now();
         problem.update(rank, t, &host_theta, &mut host_delta);
-        sync.backend().upload(&host_delta, &mut delta)?;
-        let report = sync.step(&delta, &mut theta)?;
-        if report.synced {
-            sync.backend().download(&theta, &mut host_theta)?;
-        }
+        let report = sync.step(&host_delta, &mut host_theta)?;
         let dt = start.elapsed().as_secs_f64();
         times.push(dt * 1e3);
         elapsed += dt;
