@@ -119,7 +119,7 @@ mod system_run {
     fn three_configurations_order_bytes_and_keep_accuracy() {
         let spec = ProblemSpec { split: SplitSpec::default(), features: 511, ..ProblemSpec::default() };
         let problem = Arc::new(Problem::digits(&spec).unwrap());
-        let cfg = SystemConfig { workers: 3, rounds: 15, inner_steps: 8, final_steps: 30, ..SystemConfig::default() };
+        let cfg = SystemConfig { workers: 3, rounds: 15, inner_steps: 8, final_steps: 100, ..SystemConfig::default() };
         let commits = Arc::new(AtomicU64::new(0));
         let mut runs = Vec::new();
         for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3)] {
@@ -139,7 +139,7 @@ mod system_run {
         let (dense, seed, best) = (&runs[0], &runs[1], &runs[2]);
         assert_eq!(commits.load(Ordering::Relaxed), 3 * 15 * 3, "one commit per worker per round");
         for m in &runs {
-            assert_eq!(m.steps, 15 * 8 + 30);
+            assert_eq!(m.steps, 15 * 8 + 100);
             assert_eq!(m.hypergradients, 45);
             assert!(m.cg_iterations_mean >= 1.0 && m.cg_iterations_mean <= cfg.cg_iters as f64);
             // Rank 0's trace: one point per round and one after the final fit.
@@ -182,6 +182,49 @@ mod system_run {
             assert!(m.detection.f1 > 0.7, "{}: F1 {}", m.name, m.detection.f1);
         }
         assert!(matches!(variants::seed().outer, OuterMode::BoundedAsync { .. }));
+    }
+
+    /// One worker makes the run deterministic (no thread interleaving): the
+    /// warm starts must save CG iterations without changing what is solved.
+    #[test]
+    fn warm_starts_save_cg_iterations() {
+        let spec = ProblemSpec { features: 255, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        let at = |warm_start| {
+            let cfg = SystemConfig {
+                workers: 1,
+                rounds: 10,
+                inner_steps: 6,
+                final_steps: 20,
+                cg_iters: 500,
+                cg_tol: 1e-3,
+                warm_start,
+                ..SystemConfig::default()
+            };
+            run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap()
+        };
+        let none = at(WarmStart::None);
+        let last = at(WarmStart::Last);
+        let memory = at(WarmStart::Memory { k: 3 });
+        for m in [&none, &last, &memory] {
+            assert_eq!(m.hypergradients, 10);
+            assert!(m.cg_iterations_mean < 500.0, "{}: CG hit its cap", m.name);
+        }
+        assert!(
+            last.cg_iterations_mean < none.cg_iterations_mean,
+            "{} vs {}",
+            last.cg_iterations_mean,
+            none.cg_iterations_mean
+        );
+        assert!(
+            memory.cg_iterations_mean < none.cg_iterations_mean,
+            "{} vs {}",
+            memory.cg_iterations_mean,
+            none.cg_iterations_mean
+        );
+        // Same tolerance, so the same answer up to it: the runs end close.
+        assert!((last.test_accuracy - none.test_accuracy).abs() <= 0.02);
+        assert!((memory.test_accuracy - none.test_accuracy).abs() <= 0.02);
     }
 
     /// Without timescales mu stays fixed and the outer vector is the lambdas alone.

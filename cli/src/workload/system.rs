@@ -109,6 +109,9 @@ pub struct SystemConfig {
     pub final_steps: usize,
     /// How the final fit weights the training examples.
     pub final_weights: FinalWeights,
+    /// Whether the final fit starts from a zero model (and a fresh sync
+    /// engine) rather than from the rounds' model.
+    pub final_restart: bool,
     /// Whether the final fit also trains on the validation set (weight 1,
     /// split across the ranks like the training set).
     pub final_with_val: bool,
@@ -150,18 +153,19 @@ impl Default for SystemConfig {
             workers: 4,
             rounds: 40,
             inner_steps: 8,
-            final_steps: 40,
-            final_weights: FinalWeights::Sigmoid,
+            final_steps: 300,
+            final_weights: FinalWeights::Threshold,
+            final_restart: true,
             final_with_val: true,
             mu: 1e-4,
             timescales: true,
             mu_every: 5,
             mu_lr: 0.1,
             inner_lr: 1.0,
-            momentum: 0.9,
+            momentum: 0.97,
             outer_lr: 0.3,
-            cg_iters: 8,
-            cg_tol: 1e-4,
+            cg_iters: 30,
+            cg_tol: 1e-2,
             warm_start: WarmStart::Memory { k: 3 },
             jitter: 1.0,
             seed: 0x5EED,
@@ -266,7 +270,7 @@ pub fn coordinator_config(problem: &Problem, cfg: &SystemConfig, variant: &Varia
             range: n..n + 1,
             every: cfg.mu_every,
             lr: cfg.mu_lr,
-            momentum: 0.9,
+            momentum: 0.97,
             warmup: 0,
         })
     } else {

@@ -11,7 +11,10 @@
 //! old `lambda` for a round, because the other ranks wait for this one in the
 //! next collective). After the rounds a collective barrier (so every commit
 //! is in), every rank reads the same final outer parameters and runs the
-//! final synced steps.
+//! final synced steps: by default from a zero model, on its training shard
+//! weighted by the learned `lambda` (see `FinalWeights`) plus its share of
+//! the validation set at weight 1, at the learned `mu` (the command's long
+//! help says why each of these).
 
 use std::time::{Duration, Instant};
 
@@ -233,6 +236,16 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
         shard.clone()
     };
     let fit_denom = fit_set.len() as f64;
+    if cfg.final_restart {
+        // With a weak L2 term the model forgets slowly: what it fitted to the
+        // corrupted labels during the rounds (at weights that were only
+        // beginning to fall) would survive the final fit. So the fit starts
+        // from zero, with a fresh sync engine (no error-feedback residue of
+        // the rounds' model), identically on every rank.
+        st.sync = SparseSync::new(CpuBackend::with_threads(1)?, barrier.clone(), np, variant.sync.clone())?;
+        st.theta.fill(0.0);
+        st.momentum.fill(0.0);
+    }
     for _ in 0..cfg.final_steps {
         st.step(&fit_set, &weights, fit_denom, mu, cfg)?;
     }
