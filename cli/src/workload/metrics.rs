@@ -181,7 +181,8 @@ pub fn modeled_comm_seconds(steps: &[Vec<StepRecord>], workers: usize, gbps: f64
 /// first: it carries the model and the trace) and the coordinator's final
 /// state (in-process, or restored from a service's snapshot); `wall_s` is
 /// the job's measured wall-clock. The outer parameters' first
-/// `problem.train.len()` entries are the per-example `lambda`s.
+/// `problem.train.len()` entries are the per-example `lambda`s. Call
+/// [`RunMetrics::set_target`] afterwards for `outer_steps_to_target`.
 ///
 /// # Panics
 /// When `outputs` is empty or rank 0's output has no model (a caller bug:
