@@ -9,13 +9,17 @@
 //!   and an unrolled reverse-mode reference.
 //! - [`ridge`]: ridge regression's log-regularization, a closed-form check.
 //! - [`problem`]: the mapped problem, the single-process baselines, the detection score.
-//! - [`system`]: `W` worker threads, `SparseSync` over `LocalCollective`, the coordinator.
+//! - [`system`]: the run's configuration, the coordinator settings, the in-process mode.
+//! - [`worker`]: one rank's whole run, generic over the collective and the coordinator.
+//! - [`warm`]: warm starts of the CG solve (none, last solution, continuum memory).
+//! - [`metrics`]: what each rank hands back and the run's metrics.
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
 
 pub mod data;
 pub mod hypergrad;
+pub mod metrics;
 pub mod model;
 pub mod problem;
 pub mod report;
@@ -23,3 +27,5 @@ pub mod ridge;
 pub mod rng;
 pub mod system;
 pub mod variants;
+pub mod warm;
+pub mod worker;

@@ -37,6 +37,10 @@ pub fn seed() -> Variant {
 /// sort) at `ratio` with bf16 values (4 bytes per entry with chunk-local u16
 /// indices), error feedback, the significance trigger at `threshold`, and the
 /// same bounded asynchrony as the seed.
+///
+/// This is the one place the best configuration's `SyncConfig` is built:
+/// the threshold's budget mode (a target sync rate or bytes per step, from the
+/// library's `budget` branch, not merged here yet) belongs in this literal.
 pub fn best(ratio: f64, threshold: f64) -> Variant {
     let sync = SyncConfig {
         threshold,
