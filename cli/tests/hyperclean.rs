@@ -122,7 +122,7 @@ mod system_run {
         let cfg = SystemConfig { workers: 3, rounds: 15, inner_steps: 8, final_steps: 100, ..SystemConfig::default() };
         let commits = Arc::new(AtomicU64::new(0));
         let mut runs = Vec::new();
-        for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3)] {
+        for v in [variants::dense(), variants::seed(), variants::best(0.02, 0.3, None, variants::seed().outer)] {
             let c = Arc::clone(&commits);
             runs.push(
                 run(

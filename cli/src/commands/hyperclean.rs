@@ -7,8 +7,9 @@ use super::CliResult;
 use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
 use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
-use crate::workload::system::{self, FinalWeights, RunMetrics, SystemConfig, Variant, WarmStart};
+use crate::workload::system::{self, FinalWeights, OuterMode, RunMetrics, SystemConfig, Variant, WarmStart};
 use crate::workload::variants;
+use chronos_sync::config::ThresholdBudget;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,6 +146,14 @@ pub struct Args {
     /// Significance threshold of the best configuration (after warm-up).
     #[arg(long, default_value_t = 0.3, value_parser = non_negative_f64)]
     pub best_threshold: f64,
+    /// Budget mode of the best configuration: the fraction of steps that sync,
+    /// which the threshold controller steers toward after warm-up (0: off,
+    /// the threshold stays at --best-threshold).
+    #[arg(long, default_value_t = 0.0, value_parser = unit_f64)]
+    pub best_sync_rate: f64,
+    /// Outer mode of the best configuration.
+    #[arg(long, value_enum, default_value_t = OuterArg::Async)]
+    pub best_outer: OuterArg,
     /// Accelerated-gradient iterations of each single-process baseline.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub baseline_iters: u64,
@@ -158,6 +167,15 @@ pub struct Args {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// `--best-outer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OuterArg {
+    /// The seed's bounded asynchrony (staleness <= 2, 3 versions in flight, a step every 2 commits).
+    Async,
+    /// Synchronous outer steps (every worker's commit, no staleness).
+    Sync,
 }
 
 /// `--variants`.
@@ -280,7 +298,12 @@ pub fn run(args: &Args) -> CliResult {
         seed: args.seed,
         timeout: Duration::from_secs(args.timeout_secs),
     };
-    let best = variants::best(args.best_ratio, args.best_threshold);
+    let budget = (args.best_sync_rate > 0.0).then(|| ThresholdBudget::sync_rate(args.best_sync_rate));
+    let outer = match args.best_outer {
+        OuterArg::Async => variants::seed().outer,
+        OuterArg::Sync => OuterMode::Synchronous,
+    };
+    let best = variants::best(args.best_ratio, args.best_threshold, budget, outer);
     best.sync.validate()?;
     let problem = Arc::new(Problem::digits(&spec)?);
     cfg.validate(problem.train.len())?;

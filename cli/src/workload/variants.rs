@@ -1,7 +1,7 @@
 //! The three configurations `chronos-sync hyperclean` compares.
 
 use super::system::{OuterMode, Variant};
-use chronos_sync::config::{Selection, SyncConfig, WireDtype};
+use chronos_sync::config::{Selection, SyncConfig, ThresholdBudget, WireDtype};
 
 /// Dense synchronous training: every step, every rank sends its whole update
 /// (f32, `Selection::Dense`) and the outer step waits for every worker.
@@ -33,26 +33,31 @@ pub fn seed() -> Variant {
     }
 }
 
+/// The threshold ceiling of a budgeted best configuration (see [`best`]).
+pub const BUDGET_MAX_THRESHOLD: f64 = 1000.0;
+
 /// The crate's best configuration for this problem: histogram top-k (no
 /// sort) at `ratio` with bf16 values (4 bytes per entry with chunk-local u16
 /// indices), error feedback, the significance trigger at `threshold`, and the
 /// same bounded asynchrony as the seed.
 ///
-/// This is the one place the best configuration's `SyncConfig` is built:
-/// the threshold's budget mode (a target sync rate or bytes per step, from the
-/// library's `budget` branch, not merged here yet) belongs in this literal.
-pub fn best(ratio: f64, threshold: f64) -> Variant {
+/// `budget`, when given, steers the threshold after warm-up toward a target
+/// sync rate or bytes per step (`SyncConfig::budget`); `threshold` is then
+/// where the controller starts. `outer` is the outer mode (the seed's
+/// bounded asynchrony, or synchronous outer steps).
+pub fn best(ratio: f64, threshold: f64, budget: Option<ThresholdBudget>, outer: OuterMode) -> Variant {
     let sync = SyncConfig {
+        budget,
         threshold,
-        max_threshold: SyncConfig::default().max_threshold.max(threshold),
+        // Under a budget the controller needs room: this problem's
+        // significance starts far above 1 (theta starts at zero), so the
+        // seed's ceiling of 0.1 would pin tau and sync every step.
+        max_threshold: if budget.is_some() { BUDGET_MAX_THRESHOLD } else { SyncConfig::default().max_threshold }
+            .max(threshold),
         min_threshold: SyncConfig::default().min_threshold.min(threshold),
         selection: Selection::TopKApprox { ratio, slack: 0.1 },
         wire_dtype: WireDtype::Bf16,
         ..SyncConfig::default()
     };
-    Variant {
-        name: format!("best (top-{}% bf16)", ratio * 100.0),
-        sync,
-        outer: OuterMode::BoundedAsync { max_staleness: 2, max_in_flight: 3, min_commits: 2 },
-    }
+    Variant { name: format!("best (top-{}% bf16)", ratio * 100.0), sync, outer }
 }
