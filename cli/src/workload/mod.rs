@@ -13,9 +13,12 @@
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
+//! - [`launch`]: the child processes of a multi-process run (the coordinator
+//!   service and the `mpirun` job), bounded waits, no orphans.
 
 pub mod data;
 pub mod hypergrad;
+pub mod launch;
 pub mod model;
 pub mod problem;
 pub mod report;
