@@ -9,7 +9,9 @@
 //!   and an unrolled reverse-mode reference.
 //! - [`ridge`]: ridge regression's log-regularization, a closed-form check.
 //! - [`problem`]: the mapped problem, the single-process baselines, the detection score.
-//! - [`system`]: `W` worker threads, `SparseSync` over `LocalCollective`, the coordinator.
+//! - [`system`]: the run's configuration, the coordinator settings, the in-process mode.
+//! - [`worker`]: one rank's whole run, generic over the collective and the coordinator.
+//! - [`metrics`]: what each rank hands back and the run's metrics.
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
@@ -19,6 +21,7 @@
 pub mod data;
 pub mod hypergrad;
 pub mod launch;
+pub mod metrics;
 pub mod model;
 pub mod problem;
 pub mod report;
@@ -26,3 +29,4 @@ pub mod ridge;
 pub mod rng;
 pub mod system;
 pub mod variants;
+pub mod worker;
