@@ -4,6 +4,7 @@
 //! Prints one table and writes `hyperclean.svg` and `hyperclean.json`.
 
 use super::CliResult;
+use super::hyperclean_mp::VariantChoice;
 use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
 use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
@@ -96,6 +97,11 @@ pub struct Args {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Run each configuration as W MPI processes (mpirun -np W, replacing
+    /// --workers) with the coordinator service in its own process (needs the
+    /// `mpi` and `service` features; see `hyperclean_mp`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub processes: Option<u64>,
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -126,9 +132,9 @@ fn momentum_f64(s: &str) -> Result<f64, String> {
     if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("must be in [0, 1), got {v}")) }
 }
 
-/// Runs the comparison and writes the files.
-pub fn run(args: &Args) -> CliResult {
-    let spec = ProblemSpec {
+/// The problem the flags describe.
+pub fn problem_spec(args: &Args) -> ProblemSpec {
+    ProblemSpec {
         split: SplitSpec {
             train: args.train as usize,
             val: args.val as usize,
@@ -138,9 +144,13 @@ pub fn run(args: &Args) -> CliResult {
         features: args.features as usize,
         bandwidth: args.bandwidth,
         ..ProblemSpec::default()
-    };
-    let cfg = SystemConfig {
-        workers: args.workers as usize,
+    }
+}
+
+/// The run settings the flags describe (`--processes` replaces `--workers`).
+pub fn system_config(args: &Args) -> SystemConfig {
+    SystemConfig {
+        workers: args.processes.unwrap_or(args.workers) as usize,
         rounds: args.rounds as usize,
         inner_steps: args.inner_steps as usize,
         final_steps: args.final_steps as usize,
@@ -152,16 +162,27 @@ pub fn run(args: &Args) -> CliResult {
         jitter: args.jitter,
         seed: args.seed,
         timeout: Duration::from_secs(args.timeout_secs),
-    };
-    let best = variants::best(args.best_ratio, args.best_threshold);
-    best.sync.validate()?;
+    }
+}
+
+/// The three configurations compared, in table order.
+pub fn main_variants(args: &Args) -> Vec<Variant> {
+    vec![variants::dense(), variants::seed(), variants::best(args.best_ratio, args.best_threshold)]
+}
+
+/// Runs the comparison and writes the files.
+pub fn run(args: &Args) -> CliResult {
+    let spec = problem_spec(args);
+    let cfg = system_config(args);
+    let main = main_variants(args);
+    main[2].sync.validate()?;
     let problem = Arc::new(Problem::digits(&spec)?);
     cfg.validate(problem.train.len())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create output directory {}: {e}", args.out.display()))?;
 
     let mut runs = Vec::new();
-    for variant in [variants::dense(), variants::seed(), best] {
+    for (index, variant) in main.into_iter().enumerate() {
         let bar =
             if args.no_progress { ProgressBar::hidden() } else { ProgressBar::new((cfg.rounds * cfg.workers) as u64) };
         bar.set_style(
@@ -171,7 +192,10 @@ pub fn run(args: &Args) -> CliResult {
         );
         bar.set_message(variant.name.clone());
         let tick = bar.clone();
-        let metrics = run_variant(&problem, &cfg, &variant, move || tick.inc(1))?;
+        let metrics = match args.processes {
+            Some(_) => super::hyperclean_mp::run_variant(args, &problem, &cfg, &variant, VariantChoice::Main(index))?,
+            None => run_variant(&problem, &cfg, &variant, move || tick.inc(1))?,
+        };
         bar.finish();
         runs.push(metrics);
     }

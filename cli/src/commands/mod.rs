@@ -7,6 +7,8 @@
 pub mod cluster_bench;
 pub mod coordinator;
 pub mod hyperclean;
+pub mod hyperclean_mp;
+pub mod hyperclean_rank;
 pub mod simulate;
 pub mod synthetic;
 
@@ -44,6 +46,7 @@ macro_rules! subcommands {
 subcommands! {
     Simulate => simulate,
     Hyperclean => hyperclean,
+    HypercleanRank => hyperclean_rank,
     Coordinator => coordinator,
     ClusterBench => cluster_bench,
 }

@@ -152,15 +152,23 @@ impl ServiceChild {
         let log = data_dir.with_extension("log");
         let stderr = std::fs::File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let mut cmd = Command::new(exe);
-        cmd.args(["coordinator", "serve", "--listen", "127.0.0.1:0", "--exit-on-stdin-eof", "--secret-env", SECRET_ENV])
-            .arg("--data")
-            .arg(data_dir)
-            .arg("--init-record")
-            .arg(init_record)
-            .env(SECRET_ENV, secret)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        cmd.args([
+            "coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--exit-on-stdin-eof",
+            "--secret-env",
+            SECRET_ENV,
+        ])
+        .arg("--data")
+        .arg(data_dir)
+        .arg("--init-record")
+        .arg(init_record)
+        .env(SECRET_ENV, secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
         let mut child = cmd.spawn().map_err(io(format!("start {} coordinator serve", exe.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -250,7 +258,13 @@ pub struct RankJob {
 impl RankJob {
     /// Starts `mpirun --oversubscribe -np world exe rank_args...` with [`MPI_ENV`] and `secret` in [`SECRET_ENV`]; its
     /// output goes to `log`.
-    pub fn start(world: usize, exe: &Path, rank_args: &[String], secret: &str, log: &Path) -> Result<Self, LaunchError> {
+    pub fn start(
+        world: usize,
+        exe: &Path,
+        rank_args: &[String],
+        secret: &str,
+        log: &Path,
+    ) -> Result<Self, LaunchError> {
         let out = std::fs::File::create(log).map_err(io(format!("create {}", log.display())))?;
         let err = out.try_clone().map_err(io("duplicate the job log handle"))?;
         let mut cmd = Command::new("mpirun");
@@ -284,7 +298,11 @@ impl RankJob {
             service.check_alive()?;
             if start.elapsed() >= limit {
                 stop(&mut self.child, Duration::from_secs(5));
-                return Err(LaunchError::RanksTimedOut { world: self.world, after: limit, log: log_tail(&self.log, 6000) });
+                return Err(LaunchError::RanksTimedOut {
+                    world: self.world,
+                    after: limit,
+                    log: log_tail(&self.log, 6000),
+                });
             }
             std::thread::sleep(POLL);
         }

@@ -15,6 +15,7 @@
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
+//! - [`sweep`]: the grid of `hyperclean-sweep` and its Pareto front.
 //! - [`launch`]: the child processes of a multi-process run (the coordinator
 //!   service and the `mpirun` job), bounded waits, no orphans.
 
@@ -27,6 +28,7 @@ pub mod problem;
 pub mod report;
 pub mod ridge;
 pub mod rng;
+pub mod sweep;
 pub mod system;
 pub mod variants;
 pub mod worker;
