@@ -101,9 +101,13 @@ mod imp {
     }
 
     /// The `hyperclean` flags after the subcommand name of this process's
-    /// command line (what the ranks parse again).
+    /// command line (what the ranks parse again), without the sweep's own
+    /// switches.
     fn passthrough_flags() -> Vec<String> {
-        std::env::args().skip(2).collect()
+        std::env::args()
+            .skip(2)
+            .filter(|a| !crate::commands::hyperclean_sweep::SWEEP_ONLY_SWITCHES.contains(&a.as_str()))
+            .collect()
     }
 
     /// Runs `variant` as `cfg.workers` MPI processes and a coordinator

@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod hyperclean;
 pub mod hyperclean_mp;
 pub mod hyperclean_rank;
+pub mod hyperclean_sweep;
 pub mod simulate;
 pub mod synthetic;
 
@@ -46,6 +47,7 @@ macro_rules! subcommands {
 subcommands! {
     Simulate => simulate,
     Hyperclean => hyperclean,
+    HypercleanSweep => hyperclean_sweep,
     HypercleanRank => hyperclean_rank,
     Coordinator => coordinator,
     ClusterBench => cluster_bench,

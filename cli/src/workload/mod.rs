@@ -15,7 +15,8 @@
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
-//! - [`sweep`]: the grid of `hyperclean-sweep` and its Pareto front.
+//! - [`sweep`]: the grid of `hyperclean-sweep` and its Pareto front;
+//!   [`sweep_plot`] draws it.
 //! - [`launch`]: the child processes of a multi-process run (the coordinator
 //!   service and the `mpirun` job), bounded waits, no orphans.
 
@@ -29,6 +30,7 @@ pub mod report;
 pub mod ridge;
 pub mod rng;
 pub mod sweep;
+pub mod sweep_plot;
 pub mod system;
 pub mod variants;
 pub mod worker;
