@@ -166,6 +166,13 @@ pub fn run(args: &Args) -> CliResult {
         .map_err(|e| format!("cannot write {}: {e}", json.display()))?;
     let svg = hc.out.join("sweep.svg");
     sweep_plot::write_svg(&rows, &title, &svg).map_err(|e| format!("cannot write {}: {e}", svg.display()))?;
+    #[cfg(feature = "png")]
+    {
+        let png = hc.out.join("sweep.png");
+        crate::workload::plot_png::write_png(&rows, &title, &png)
+            .map_err(|e| format!("cannot write {}: {e}", png.display()))?;
+        println!("wrote {}", png.display());
+    }
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }

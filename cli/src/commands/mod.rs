@@ -66,6 +66,10 @@ pub struct Cli {
 /// Parses the command line, runs the subcommand, and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // With the `png` feature every chart's text goes through a registered
+    // font; a missing one is reported by the command that draws.
+    #[cfg(feature = "png")]
+    let _ = crate::workload::plot_png::register_font();
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -31,6 +31,8 @@ pub mod ridge;
 pub mod rng;
 pub mod sweep;
 pub mod sweep_plot;
+#[cfg(feature = "png")]
+pub mod plot_png;
 pub mod system;
 pub mod variants;
 pub mod worker;

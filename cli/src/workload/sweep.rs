@@ -98,11 +98,11 @@ impl SweepPoint {
             )
         } else {
             (
-                &[0.1, 0.3],
+                &[0.3, 1.0],
                 &[
                     SelectionPoint::TopK(0.01),
-                    SelectionPoint::TopKApprox(0.02),
                     SelectionPoint::TopKApprox(0.005),
+                    SelectionPoint::TopKApprox(0.001),
                     SelectionPoint::Threshold(3.0),
                 ],
                 &[DtypePoint::F32, DtypePoint::F16, DtypePoint::Bf16],
