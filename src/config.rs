@@ -1,6 +1,10 @@
 //! Configuration of a [`crate::SparseSync`] instance, with the spec's defaults
 //! and a validating builder.
 
+mod budget;
+
+pub use budget::{BudgetTarget, ThresholdBudget};
+
 use crate::error::{Error, Result};
 
 /// Scalar type of the values on the wire.
@@ -114,8 +118,8 @@ pub struct SyncConfig {
     pub min_threshold: f64,
     /// Upper bound of the threshold: validation requires
     /// `min_threshold <= max_threshold` and, when adaptive, `threshold <=
-    /// max_threshold`. Nothing else reads it today (there is no budget
-    /// steering of the threshold yet).
+    /// max_threshold`. With a [`SyncConfig::budget`], the steered threshold
+    /// stays inside `[min_threshold, max_threshold]`.
     pub max_threshold: f64,
     /// Steps of the warm-up ramp.
     pub warmup_steps: u64,
@@ -129,6 +133,11 @@ pub struct SyncConfig {
     pub wire_dtype: WireDtype,
     /// Weight applied to the sum of rank contributions; `None` means `1 / W`.
     pub apply_weight: Option<f32>,
+    /// Budget mode: after warm-up, steer the threshold inside
+    /// `[min_threshold, max_threshold]` toward a target sync rate or bytes
+    /// per step. `None` (the default): `tau_t = threshold` after warm-up.
+    /// Requires `adaptive` and `min_threshold > 0`.
+    pub budget: Option<ThresholdBudget>,
 }
 
 impl Default for SyncConfig {
@@ -144,6 +153,7 @@ impl Default for SyncConfig {
             selection: Selection::default(),
             wire_dtype: WireDtype::Bf16,
             apply_weight: None,
+            budget: None,
         }
     }
 }
@@ -214,6 +224,18 @@ impl SyncConfig {
                 return Err(invalid("apply_weight", format!("must be finite and > 0, got {w}")));
             }
         }
+        if let Some(budget) = &self.budget {
+            if !self.adaptive {
+                return Err(invalid("budget", "requires adaptive to be on (the budget steers tau after warm-up)"));
+            }
+            if self.min_threshold <= 0.0 {
+                return Err(invalid(
+                    "min_threshold",
+                    format!("must be > 0 with a budget (tau is steered multiplicatively), got {}", self.min_threshold),
+                ));
+            }
+            budget.validate()?;
+        }
         Ok(())
     }
 
@@ -232,6 +254,13 @@ impl SyncConfig {
     /// `rel`; none), `wire_dtype` (its wire code byte), and `apply_weight`
     /// as a tag byte (0 `None`, 1 `Some`) followed, for `Some`, by the f32's
     /// u32 bits.
+    ///
+    /// With a `budget`, the tag is `chronos-sync/SyncConfig/2` instead and
+    /// the budget follows the fields above: the target's tag byte (0
+    /// `SyncRate`, 1 `BytesPerStep`), its f64 bits, and the gain's f64
+    /// bits. Without one, the encoding is exactly tag 1's, so a budget-less
+    /// configuration keeps the fingerprint it had before budgets existed.
+    ///
     /// Floats count by their bits, so `0.0` and `-0.0` differ. The same
     /// configuration gives the same value on every run and platform; a
     /// future change of the encoding comes with a new tag.
@@ -248,9 +277,10 @@ impl SyncConfig {
             selection,
             wire_dtype,
             apply_weight,
+            budget,
         } = self;
         let mut h = Fnv1a::new();
-        h.bytes(b"chronos-sync/SyncConfig/1");
+        h.bytes(if budget.is_some() { b"chronos-sync/SyncConfig/2" } else { b"chronos-sync/SyncConfig/1" });
         h.u64(threshold.to_bits());
         h.bytes(&[u8::from(*adaptive)]);
         h.u64(min_threshold.to_bits());
@@ -282,10 +312,18 @@ impl SyncConfig {
                 h.bytes(&w.to_bits().to_le_bytes());
             }
         }
+        if let Some(budget) = budget {
+            budget.hash_into(&mut h);
+        }
         h.0
     }
 
-    /// The threshold `tau_t` in force at step `t` (counted from 1).
+    /// The threshold schedule without a budget: `tau_t` at step `t`
+    /// (counted from 1), the warm-up ramp and then `threshold`. With a
+    /// [`SyncConfig::budget`], steps from `warmup_steps` on use the
+    /// engine's steered threshold instead (its state, not a function of
+    /// `t`; see [`crate::StepReport::threshold`]), which starts from this
+    /// value.
     pub fn tau(&self, t: u64) -> f64 {
         if self.adaptive && t < self.warmup_steps {
             self.min_threshold + (t as f64 / self.warmup_steps as f64) * (self.threshold - self.min_threshold)
@@ -370,6 +408,11 @@ impl SyncConfigBuilder {
         self.config.apply_weight = Some(v);
         self
     }
+    /// See [`SyncConfig::budget`].
+    pub fn budget(mut self, v: ThresholdBudget) -> Self {
+        self.config.budget = Some(v);
+        self
+    }
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<SyncConfig> {
         self.config.validate()?;
@@ -388,6 +431,19 @@ mod tests {
     fn default_fingerprint_is_pinned() {
         assert_eq!(SyncConfig::default().fingerprint(), 0xee9c_75e1_da0d_59f4);
         assert_eq!(SyncConfig::default().fingerprint(), SyncConfig::builder().build().unwrap().fingerprint());
+    }
+
+    /// Pinned like the default: the tag-2 encoding with a budget (computed
+    /// independently from the doc comment's description).
+    #[test]
+    fn budget_fingerprints_are_pinned() {
+        let rate = SyncConfig { budget: Some(ThresholdBudget::sync_rate(0.2)), ..SyncConfig::default() };
+        assert_eq!(rate.fingerprint(), 0x6507_d29e_5e1c_8279);
+        let bytes = SyncConfig {
+            budget: Some(ThresholdBudget::bytes_per_step(4096.0).with_gain(0.1)),
+            ..SyncConfig::default()
+        };
+        assert_eq!(bytes.fingerprint(), 0x89bd_6125_96e0_4a9f);
     }
 
     /// Every single field change (and every selection parameter, variant,
@@ -418,6 +474,12 @@ mod tests {
             ("f16", SyncConfig { wire_dtype: WireDtype::F16, ..d.clone() }),
             ("weight 0.5", SyncConfig { apply_weight: Some(0.5), ..d.clone() }),
             ("weight 0.25", SyncConfig { apply_weight: Some(0.25), ..d.clone() }),
+            ("budget rate", SyncConfig { budget: Some(ThresholdBudget::sync_rate(0.2)), ..d.clone() }),
+            ("budget rate 0.1", SyncConfig { budget: Some(ThresholdBudget::sync_rate(0.1)), ..d.clone() }),
+            ("budget gain", SyncConfig { budget: Some(ThresholdBudget::sync_rate(0.2).with_gain(0.1)), ..d.clone() }),
+            // The same f64 bits as `SyncRate(0.2)`: only the target tag differs.
+            ("budget bytes 0.2", SyncConfig { budget: Some(ThresholdBudget::bytes_per_step(0.2)), ..d.clone() }),
+            ("budget bytes", SyncConfig { budget: Some(ThresholdBudget::bytes_per_step(1000.0)), ..d.clone() }),
         ];
         for (i, (a, ca)) in variants.iter().enumerate() {
             for (b, cb) in &variants[i + 1..] {
@@ -434,5 +496,34 @@ mod tests {
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
         let b = SyncConfig { apply_weight: Some(1.0), ..a.clone() };
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// Budget validation: each bad value is refused naming its field.
+    #[test]
+    fn budget_validation_names_the_field() {
+        let field = |c: SyncConfig| match c.validate() {
+            Err(Error::InvalidConfig { field, .. }) => field,
+            other => panic!("{c:?} validated as {other:?}"),
+        };
+        let with = |b: ThresholdBudget| SyncConfig { budget: Some(b), ..SyncConfig::default() };
+        assert!(with(ThresholdBudget::sync_rate(1.0)).validate().is_ok());
+        assert!(with(ThresholdBudget::bytes_per_step(1e-3).with_gain(1.0)).validate().is_ok());
+        assert_eq!(field(SyncConfig { adaptive: false, ..with(ThresholdBudget::sync_rate(0.2)) }), "budget");
+        assert_eq!(field(SyncConfig { min_threshold: 0.0, ..with(ThresholdBudget::sync_rate(0.2)) }), "min_threshold");
+        for r in [0.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(field(with(ThresholdBudget::sync_rate(r))), "budget.target", "rate {r}");
+        }
+        for b in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(field(with(ThresholdBudget::bytes_per_step(b))), "budget.target", "bytes {b}");
+        }
+        for g in [0.0, -0.05, 1.01, f64::NAN, f64::INFINITY] {
+            assert_eq!(field(with(ThresholdBudget::sync_rate(0.2).with_gain(g))), "budget.gain", "gain {g}");
+        }
+        let built = SyncConfig::builder().budget(ThresholdBudget::sync_rate(0.3)).build().unwrap();
+        assert_eq!(built.budget, Some(ThresholdBudget::sync_rate(0.3)));
+        assert!(matches!(
+            SyncConfig::builder().budget(ThresholdBudget::sync_rate(2.0)).build(),
+            Err(Error::InvalidConfig { field: "budget.target", .. })
+        ));
     }
 }

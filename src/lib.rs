@@ -25,7 +25,7 @@ pub use collective::MpiCollective;
 #[cfg(feature = "nccl")]
 pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective, SharedCollective};
-pub use config::{Selection, SyncConfig, SyncConfigBuilder, WireDtype};
+pub use config::{BudgetTarget, Selection, SyncConfig, SyncConfigBuilder, ThresholdBudget, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
 pub use error::{
     BackendError, CheckpointError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result,

@@ -64,6 +64,7 @@ fn write_seeds_if_asked() {
         steps,
         since_sync,
         accumulator: (0..n).map(|i| (i as f32 - 3.0) * 0.37).collect(),
+        budget: None,
     };
     let seeds = [
         Checkpoint { world: 1, rank: 0, buckets: vec![] },

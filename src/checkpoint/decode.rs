@@ -5,11 +5,13 @@
 //! (checked arithmetic; nothing is allocated from an untrusted length before
 //! it has been matched against the buffer); then trailing bytes and the
 //! checksum; then the fields (reserved bytes, world and rank, dtype codes,
-//! counters, padding, finite values), while the values are copied out.
+//! counters, budget flag and state, padding, finite values), while the
+//! values are copied out.
 
-use super::encode::{check_counters, check_world_rank};
+use super::encode::{check_budget, check_counters, check_world_rank};
 use super::{
-    BUCKET_HEADER_BYTES, BucketState, CHECKSUM_OFFSET, Checkpoint, FORMAT_VERSION, HEADER_BYTES, MAGIC, checksum,
+    BUCKET_HEADER_BYTES, BucketState, BudgetState, CHECKSUM_OFFSET, Checkpoint, FORMAT_VERSION, HEADER_BYTES, MAGIC,
+    checksum,
 };
 use crate::config::WireDtype;
 use crate::error::CheckpointError;
@@ -97,11 +99,33 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         let n = u64_at(bytes, at);
         let code = bytes[at + 8];
         let dtype = WireDtype::from_code(code).ok_or(CheckpointError::InvalidDtype { bucket: b, code })?;
-        zeros(bytes, at + 9, at + 16)?;
+        let flag = bytes[at + 9];
+        zeros(bytes, at + 10, at + 16)?;
         let config_fingerprint = u64_at(bytes, at + 16);
         let steps = u64_at(bytes, at + 24);
         let since_sync = u64_at(bytes, at + 32);
         check_counters(b, steps, since_sync)?;
+        let budget = match flag {
+            0 => {
+                zeros(bytes, at + 40, at + 64)?;
+                None
+            }
+            1 => {
+                let budget = BudgetState {
+                    tau: f64::from_bits(u64_at(bytes, at + 40)),
+                    mean_bytes: f64::from_bits(u64_at(bytes, at + 48)),
+                    syncs: u64_at(bytes, at + 56),
+                };
+                check_budget(b, &budget)?;
+                Some(budget)
+            }
+            _ => {
+                return Err(CheckpointError::InvalidField {
+                    field: "budget",
+                    reason: format!("bucket {b}: budget flag must be 0 or 1, got {flag}"),
+                });
+            }
+        };
         // Bounded: the walk above found `4 * n` value bytes present.
         let values_at = at + BUCKET_HEADER_BYTES;
         let values_end = values_at + 4 * n as usize;
@@ -115,7 +139,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             }
             accumulator.push(v);
         }
-        buckets.push(BucketState { n, dtype, config_fingerprint, steps, since_sync, accumulator });
+        buckets.push(BucketState { n, dtype, config_fingerprint, steps, since_sync, accumulator, budget });
         at = record_end;
     }
     Ok(Checkpoint { world, rank, buckets })

@@ -1,7 +1,7 @@
 //! The encoder: checks that the state could have come from an engine, then
 //! appends the one canonical encoding of docs/checkpoint-format.md.
 
-use super::{CHECKSUM_OFFSET, Checkpoint, FORMAT_VERSION, HEADER_BYTES, MAGIC, bucket_bytes, checksum};
+use super::{BudgetState, CHECKSUM_OFFSET, Checkpoint, FORMAT_VERSION, HEADER_BYTES, MAGIC, bucket_bytes, checksum};
 use crate::error::CheckpointError;
 
 /// Checks every invariant [`super::Checkpoint::decode`] checks on the fields,
@@ -15,6 +15,9 @@ fn check(c: &Checkpoint) -> Result<usize, CheckpointError> {
             return Err(CheckpointError::AccumulatorLength { bucket: b, n: bucket.n, len: len as u64 });
         }
         check_counters(b, bucket.steps, bucket.since_sync)?;
+        if let Some(budget) = &bucket.budget {
+            check_budget(b, budget)?;
+        }
         if let Some(i) = bucket.accumulator.iter().position(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFinite { bucket: b, index: i as u64 });
         }
@@ -52,6 +55,27 @@ pub(super) fn check_counters(b: usize, steps: u64, since_sync: u64) -> Result<()
     Ok(())
 }
 
+/// A budget state an engine can hold: `tau` finite and > 0, `mean_bytes`
+/// finite and >= 0, and `mean_bytes == 0` exactly when `syncs == 0`.
+pub(super) fn check_budget(b: usize, budget: &BudgetState) -> Result<(), CheckpointError> {
+    let BudgetState { tau, mean_bytes, syncs } = *budget;
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(CheckpointError::InvalidField {
+            field: "budget.tau",
+            reason: format!("bucket {b}: must be finite and > 0, got {tau}"),
+        });
+    }
+    if !(mean_bytes.is_finite() && mean_bytes >= 0.0) || (mean_bytes == 0.0) != (syncs == 0) {
+        return Err(CheckpointError::InvalidField {
+            field: "budget.mean_bytes",
+            reason: format!(
+                "bucket {b}: must be finite, > 0 after a sync and 0 before one, got {mean_bytes} after {syncs} syncs"
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn encode(c: &Checkpoint, out: &mut Vec<u8>) -> Result<(), CheckpointError> {
     let total = check(c)?;
     out.try_reserve_exact(total).map_err(|_| CheckpointError::TooLarge { bytes: total as u64 })?;
@@ -66,10 +90,15 @@ pub(super) fn encode(c: &Checkpoint, out: &mut Vec<u8>) -> Result<(), Checkpoint
     for bucket in &c.buckets {
         out.extend_from_slice(&bucket.n.to_le_bytes());
         out.push(bucket.dtype.code());
-        out.extend_from_slice(&[0; 7]);
+        out.push(u8::from(bucket.budget.is_some()));
+        out.extend_from_slice(&[0; 6]);
         out.extend_from_slice(&bucket.config_fingerprint.to_le_bytes());
         out.extend_from_slice(&bucket.steps.to_le_bytes());
         out.extend_from_slice(&bucket.since_sync.to_le_bytes());
+        let budget = bucket.budget.unwrap_or(BudgetState { tau: 0.0, mean_bytes: 0.0, syncs: 0 });
+        out.extend_from_slice(&budget.tau.to_bits().to_le_bytes());
+        out.extend_from_slice(&budget.mean_bytes.to_bits().to_le_bytes());
+        out.extend_from_slice(&budget.syncs.to_le_bytes());
         for v in &bucket.accumulator {
             out.extend_from_slice(&v.to_bits().to_le_bytes());
         }

@@ -1,12 +1,13 @@
 //! The checkpoint format (docs/checkpoint-format.md): a rank's whole sync
-//! state (every bucket's accumulator and step counters) as one versioned,
-//! checksummed, little-endian buffer.
+//! state (every bucket's accumulator, step counters and budget controller)
+//! as one versioned, checksummed, little-endian buffer.
 //!
 //! [`Checkpoint::encode`] refuses a state that could not have come from an
 //! engine (an accumulator of the wrong length, non-finite values,
-//! `since_sync > steps`, `rank >= world`); [`Checkpoint::decode`] treats its
-//! input as untrusted and returns a typed [`CheckpointError`] for anything
-//! the encoder would not have written, never a panic. Whether a decoded
+//! `since_sync > steps`, `rank >= world`, a budget state out of range);
+//! [`Checkpoint::decode`] treats its input as untrusted and returns a typed
+//! [`CheckpointError`] for anything the encoder would not have written,
+//! never a panic. Whether a decoded
 //! checkpoint fits a given engine (world, rank, bucket count, lengths,
 //! dtypes, configuration fingerprints from [`crate::SyncConfig::fingerprint`])
 //! is the restoring engine's check; the `*Mismatch` variants of
@@ -22,14 +23,30 @@ pub use crate::error::CheckpointError;
 
 /// Magic at offset 0.
 pub const MAGIC: [u8; 4] = *b"CSCK";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads (version 1, without the
+/// budget controller's state, is refused: docs/checkpoint-format.md).
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes of the file header.
 pub const HEADER_BYTES: usize = 32;
 /// Byte offset of the checksum field in the file header.
 pub const CHECKSUM_OFFSET: usize = 24;
 /// Bytes of one bucket's header (its accumulator values follow it).
-pub const BUCKET_HEADER_BYTES: usize = 40;
+pub const BUCKET_HEADER_BYTES: usize = 64;
+
+/// A bucket's budget controller (see [`crate::ThresholdBudget`]): present
+/// exactly when the bucket's configuration has a budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetState {
+    /// The steered threshold in force from the end of warm-up on: finite
+    /// and > 0 (the restoring engine also holds it to its configuration's
+    /// `[min_threshold, max_threshold]`).
+    pub tau: f64,
+    /// Running mean of the bucket's packed bytes per rank per sync: finite,
+    /// >= 0, and 0 exactly when `syncs` is 0.
+    pub mean_bytes: f64,
+    /// Syncs counted into `mean_bytes`.
+    pub syncs: u64,
+}
 
 /// One bucket (one sync engine's vector) in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +63,8 @@ pub struct BucketState {
     pub since_sync: u64,
     /// The accumulator: `n` finite values.
     pub accumulator: Vec<f32>,
+    /// The budget controller's state, `None` for a bucket without a budget.
+    pub budget: Option<BudgetState>,
 }
 
 /// A rank's whole sync state: every bucket of one engine or one group, in order.
@@ -66,7 +85,8 @@ impl Checkpoint {
     /// for `world == 0` or `rank >= world`,
     /// [`CheckpointError::AccumulatorLength`] when an accumulator does not
     /// hold `n` values, [`CheckpointError::InvalidField`] for
-    /// `since_sync > steps`, [`CheckpointError::NonFinite`] for a NaN or
+    /// `since_sync > steps` and for a [`BudgetState`] out of its documented
+    /// range (`budget.tau`, `budget.mean_bytes`), [`CheckpointError::NonFinite`] for a NaN or
     /// infinite accumulator value, [`CheckpointError::TooLarge`] when the
     /// buffer cannot be allocated.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), CheckpointError> {
@@ -86,7 +106,7 @@ impl Checkpoint {
     /// allocated; no trailing bytes; the checksum; then the fields, header
     /// first and then bucket by bucket: reserved bytes and padding zero,
     /// `world >= 1` and `rank < world`, dtype codes, `since_sync <= steps`,
-    /// finite accumulator values.
+    /// the budget flag and state, finite accumulator values.
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         decode::decode(bytes)
     }

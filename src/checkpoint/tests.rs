@@ -10,9 +10,23 @@ use super::*;
 use crate::config::SyncConfig;
 use crate::testing::fixed_proptest;
 
+/// A bucket; odd seeds carry a budget state, even ones none.
 fn bucket(n: u64, dtype: WireDtype, seed: u64) -> BucketState {
     let accumulator = (0..n).map(|i| ((i * 7 + seed) % 13) as f32 * 0.25 - 1.5).collect();
-    BucketState { n, dtype, config_fingerprint: 0xdead_beef ^ seed, steps: 10 + seed, since_sync: seed, accumulator }
+    let budget = (seed % 2 == 1).then(|| BudgetState {
+        tau: 0.01 * (seed + 1) as f64,
+        mean_bytes: 100.5 + seed as f64,
+        syncs: seed + 1,
+    });
+    BucketState {
+        n,
+        dtype,
+        config_fingerprint: 0xdead_beef ^ seed,
+        steps: 10 + seed,
+        since_sync: seed,
+        accumulator,
+        budget,
+    }
 }
 
 /// A few fixed checkpoints: empty, odd and even lengths, every dtype.
@@ -44,20 +58,29 @@ fn reseal(b: &mut [u8]) {
 fn layout_is_as_documented() {
     let c = Checkpoint { world: 2, rank: 1, buckets: vec![bucket(3, WireDtype::Bf16, 1)] };
     let b = encoded(&c);
-    assert_eq!(b.len(), 32 + 40 + 12 + 4);
+    assert_eq!(b.len(), 32 + 64 + 12 + 4);
     assert_eq!(c.encoded_len(), b.len());
     assert_eq!(&b[0..4], b"CSCK");
-    assert_eq!(&b[4..8], &[1, 0, 0, 0]);
+    assert_eq!(&b[4..8], &[2, 0, 0, 0]);
     assert_eq!(&b[8..16], &[2, 0, 0, 0, 1, 0, 0, 0]);
     assert_eq!(&b[16..24], &1u64.to_le_bytes());
     assert_eq!(&b[24..32], &checksum(&b).unwrap().to_le_bytes());
     assert_eq!(&b[32..40], &3u64.to_le_bytes());
-    assert_eq!(&b[40..48], &[2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&b[40..48], &[2, 1, 0, 0, 0, 0, 0, 0]);
     assert_eq!(&b[48..56], &(0xdead_beefu64 ^ 1).to_le_bytes());
     assert_eq!(&b[56..64], &11u64.to_le_bytes());
     assert_eq!(&b[64..72], &1u64.to_le_bytes());
-    assert_eq!(&b[72..76], &(-1.25f32).to_bits().to_le_bytes());
-    assert_eq!(&b[84..88], &[0; 4]);
+    assert_eq!(&b[72..80], &0.02f64.to_bits().to_le_bytes());
+    assert_eq!(&b[80..88], &101.5f64.to_bits().to_le_bytes());
+    assert_eq!(&b[88..96], &2u64.to_le_bytes());
+    assert_eq!(&b[96..100], &(-1.25f32).to_bits().to_le_bytes());
+    assert_eq!(&b[108..112], &[0; 4]);
+    // Without a budget: flag 0 and the 24 state bytes zero.
+    let c = Checkpoint { world: 1, rank: 0, buckets: vec![bucket(1, WireDtype::F32, 2)] };
+    let b = encoded(&c);
+    assert_eq!(b.len(), 32 + 64 + 8);
+    assert_eq!(&b[40..48], &[0; 8]);
+    assert_eq!(&b[72..96], &[0; 24]);
 }
 
 #[test]
@@ -126,7 +149,7 @@ fn huge_announced_lengths_are_rejected_before_allocating() {
         b[32..40].copy_from_slice(&n.to_le_bytes());
         reseal(&mut b);
         let e = Checkpoint::decode(&b).unwrap_err();
-        assert!(matches!(e, CheckpointError::Truncated { needed, available: 80 } if needed > 80), "n = {n}: {e:?}");
+        assert!(matches!(e, CheckpointError::Truncated { needed, available: 104 } if needed > 104), "n = {n}: {e:?}");
     }
     for count in [1u64 << 62, u64::MAX, 2] {
         let mut b = good.clone();
@@ -134,12 +157,12 @@ fn huge_announced_lengths_are_rejected_before_allocating() {
         reseal(&mut b);
         let e = Checkpoint::decode(&b).unwrap_err();
         assert!(
-            matches!(e, CheckpointError::Truncated { needed, available: 80 } if needed > 80),
+            matches!(e, CheckpointError::Truncated { needed, available: 104 } if needed > 104),
             "count {count}: {e:?}"
         );
     }
     // A header-only buffer announcing 2^62 buckets of 2^62 values.
-    let mut b = vec![0u8; 32 + 40];
+    let mut b = vec![0u8; 32 + 64];
     b[0..4].copy_from_slice(&MAGIC);
     b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     b[16..24].copy_from_slice(&(1u64 << 62).to_le_bytes());
@@ -153,9 +176,15 @@ fn header_errors_are_typed() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::BadMagic { found: *b"XSCK" }));
-    let mut b = good.clone();
-    b[4] = 2;
-    assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::UnsupportedVersion { found: 2, supported: 1 }));
+    // Version 1 (before the budget state) is refused, as is any other.
+    for version in [1u8, 3, 0] {
+        let mut b = good.clone();
+        b[4] = version;
+        assert_eq!(
+            Checkpoint::decode(&b),
+            Err(CheckpointError::UnsupportedVersion { found: u16::from(version), supported: 2 })
+        );
+    }
     let mut b = good.clone();
     b[100] ^= 1;
     assert!(matches!(Checkpoint::decode(&b), Err(CheckpointError::ChecksumMismatch { .. })));
@@ -168,7 +197,8 @@ fn header_errors_are_typed() {
 #[test]
 fn field_errors_are_typed() {
     let good = encoded(&samples()[2]);
-    // Bucket 0 at 32 (n = 3: 12 value bytes + 4 padding), bucket 1 at 88.
+    // Bucket 0 at 32 (n = 3: 64 header bytes, 12 value bytes + 4 padding),
+    // bucket 1 at 112.
     let cases: Vec<(usize, Vec<u8>, CheckpointError)> = vec![
         (6, vec![1], CheckpointError::NonZeroReserved { offset: 6 }),
         (
@@ -182,7 +212,7 @@ fn field_errors_are_typed() {
             CheckpointError::InvalidField { field: "rank", reason: "rank 4 is not below world 4".into() },
         ),
         (40, vec![3], CheckpointError::InvalidDtype { bucket: 0, code: 3 }),
-        (88 + 8, vec![255], CheckpointError::InvalidDtype { bucket: 1, code: 255 }),
+        (112 + 8, vec![255], CheckpointError::InvalidDtype { bucket: 1, code: 255 }),
         (47, vec![1], CheckpointError::NonZeroReserved { offset: 47 }),
         (
             64,
@@ -192,10 +222,13 @@ fn field_errors_are_typed() {
                 reason: "bucket 0: since_sync 12 exceeds steps 11".into(),
             },
         ),
-        (86, vec![1], CheckpointError::NonZeroReserved { offset: 86 }),
-        (76, f32::NAN.to_bits().to_le_bytes().to_vec(), CheckpointError::NonFinite { bucket: 0, index: 1 }),
+        (42, vec![1], CheckpointError::NonZeroReserved { offset: 42 }),
+        (110, vec![1], CheckpointError::NonZeroReserved { offset: 110 }),
+        // Bucket 1 has no budget: its state bytes must be zero.
+        (112 + 40 + 3, vec![1], CheckpointError::NonZeroReserved { offset: 155 }),
+        (100, f32::NAN.to_bits().to_le_bytes().to_vec(), CheckpointError::NonFinite { bucket: 0, index: 1 }),
         (
-            88 + 40 + 12,
+            112 + 64 + 12,
             f32::NEG_INFINITY.to_bits().to_le_bytes().to_vec(),
             CheckpointError::NonFinite { bucket: 1, index: 3 },
         ),
@@ -205,6 +238,38 @@ fn field_errors_are_typed() {
         b[at..at + bytes.len()].copy_from_slice(&bytes);
         reseal(&mut b);
         assert_eq!(Checkpoint::decode(&b), Err(want), "patch at {at}");
+    }
+}
+
+/// The budget flag and state behind a valid checksum: each bad value is an
+/// `InvalidField` naming the budget field.
+#[test]
+fn budget_field_errors_are_typed() {
+    let good = encoded(&samples()[2]);
+    // Bucket 0 (budget) at 32: flag at 41, tau at 72, mean at 80, syncs at
+    // 88. Bucket 1 (none) at 112: flag at 121.
+    let cases: Vec<(usize, Vec<u8>, &str)> = vec![
+        (41, vec![2], "budget"),
+        (41, vec![255], "budget"),
+        (72, f64::NAN.to_bits().to_le_bytes().to_vec(), "budget.tau"),
+        (72, f64::INFINITY.to_bits().to_le_bytes().to_vec(), "budget.tau"),
+        (72, 0.0f64.to_bits().to_le_bytes().to_vec(), "budget.tau"),
+        (72, (-0.5f64).to_bits().to_le_bytes().to_vec(), "budget.tau"),
+        (80, f64::NAN.to_bits().to_le_bytes().to_vec(), "budget.mean_bytes"),
+        (80, (-1.0f64).to_bits().to_le_bytes().to_vec(), "budget.mean_bytes"),
+        (80, 0.0f64.to_bits().to_le_bytes().to_vec(), "budget.mean_bytes"),
+        (88, 0u64.to_le_bytes().to_vec(), "budget.mean_bytes"),
+        // Flag 1 on bucket 1, whose state bytes are all zero: tau = 0.
+        (121, vec![1], "budget.tau"),
+    ];
+    for (at, bytes, field) in cases {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(&bytes);
+        reseal(&mut b);
+        match Checkpoint::decode(&b) {
+            Err(CheckpointError::InvalidField { field: f, .. }) if f == field => {}
+            other => panic!("patch at {at}: expected InvalidField {{ field: {field} }}, got {other:?}"),
+        }
     }
 }
 
@@ -229,6 +294,24 @@ fn encode_rejects_states_no_engine_has() {
         CheckpointError::InvalidField {
             field: "since_sync",
             reason: "bucket 0: since_sync 12 exceeds steps 11".into(),
+        },
+    );
+    let mut c = ok.clone();
+    c.buckets[0].budget = Some(BudgetState { tau: f64::NAN, mean_bytes: 0.0, syncs: 0 });
+    check(
+        &c,
+        CheckpointError::InvalidField {
+            field: "budget.tau",
+            reason: "bucket 0: must be finite and > 0, got NaN".into(),
+        },
+    );
+    let mut c = ok.clone();
+    c.buckets[2].budget = Some(BudgetState { tau: 0.5, mean_bytes: 3.0, syncs: 0 });
+    check(
+        &c,
+        CheckpointError::InvalidField {
+            field: "budget.mean_bytes",
+            reason: "bucket 2: must be finite, > 0 after a sync and 0 before one, got 3 after 0 syncs".into(),
         },
     );
     let mut c = ok.clone();
@@ -270,17 +353,25 @@ fn any_finite() -> impl Strategy<Value = f32> {
     })
 }
 
+/// No budget, or a valid budget state (positive tau; a mean exactly when
+/// there were syncs).
+fn any_budget() -> impl Strategy<Value = Option<BudgetState>> {
+    (any::<bool>(), 1e-9f64..1e3, 0u64..4, 1e-3f64..1e9).prop_map(|(has, tau, syncs, mean)| {
+        has.then_some(BudgetState { tau, mean_bytes: if syncs == 0 { 0.0 } else { mean }, syncs })
+    })
+}
+
 fn any_bucket() -> impl Strategy<Value = BucketState> {
-    (any_dtype(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any_finite(), 0..12)).prop_map(
-        |(dtype, config_fingerprint, steps, since, accumulator)| BucketState {
+    (any_dtype(), any::<u64>(), any::<u64>(), any::<u64>(), prop::collection::vec(any_finite(), 0..12), any_budget())
+        .prop_map(|(dtype, config_fingerprint, steps, since, accumulator, budget)| BucketState {
             n: accumulator.len() as u64,
             dtype,
             config_fingerprint,
             steps,
             since_sync: if steps == 0 { 0 } else { since % (steps.saturating_add(1)).max(1) },
             accumulator,
-        },
-    )
+            budget,
+        })
 }
 
 fn any_checkpoint() -> impl Strategy<Value = Checkpoint> {

@@ -1,6 +1,7 @@
 //! One bucket of a [`super::SyncGroup`]: one vector's accumulator on the
 //! device, its counters, and the host-side scratch its steps reuse.
 
+use super::budget::BudgetController;
 use crate::backend::StepStatus;
 use crate::collective::Gathered;
 use crate::config::SyncConfig;
@@ -28,6 +29,10 @@ pub(crate) struct Bucket<S> {
     pub(crate) entries_sent: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) bytes_received: u64,
+    /// Every rank's packed bytes in the last sync (the same on every rank).
+    pub(crate) bytes_exchanged: u64,
+    /// The budget controller, when the configuration has a budget.
+    pub(crate) budget: Option<BudgetController>,
 }
 
 impl<S> Bucket<S> {
@@ -37,6 +42,7 @@ impl<S> Bucket<S> {
             usize::try_from(wire::layout::max_packed_bytes(n as u64, config.wire_dtype, entries)).unwrap_or(usize::MAX);
         let mut gathered = Gathered::new();
         gathered.reserve_total(max_bytes.saturating_mul(world), world);
+        let budget = config.budget.map(|_| BudgetController::new(&config));
         Bucket {
             n,
             config,
@@ -50,6 +56,27 @@ impl<S> Bucket<S> {
             entries_sent: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            bytes_exchanged: 0,
+            budget,
+        }
+    }
+
+    /// The threshold in force at step `t` (from 1): the configuration's
+    /// schedule, or from `warmup_steps` on the budget's steered value.
+    pub(crate) fn tau(&self, t: u64) -> f64 {
+        match &self.budget {
+            Some(state) if t >= self.config.warmup_steps => state.tau,
+            _ => self.config.tau(t),
+        }
+    }
+
+    /// Feeds the step just completed successfully (`self.t`) to the budget
+    /// controller, if any: `synced` is the vote's verdict, the bytes are
+    /// those of the exchange this step (read only when `synced`).
+    pub(crate) fn steer(&mut self, synced: bool, world: usize) {
+        if let (Some(state), Some(budget)) = (self.budget.as_mut(), self.config.budget.as_ref()) {
+            let bytes_per_rank = self.bytes_exchanged as f64 / world as f64;
+            state.observe(&self.config, budget, self.t, synced, bytes_per_rank);
         }
     }
 
@@ -59,6 +86,7 @@ impl<S> Bucket<S> {
         self.entries_sent = wire::peek_count(own)?;
         self.bytes_sent = own.len() as u64;
         self.bytes_received = (gathered.total_len() - own.len()) as u64;
+        self.bytes_exchanged = gathered.total_len() as u64;
         Ok(())
     }
 }

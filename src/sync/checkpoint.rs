@@ -1,20 +1,23 @@
 //! Saving and restoring an engine's whole state: every bucket's committed
-//! accumulator (the error-feedback residual, which a restart must not lose)
-//! and counters (the warm-up ramp and forced-sync clock), in the format of
+//! accumulator (the error-feedback residual, which a restart must not lose),
+//! counters (the warm-up ramp and forced-sync clock) and budget controller
+//! (the steered threshold), in the format of
 //! `docs/checkpoint-format.md` ([`crate::checkpoint`]).
 
+use super::bucket::Bucket;
+use super::budget::BudgetController;
 use super::group::SyncGroup;
 use super::single::SparseSync;
 use crate::backend::Backend;
-use crate::checkpoint::{BucketState, Checkpoint};
+use crate::checkpoint::{BucketState, BudgetState, Checkpoint};
 use crate::collective::Collective;
 use crate::error::{CheckpointError, Result};
 
 impl<B: Backend, C: Collective> SyncGroup<B, C> {
     /// This rank's whole sync state as checkpoint bytes: for every bucket
-    /// its committed accumulator, step and since-sync counters, length,
-    /// dtype and a fingerprint of its configuration, with the world size and
-    /// rank. Reads each accumulator back from the device once. Save the
+    /// its committed accumulator, step and since-sync counters, budget
+    /// controller state (steered threshold, bytes mean), length, dtype and a
+    /// fingerprint of its configuration, with the world size and rank. Reads each accumulator back from the device once. Save the
     /// parameters alongside (they are the caller's): restoring both at the
     /// same step continues bitwise as if the job had never stopped.
     pub fn checkpoint(&self) -> Result<Vec<u8>> {
@@ -31,6 +34,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
                     steps: b.t,
                     since_sync: b.since,
                     accumulator,
+                    budget: b.budget.map(|c| BudgetState { tau: c.tau, mean_bytes: c.mean_bytes, syncs: c.syncs }),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -47,7 +51,12 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
     ///
     /// The bytes are untrusted: corrupt or truncated bytes, and a checkpoint
     /// of another shape or configuration, are a [`CheckpointError`] and
-    /// change nothing. Only then are the accumulators written; should the
+    /// change nothing; so does a budget state that this bucket's
+    /// configuration could not have produced (present without a budget or
+    /// missing with one, a threshold outside `[min_threshold,
+    /// max_threshold]`, or other than `threshold` before the end of
+    /// warm-up), an [`CheckpointError::InvalidField`]. Only then are the
+    /// accumulators written; should the
     /// backend fail while writing them, the group is marked diverged (every
     /// step fails) until a restore succeeds. A successful restore clears a
     /// diverged mark.
@@ -77,6 +86,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
                 let found = s.config_fingerprint;
                 return Err(CheckpointError::ConfigMismatch { bucket: b, expected: fingerprint, found }.into());
             }
+            check_budget_fits(b, bucket, s)?;
         }
         for (bucket, s) in self.buckets.iter_mut().zip(saved.buckets) {
             if let Err(e) = self.backend.write_accumulator(&mut bucket.state, &s.accumulator) {
@@ -85,9 +95,42 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             }
             bucket.t = s.steps;
             bucket.since = s.since_sync;
+            bucket.budget = s.budget.map(|c| BudgetController { tau: c.tau, mean_bytes: c.mean_bytes, syncs: c.syncs });
         }
         self.diverged = false;
         Ok(())
+    }
+}
+
+/// Whether a decoded (so already range-checked) budget state is one that
+/// `bucket`'s configuration can have produced by step `saved.steps`.
+fn check_budget_fits<S>(b: usize, bucket: &Bucket<S>, saved: &BucketState) -> Result<()> {
+    let config = &bucket.config;
+    let invalid = |field, reason: String| Err(CheckpointError::InvalidField { field, reason }.into());
+    match (&config.budget, &saved.budget) {
+        (None, None) => Ok(()),
+        (Some(_), None) => {
+            invalid("budget", format!("bucket {b}: the configuration has a budget, the checkpoint none"))
+        }
+        (None, Some(_)) => {
+            invalid("budget", format!("bucket {b}: the checkpoint has a budget, the configuration none"))
+        }
+        (Some(_), Some(state)) => {
+            let tau = state.tau;
+            if !(config.min_threshold..=config.max_threshold).contains(&tau) {
+                let (lo, hi) = (config.min_threshold, config.max_threshold);
+                return invalid("budget.tau", format!("bucket {b}: {tau} is outside [{lo}, {hi}]"));
+            }
+            // The first update follows step `warmup_steps`.
+            if saved.steps < config.warmup_steps && tau.to_bits() != config.threshold.to_bits() {
+                let steps = saved.steps;
+                return invalid(
+                    "budget.tau",
+                    format!("bucket {b}: {tau} differs from threshold at step {steps}, before the end of warm-up"),
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -128,6 +128,13 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
     pub fn steps_since_sync(&self, b: usize) -> Option<u64> {
         self.buckets.get(b).map(|k| k.since)
     }
+    /// The threshold bucket `b` tests its significance against at its next
+    /// step (`None` past the last bucket): the warm-up ramp, then
+    /// `threshold`, or with a [`SyncConfig::budget`] the steered value.
+    /// The same bits on every rank of the group.
+    pub fn next_threshold(&self, b: usize) -> Option<f64> {
+        self.buckets.get(b).map(|k| k.tau(k.t + 1))
+    }
     /// Each bucket's report for the last successful step, by bucket.
     pub fn reports(&self) -> &[StepReport] {
         &self.reports
@@ -244,7 +251,10 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         if self.syncing.is_empty() {
             return match commit_failure {
                 Some((_, e)) => Err(e),
-                None => Ok(report),
+                None => {
+                    self.steer_thresholds(world);
+                    Ok(report)
+                }
             };
         }
 
@@ -269,7 +279,17 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             report.bytes_sent += r.bytes_sent;
             report.bytes_received += r.bytes_received;
         }
+        self.steer_thresholds(world);
         Ok(report)
+    }
+
+    /// After a successful step only (a failed one changes no controller):
+    /// each budgeted bucket's controller sees the vote's verdict and the
+    /// exchanged lengths, which every rank holds identically.
+    fn steer_thresholds(&mut self, world: usize) {
+        for (b, bucket) in self.buckets.iter_mut().enumerate() {
+            bucket.steer(self.vote[b] != 0, world);
+        }
     }
 
     /// Step part 1 for every bucket: checks and the fused pass. Returns the
@@ -290,7 +310,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             if let Err(e) = lens {
                 return Some((FailureCause::LengthMismatch, Some(b), Some(e)));
             }
-            let tau = bucket.config.tau(bucket.t + 1) as f32;
+            let tau = bucket.tau(bucket.t + 1) as f32;
             match self.backend.accumulate(&mut bucket.state, step.delta, step.params, tau) {
                 Ok(status) if status.nonfinite > 0 => return Some((FailureCause::NonFinite, Some(b), None)),
                 Ok(status) => bucket.status = status,

@@ -8,7 +8,9 @@ pub struct StepReport {
     pub step: u64,
     /// `s = ||acc|| / max(||theta||, 1e-8)` after accumulating this step.
     pub significance: f32,
-    /// The threshold `tau_t` in force.
+    /// The threshold `tau_t` in force this step, as the f32 the device
+    /// compared against (with a [`crate::SyncConfig::budget`], the steered
+    /// value after warm-up, rounded from its f64 state).
     pub threshold: f32,
     /// This rank's significance passed the threshold.
     pub triggered: bool,

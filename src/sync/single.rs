@@ -57,6 +57,11 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
     pub fn steps_since_sync(&self) -> u64 {
         self.group.steps_since_sync(0).unwrap_or(0)
     }
+    /// The threshold the next step tests against (see
+    /// [`SyncGroup::next_threshold`]).
+    pub fn next_threshold(&self) -> f64 {
+        self.group.next_threshold(0).unwrap_or(0.0)
+    }
     /// Copies the committed accumulator to `dst`.
     pub fn read_accumulator(&self, dst: &mut [f32]) -> Result<()> {
         self.group.read_accumulator(0, dst)

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every suite is a module here and shares
 //! the helpers in `common`.
 
+mod budget;
 mod checkpoint;
 mod common;
 mod conformance;
