@@ -19,7 +19,7 @@ pub const SWEEP_ONLY_SWITCHES: &[&str] = &["--quick"];
 #[derive(Debug, clap::Args)]
 #[command(about = "Test accuracy vs bytes over a grid of sync configurations, multi-process (Pareto plot)")]
 pub struct Args {
-    /// Four sparse points instead of the full grid (24).
+    /// Five sparse points instead of the full grid (26).
     #[arg(long)]
     pub quick: bool,
     /// Every `hyperclean` flag (`--processes W` is required).
@@ -53,7 +53,7 @@ pub struct SweepTargets {
 /// Evaluates the targets on the rows (`rows[0]` is dense).
 pub fn targets(rows: &[SweepRow]) -> SweepTargets {
     let dense = &rows[0];
-    let sparse = || rows.iter().filter(|r| matches!(r.point, SweepPoint::Sparse { .. } | SweepPoint::Seed));
+    let sparse = || rows.iter().filter(|r| matches!(r.point, SweepPoint::Sparse { .. } | SweepPoint::Budget { .. } | SweepPoint::Seed));
     let close = sparse()
         .filter(|r| r.test_accuracy >= dense.test_accuracy - 0.005)
         .map(|r| (dense.bytes_total as f64 / r.bytes_total.max(1) as f64, r))

@@ -9,6 +9,7 @@ use super::metrics::RunMetrics;
 use super::system::{OuterMode, Variant};
 use super::variants;
 use chronos_sync::config::{Selection, SyncConfig, WireDtype};
+use chronos_sync::ThresholdBudget;
 
 /// A selection rule of a sweep point.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +49,16 @@ pub enum SweepPoint {
         /// Wire dtype.
         dtype: DtypePoint,
     },
+    /// The seed's bounded asynchrony, the threshold in budget mode steered
+    /// toward a sync rate (`SyncConfig::budget`).
+    Budget {
+        /// Target fraction of steps that sync.
+        sync_rate: f64,
+        /// Selection rule.
+        selection: SelectionPoint,
+        /// Wire dtype.
+        dtype: DtypePoint,
+    },
 }
 
 impl SweepPoint {
@@ -56,6 +67,12 @@ impl SweepPoint {
         match *self {
             SweepPoint::Dense => variants::dense(),
             SweepPoint::Seed => variants::seed(),
+            SweepPoint::Budget { sync_rate, selection, dtype } => {
+                let mut v = SweepPoint::Sparse { threshold: SyncConfig::default().threshold, selection, dtype }.variant();
+                v.sync.budget = Some(ThresholdBudget::sync_rate(sync_rate));
+                v.name = format!("{} budget {}%", v.name.split(" tau=").next().unwrap_or_default(), sync_rate * 100.0);
+                v
+            }
             SweepPoint::Sparse { threshold, selection, dtype } => {
                 let base = SyncConfig::default();
                 let (selection, rule) = match selection {
@@ -85,9 +102,9 @@ impl SweepPoint {
         }
     }
 
-    /// The sweep's grid: dense, the seed, then thresholds x rules x dtypes
-    /// (kept small enough for 2 cores: 2 x 4 x 3 = 24 sparse points; with
-    /// `quick`, 4 of them).
+    /// The sweep's grid: dense, the seed, thresholds x rules x dtypes, then
+    /// budget-mode points (kept small enough for 2 cores: 2 x 4 x 3 = 24
+    /// fixed-threshold points and 2 budgeted ones; with `quick`, 4 and 1).
     pub fn grid(quick: bool) -> Vec<SweepPoint> {
         let mut points = vec![SweepPoint::Dense, SweepPoint::Seed];
         let (thresholds, rules, dtypes): (&[f64], &[SelectionPoint], &[DtypePoint]) = if quick {
@@ -114,6 +131,10 @@ impl SweepPoint {
                     points.push(SweepPoint::Sparse { threshold, selection, dtype });
                 }
             }
+        }
+        let budget_rule = SelectionPoint::TopKApprox(0.005);
+        for sync_rate in if quick { &[0.1][..] } else { &[0.05, 0.2][..] } {
+            points.push(SweepPoint::Budget { sync_rate: *sync_rate, selection: budget_rule, dtype: DtypePoint::Bf16 });
         }
         points
     }
@@ -217,6 +238,6 @@ mod tests {
         for p in SweepPoint::grid(false).iter().chain(&SweepPoint::grid(true)) {
             p.variant().sync.validate().unwrap();
         }
-        assert_eq!(SweepPoint::grid(false).len(), 26);
+        assert_eq!(SweepPoint::grid(false).len(), 28);
     }
 }
