@@ -25,14 +25,14 @@ pub mod hypergrad;
 pub mod launch;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "png")]
+pub mod plot_png;
 pub mod problem;
 pub mod report;
 pub mod ridge;
 pub mod rng;
 pub mod sweep;
 pub mod sweep_plot;
-#[cfg(feature = "png")]
-pub mod plot_png;
 pub mod system;
 pub mod variants;
 pub mod worker;

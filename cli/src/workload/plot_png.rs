@@ -26,8 +26,11 @@ const SYSTEM_FONTS: [&str; 2] =
 pub fn register_font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let candidates: Vec<PathBuf> =
-            std::env::var_os(FONT_ENV).map(PathBuf::from).into_iter().chain(SYSTEM_FONTS.iter().map(PathBuf::from)).collect();
+        let candidates: Vec<PathBuf> = std::env::var_os(FONT_ENV)
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(SYSTEM_FONTS.iter().map(PathBuf::from))
+            .collect();
         let Some((path, bytes)) = candidates.iter().find_map(|p| std::fs::read(p).ok().map(|b| (p, b))) else {
             return Err(format!(
                 "no font for the PNG plot: install fonts-dejavu-core or set {FONT_ENV} to a .ttf file (looked at {})",

@@ -53,8 +53,11 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rows: &[SweepRow]
         .label("Pareto front")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6).stroke_width(2)));
     let pt = |r: &SweepRow| (r.bytes_total.max(1) as f64, 100.0 * r.test_accuracy);
-    let sparse: Vec<(f64, f64)> =
-        rows.iter().filter(|r| matches!(r.point, SweepPoint::Sparse { .. } | SweepPoint::Budget { .. })).map(pt).collect();
+    let sparse: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| matches!(r.point, SweepPoint::Sparse { .. } | SweepPoint::Budget { .. }))
+        .map(pt)
+        .collect();
     chart
         .draw_series(sparse.into_iter().map(|p| Circle::new(p, 4, BLUE.mix(0.7).filled())))
         .map_err(e)?
