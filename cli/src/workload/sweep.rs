@@ -71,6 +71,13 @@ impl SweepPoint {
                 let mut v =
                     SweepPoint::Sparse { threshold: SyncConfig::default().threshold, selection, dtype }.variant();
                 v.sync.budget = Some(ThresholdBudget::sync_rate(sync_rate));
+                // The controller steers tau inside [min, max]: the default
+                // ceiling (0.1) is below this problem's significance, which
+                // would pin tau there and sync on every step.
+                v.sync.max_threshold = BUDGET_MAX_THRESHOLD;
+                // The sweep's runs are short (200 inner steps at its
+                // settings): a shorter warm-up leaves the controller time.
+                v.sync.warmup_steps = BUDGET_WARMUP_STEPS;
                 v.name = format!("{} budget {}%", v.name.split(" tau=").next().unwrap_or_default(), sync_rate * 100.0);
                 v
             }
@@ -163,6 +170,12 @@ pub struct SweepRow {
     /// On the Pareto front of (fewer bytes, higher accuracy).
     pub pareto: bool,
 }
+
+/// Ceiling of the threshold of the budget-mode points.
+pub const BUDGET_MAX_THRESHOLD: f64 = 100.0;
+
+/// Warm-up steps of the budget-mode points.
+pub const BUDGET_WARMUP_STEPS: u64 = 40;
 
 /// The accuracy margin of the targets: half a point.
 pub const NEAR_DENSE: f64 = 0.005;
