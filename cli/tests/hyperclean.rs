@@ -57,6 +57,23 @@ fn implicit_hypergradient_matches_finite_differences() {
     assert!(checked >= 3, "the checked coordinates must carry signal");
 }
 
+/// `dF/d(log mu) = -mu theta . v` against central differences of the
+/// validation loss at the re-solved inner optimum.
+#[test]
+fn log_mu_hypergradient_matches_finite_differences() {
+    let (train, val, lambda, mu) = small_problem();
+    let theta = inner_optimum(&train, &lambda, mu);
+    let inner = InnerProblem { train: &train, lambda: &lambda, denom: train.len() as f64, mu };
+    let hg = implicit_hypergradient(&theta, &inner, &val, CgOptions { tol: 1e-12, max_iter: 2000 }, None, None);
+    let h = 1e-4;
+    let f_at = |log_mu: f64| validation_loss_grad(&inner_optimum(&train, &lambda, log_mu.exp()), &val).0;
+    let fd = (f_at(mu.ln() + h) - f_at(mu.ln() - h)) / (2.0 * h);
+    assert!(fd.abs() > 1e-4, "the check must carry signal: {fd:e}");
+    assert!((fd - hg.log_mu).abs() <= 1e-6 + 1e-4 * fd.abs(), "finite difference {fd:e}, implicit {:e}", hg.log_mu);
+    // A wrong sign or a missing factor mu would not pass.
+    assert!((fd + hg.log_mu).abs() > 1e-3 * fd.abs());
+}
+
 #[test]
 fn implicit_hypergradient_matches_the_unrolled_solver() {
     let (train, val, lambda, mu) = small_problem();
@@ -92,7 +109,7 @@ fn ridge_hypergradient_matches_closed_form_to_1e6() {
 mod system_run {
     use chronos_sync_cli::workload::data::SplitSpec;
     use chronos_sync_cli::workload::problem::{Problem, ProblemSpec, baselines};
-    use chronos_sync_cli::workload::system::{OuterMode, SystemConfig, run};
+    use chronos_sync_cli::workload::system::{OuterMode, SystemConfig, WarmStart, run};
     use chronos_sync_cli::workload::variants;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,6 +140,17 @@ mod system_run {
         assert_eq!(commits.load(Ordering::Relaxed), 3 * 15 * 3, "one commit per worker per round");
         for m in &runs {
             assert_eq!(m.steps, 15 * 8 + 30);
+            assert_eq!(m.hypergradients, 45);
+            assert!(m.cg_iterations_mean >= 1.0 && m.cg_iterations_mean <= cfg.cg_iters as f64);
+            // Rank 0's trace: one point per round and one after the final fit.
+            assert_eq!(m.trace.len(), 16);
+            assert!(m.trace.windows(2).all(|w| w[0].inner_step < w[1].inner_step));
+            assert_eq!(m.trace.last().unwrap().test_accuracy, m.test_accuracy);
+            // Two timescales: the lambdas every outer step, log mu every fifth.
+            assert_eq!(m.timescale_updates.len(), 2, "{:?}", m.timescale_updates);
+            assert_eq!(m.timescale_updates[0], (0, 1, m.outer_steps));
+            assert_eq!(m.timescale_updates[1], (problem.train.len(), cfg.mu_every, m.outer_steps / cfg.mu_every));
+            assert!(m.mu_final.is_finite() && m.mu_final > 0.0 && m.mu_final != cfg.mu, "{}", m.mu_final);
             assert_eq!(m.accepted + m.rejected, 45);
             assert_eq!(m.bytes_per_worker.len(), 3);
             assert_eq!(m.bytes_per_worker.iter().sum::<u64>(), m.bytes_total);
@@ -156,6 +184,24 @@ mod system_run {
         assert!(matches!(variants::seed().outer, OuterMode::BoundedAsync { .. }));
     }
 
+    /// Without timescales mu stays fixed and the outer vector is the lambdas alone.
+    #[test]
+    fn timescales_off_keeps_mu_fixed() {
+        let spec = ProblemSpec { features: 63, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        let cfg = SystemConfig {
+            workers: 2,
+            rounds: 6,
+            inner_steps: 4,
+            final_steps: 5,
+            timescales: false,
+            ..SystemConfig::default()
+        };
+        let m = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap();
+        assert_eq!(m.mu_final, cfg.mu);
+        assert_eq!(m.timescale_updates, vec![(0, 1, 6)]);
+    }
+
     #[test]
     fn bad_configuration_is_a_typed_error() {
         let spec = ProblemSpec { features: 0, ..ProblemSpec::default() };
@@ -165,6 +211,11 @@ mod system_run {
             SystemConfig { mu: 0.0, ..SystemConfig::default() },
             SystemConfig { momentum: 1.0, ..SystemConfig::default() },
             SystemConfig { jitter: f64::NAN, ..SystemConfig::default() },
+            SystemConfig { cg_tol: 0.0, ..SystemConfig::default() },
+            SystemConfig { cg_tol: 1.0, ..SystemConfig::default() },
+            SystemConfig { mu_every: 0, ..SystemConfig::default() },
+            SystemConfig { mu_lr: -1.0, ..SystemConfig::default() },
+            SystemConfig { warm_start: WarmStart::Memory { k: 0 }, ..SystemConfig::default() },
         ] {
             let err = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap_err();
             assert!(matches!(err, chronos_sync::Error::InvalidConfig { .. }), "{err}");
@@ -202,6 +253,16 @@ mod command_line {
             "--momentum",
             "--outer-lr",
             "--cg-iters",
+            "--cg-tol",
+            "--warm-start",
+            "--memory-k",
+            "--timescales",
+            "--mu-every",
+            "--mu-lr",
+            "--target-val-loss",
+            "--final-weights",
+            "--final-with-val",
+            "--variants",
             "--jitter",
             "--best-ratio",
             "--best-threshold",
@@ -221,6 +282,10 @@ mod command_line {
             &["hyperclean", "--flip", "1.5"],
             &["hyperclean", "--momentum", "1"],
             &["hyperclean", "--best-ratio", "abc"],
+            &["hyperclean", "--warm-start", "sometimes"],
+            &["hyperclean", "--timescales", "maybe"],
+            &["hyperclean", "--cg-tol", "1"],
+            &["hyperclean", "--mu-every", "0"],
             &["hyperclean", "--no-such-option"],
         ] {
             let out = bin().args(args).output().unwrap();

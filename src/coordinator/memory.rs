@@ -2,6 +2,14 @@
 //! hypergradient, validation loss, step) that answers "which past states
 //! look like this one?" and predicts a hypergradient for warm starts.
 //!
+//! * **Keys and values**: each entry is a key (the `params` of
+//!   [`ContinuumMemory::insert`], what queries are compared with) and a value
+//!   (its `hypergradient`, what predictions average). The coordinator's
+//!   memory has both of the outer parameters' length ([`ContinuumMemory::new`]);
+//!   [`ContinuumMemory::with_value_dim`] makes one whose values have another
+//!   length, e.g. keyed by a worker's outer-parameter shard and holding the
+//!   solution of a linear solve of the model's size.
+//!
 //! * **Similarity** of a query `q` to stored parameters `p`, in `[0, 1]`:
 //!   [`Metric::Cosine`] uses `(1 + cos(q, p)) / 2` (`cos` is taken as 0 when
 //!   either vector is zero); [`Metric::Euclidean`] uses `1 / (1 + |q - p|)`.
@@ -95,7 +103,10 @@ pub struct Retrieved {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContinuumMemory {
     pub(crate) config: MemoryConfig,
+    /// Length of the keys (`params`).
     pub(crate) dim: usize,
+    /// Length of the values (`hypergradient`).
+    pub(crate) value_dim: usize,
     /// Insertion order (oldest insert at the front).
     pub(crate) entries: VecDeque<Entry>,
     /// Largest step inserted so far ("now" for recency and compression).
@@ -107,9 +118,28 @@ fn shape(expected: usize, actual: usize) -> crate::Error {
 }
 
 impl ContinuumMemory {
-    /// An empty memory for vectors of length `dim`.
+    /// An empty memory whose keys and values both have length `dim`.
     pub fn new(dim: usize, config: MemoryConfig) -> Self {
-        ContinuumMemory { config, dim, entries: VecDeque::new(), newest_step: 0 }
+        ContinuumMemory::with_value_dim(dim, dim, config)
+    }
+
+    /// An empty memory with keys of length `key_dim` and values of length
+    /// `value_dim`. Every rule of the module docs holds as for [`Self::new`];
+    /// [`Self::insert`] checks the key against `key_dim` and the value
+    /// against `value_dim`, [`Self::retrieve`] the query against `key_dim`.
+    ///
+    /// ```
+    /// use chronos_sync::coordinator::{ContinuumMemory, MemoryConfig, Metric};
+    ///
+    /// let mut m = ContinuumMemory::with_value_dim(2, 3, MemoryConfig::default());
+    /// m.insert(&[1.0, 0.0], &[1.0, 2.0, 3.0], 0.5, 0)?;
+    /// let guess = m.predict_hypergradient(&[1.0, 0.1], 1, Metric::Euclidean)?;
+    /// assert_eq!(guess, Some(vec![1.0, 2.0, 3.0]));
+    /// assert!(m.insert(&[1.0, 0.0], &[1.0, 2.0], 0.5, 1).is_err());
+    /// # Ok::<(), chronos_sync::Error>(())
+    /// ```
+    pub fn with_value_dim(key_dim: usize, value_dim: usize, config: MemoryConfig) -> Self {
+        ContinuumMemory { config, dim: key_dim, value_dim, entries: VecDeque::new(), newest_step: 0 }
     }
 
     /// Entries held.
@@ -127,9 +157,14 @@ impl ContinuumMemory {
         self.entries.iter().filter(|e| e.params.is_compressed()).count()
     }
 
-    /// Length of the stored vectors.
+    /// Length of the keys (the stored `params`, and queries).
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Length of the values (the stored `hypergradient`s, and predictions).
+    pub fn value_dim(&self) -> usize {
+        self.value_dim
     }
 
     /// The largest step inserted so far (0 when empty).
@@ -137,14 +172,15 @@ impl ContinuumMemory {
         self.newest_step
     }
 
-    /// Stores one round. Errors (nothing stored): a vector whose length is not
-    /// `dim` ([`CoordinatorError::ShapeMismatch`]) or a non-finite value
+    /// Stores one round. Errors (nothing stored): a key whose length is not
+    /// `dim` or a value whose length is not `value_dim`
+    /// ([`CoordinatorError::ShapeMismatch`]), or a non-finite number
     /// ([`CoordinatorError::NonFinite`] with `commit = step`). With capacity 0
     /// this is a no-op.
     pub fn insert(&mut self, params: &[f32], hypergradient: &[f32], validation_loss: f32, step: u64) -> Result<()> {
-        for v in [params, hypergradient] {
-            if v.len() != self.dim {
-                return Err(shape(self.dim, v.len()));
+        for (v, expected) in [(params, self.dim), (hypergradient, self.value_dim)] {
+            if v.len() != expected {
+                return Err(shape(expected, v.len()));
             }
         }
         let finite = params.iter().chain(hypergradient).all(|x| x.is_finite()) && validation_loss.is_finite();
@@ -229,7 +265,7 @@ impl ContinuumMemory {
         if best.is_empty() || total <= 0.0 {
             return Ok(None);
         }
-        let mut sum = vec![0.0f64; self.dim];
+        let mut sum = vec![0.0f64; self.value_dim];
         for r in &best {
             for (s, &g) in sum.iter_mut().zip(&r.hypergradient) {
                 *s += r.score * g as f64;
@@ -305,6 +341,34 @@ mod tests {
         let p = m.predict_hypergradient(&[0.0, 1.0], 2, Metric::Cosine).unwrap().unwrap();
         assert_eq!(p, vec![1.0, 2.0]);
         assert!(m.predict_hypergradient(&[0.0], 2, Metric::Cosine).is_err());
+    }
+
+    #[test]
+    fn values_may_be_longer_than_keys() {
+        let mut m =
+            ContinuumMemory::with_value_dim(2, 4, MemoryConfig { capacity: 8, compress_after: 1, recency_decay: 0.0 });
+        assert_eq!((m.dim(), m.value_dim()), (2, 4));
+        m.insert(&[0.0, 0.0], &[1.0, 1.0, 1.0, 1.0], 1.0, 0).unwrap();
+        m.insert(&[3.0, 4.0], &[0.0, 2.0, 4.0, 6.0], 1.0, 1).unwrap();
+        m.insert(&[3.0, 4.0], &[0.0, 2.0, 4.0, 6.0], 1.0, 2).unwrap();
+        // Step 0 is now compressed; its value keeps its length.
+        assert_eq!(m.compressed_len(), 1);
+        let r = m.retrieve(&[0.0, 0.0], 3, Metric::Euclidean).unwrap();
+        assert_eq!(r[0].step, 0);
+        assert_eq!(r[0].hypergradient.len(), 4);
+        // Euclidean similarity to the query (0, 0): 1 for step 0, 1/6 for the others.
+        let p = m.predict_hypergradient(&[0.0, 0.0], 2, Metric::Euclidean).unwrap().unwrap();
+        let w = [1.0, 1.0 / 6.0];
+        let expect: Vec<f32> =
+            (0..4).map(|i| ((w[0] * 1.0 + w[1] * (2.0 * i as f64)) / (w[0] + w[1])) as f32).collect();
+        for (a, b) in p.iter().zip(&expect) {
+            assert!((a - b).abs() < 1e-6, "{p:?} vs {expect:?}");
+        }
+        // Key and value lengths are checked separately; a failed insert stores nothing.
+        assert!(m.insert(&[1.0, 1.0], &[1.0, 1.0], 1.0, 3).is_err());
+        assert!(m.insert(&[1.0, 1.0, 1.0, 1.0], &[1.0; 4], 1.0, 3).is_err());
+        assert!(m.retrieve(&[1.0; 4], 1, Metric::Euclidean).is_err());
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

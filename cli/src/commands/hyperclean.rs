@@ -8,7 +8,7 @@ use super::hyperclean_mp::VariantChoice;
 use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
 use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
-use crate::workload::system::{self, RunMetrics, SystemConfig, Variant};
+use crate::workload::system::{self, FinalWeights, RunMetrics, SystemConfig, Variant, WarmStart};
 use crate::workload::variants;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -63,9 +63,30 @@ pub struct Args {
     /// Synced inner steps after the last round, with the final example weights.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub final_steps: u64,
+    /// How the final fit weights the training examples: sigmoid(lambda) (the
+    /// weights the outer problem optimized) or threshold (1 when lambda >= 0, else 0).
+    #[arg(long, value_enum, default_value_t = FinalWeightsArg::Sigmoid)]
+    pub final_weights: FinalWeightsArg,
+    /// Whether the final fit also trains on the validation set (weight 1, split across the ranks).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub final_with_val: bool,
     /// L2 regularization of the inner problem.
     #[arg(long, default_value_t = 1e-4, value_parser = positive_f64)]
     pub mu: f64,
+    /// Learn log mu as a second kind of outer parameter on a slower timescale
+    /// (on), or keep mu fixed at --mu (off).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub timescales: OnOff,
+    /// Outer rounds between two updates of log mu (with --timescales on).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub mu_every: u64,
+    /// Adam learning rate of log mu (with --timescales on).
+    #[arg(long, default_value_t = 0.1, value_parser = positive_f64)]
+    pub mu_lr: f64,
+    /// Validation loss whose first crossing (rank 0's trace) is reported as
+    /// "outer steps to target".
+    #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
+    pub target_val_loss: f64,
     /// Inner learning rate.
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     pub inner_lr: f64,
@@ -75,9 +96,20 @@ pub struct Args {
     /// Outer (Adam) learning rate of the example weights.
     #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
     pub outer_lr: f64,
-    /// Conjugate-gradient iterations per hypergradient.
+    /// Most conjugate-gradient iterations per hypergradient.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub cg_iters: u64,
+    /// Relative residual at which CG stops: ||H v - grad F|| <= tol ||grad F||.
+    #[arg(long, default_value_t = 1e-4, value_parser = unit_open_f64)]
+    pub cg_tol: f64,
+    /// Where each CG solve starts: none (zero), last (the worker's previous
+    /// solution) or memory (the score-weighted mean of the --memory-k nearest
+    /// past solutions in the worker's continuum memory, keyed by its lambda shard).
+    #[arg(long, value_enum, default_value_t = WarmStartArg::Memory)]
+    pub warm_start: WarmStartArg,
+    /// Past solutions combined by --warm-start memory.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub memory_k: u64,
     /// Worker slowdown after each hypergradient, as a multiple of its compute time
     /// (worker r sleeps jitter * (r/(W-1) + u)/2 times it, u uniform in [0,1)).
     #[arg(long, default_value_t = 1.0, value_parser = non_negative_f64)]
@@ -94,6 +126,10 @@ pub struct Args {
     /// Seconds any blocking call (collective, coordinator) waits before the run fails.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
+    /// Configurations to run, in order (the targets compare the first run
+    /// with the last: keep dense first and best last for them to mean anything).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VariantArg::Dense, VariantArg::Seed, VariantArg::Best])]
+    pub variants: Vec<VariantArg>,
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
@@ -102,6 +138,55 @@ pub struct Args {
     /// `mpi` and `service` features; see `hyperclean_mp`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub processes: Option<u64>,
+}
+
+/// `--variants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VariantArg {
+    /// Dense synchronous.
+    Dense,
+    /// The seed's configuration.
+    Seed,
+    /// The crate's best configuration.
+    Best,
+}
+
+/// An on/off switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// `--warm-start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WarmStartArg {
+    /// From zero.
+    None,
+    /// From the worker's previous solution.
+    Last,
+    /// From the continuum memory.
+    Memory,
+}
+
+/// `--final-weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinalWeightsArg {
+    /// sigmoid(lambda).
+    Sigmoid,
+    /// 1 when lambda >= 0, else 0.
+    Threshold,
+}
+
+impl From<FinalWeightsArg> for FinalWeights {
+    fn from(a: FinalWeightsArg) -> Self {
+        match a {
+            FinalWeightsArg::Sigmoid => FinalWeights::Sigmoid,
+            FinalWeightsArg::Threshold => FinalWeights::Threshold,
+        }
+    }
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {
@@ -126,6 +211,10 @@ fn unit_f64(s: &str) -> Result<f64, String> {
 fn unit_f64_positive(s: &str) -> Result<f64, String> {
     let v = parse_f64(s)?;
     if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("must be in (0, 1], got {v}")) }
+}
+fn unit_open_f64(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 && v < 1.0 { Ok(v) } else { Err(format!("must be in (0, 1), got {v}")) }
 }
 fn momentum_f64(s: &str) -> Result<f64, String> {
     let v = parse_f64(s)?;
@@ -154,11 +243,22 @@ pub fn system_config(args: &Args) -> SystemConfig {
         rounds: args.rounds as usize,
         inner_steps: args.inner_steps as usize,
         final_steps: args.final_steps as usize,
+        final_weights: args.final_weights.into(),
+        final_with_val: args.final_with_val,
         mu: args.mu,
+        timescales: args.timescales == OnOff::On,
+        mu_every: args.mu_every,
+        mu_lr: args.mu_lr as f32,
         inner_lr: args.inner_lr,
         momentum: args.momentum,
         outer_lr: args.outer_lr as f32,
         cg_iters: args.cg_iters as usize,
+        cg_tol: args.cg_tol,
+        warm_start: match args.warm_start {
+            WarmStartArg::None => WarmStart::None,
+            WarmStartArg::Last => WarmStart::Last,
+            WarmStartArg::Memory => WarmStart::Memory { k: args.memory_k as usize },
+        },
         jitter: args.jitter,
         seed: args.seed,
         timeout: Duration::from_secs(args.timeout_secs),
@@ -182,7 +282,17 @@ pub fn run(args: &Args) -> CliResult {
         .map_err(|e| format!("cannot create output directory {}: {e}", args.out.display()))?;
 
     let mut runs = Vec::new();
-    for (index, variant) in main.into_iter().enumerate() {
+    let chosen: Vec<(usize, Variant)> = args
+        .variants
+        .iter()
+        .map(|v| match v {
+            VariantArg::Dense => 0,
+            VariantArg::Seed => 1,
+            VariantArg::Best => 2,
+        })
+        .map(|i| (i, main[i].clone()))
+        .collect();
+    for (index, variant) in chosen {
         let bar =
             if args.no_progress { ProgressBar::hidden() } else { ProgressBar::new((cfg.rounds * cfg.workers) as u64) };
         bar.set_style(
@@ -192,10 +302,11 @@ pub fn run(args: &Args) -> CliResult {
         );
         bar.set_message(variant.name.clone());
         let tick = bar.clone();
-        let metrics = match args.processes {
+        let mut metrics = match args.processes {
             Some(_) => super::hyperclean_mp::run_variant(args, &problem, &cfg, &variant, VariantChoice::Main(index))?,
             None => run_variant(&problem, &cfg, &variant, move || tick.inc(1))?,
         };
+        metrics.set_target(args.target_val_loss);
         bar.finish();
         runs.push(metrics);
     }

@@ -166,7 +166,8 @@ pub fn run(args: &Args) -> CliResult {
     for (i, point) in points.iter().enumerate() {
         let variant = point.variant();
         variant.sync.validate()?;
-        let m = hyperclean_mp::run_variant(hc, &problem, &cfg, &variant, VariantChoice::Sweep(point.clone()))?;
+        let mut m = hyperclean_mp::run_variant(hc, &problem, &cfg, &variant, VariantChoice::Sweep(point.clone()))?;
+        m.set_target(hc.target_val_loss);
         eprintln!(
             "[{}/{}] {}: {} bytes, test {:.2}%, {:.2} s",
             i + 1,

@@ -8,6 +8,9 @@
 //! `H v = grad F` with conjugate gradients on Hessian-vector products (never
 //! forming `H`), then `dF/dlambda_i = -(1/denom) sigmoid'(lambda_i) (p_i - e_{y_i})^T (v x_i)`.
 //!
+//! The L2 strength as a hyperparameter: `d^2 L / dtheta d(log mu) = mu theta`,
+//! so with the same `v`, `dF/d(log mu) = -mu theta . v` (one dot product more).
+//!
 //! [`unrolled_hypergradient`] differentiates `T` steps of gradient descent in
 //! reverse mode instead: the reference the implicit one is tested against.
 
@@ -108,6 +111,8 @@ pub struct Hypergradient {
     pub grad: Vec<f64>,
     /// `F` at the `theta` used.
     pub val_loss: f64,
+    /// `dF/d(log mu) = -mu theta . v`.
+    pub log_mu: f64,
     /// Conjugate-gradient iterations.
     pub cg_iterations: usize,
     /// Relative residual of the linear solve.
@@ -157,7 +162,9 @@ pub fn implicit_hypergradient(
     let curv = Curvature::new(theta, inner.train, &inner.weights(), inner.denom, inner.mu);
     let sol = conjugate_gradient(|v, out| curv.hvp(v, out), &gf, warm, cg);
     let grad = mixed_term(curv.probs(), inner, &sol.x, 1.0);
-    let out = Hypergradient { grad, val_loss, cg_iterations: sol.iterations, cg_residual: sol.relative_residual };
+    let log_mu = -inner.mu * dot(theta, &sol.x);
+    let out =
+        Hypergradient { grad, val_loss, log_mu, cg_iterations: sol.iterations, cg_residual: sol.relative_residual };
     if let Some(v) = v_out {
         *v = sol.x;
     }

@@ -46,6 +46,8 @@ pub struct TracePoint {
     pub elapsed_s: f64,
     /// Inner steps taken so far.
     pub inner_step: u64,
+    /// Outer version (outer steps taken) of the parameters the model was trained with.
+    pub outer_version: u64,
     /// Test accuracy of rank 0's model at that point.
     pub test_accuracy: f64,
     /// Validation loss (mean cross-entropy) of rank 0's model at that point.
@@ -71,6 +73,8 @@ pub struct RankOutput {
     pub theta: Option<Vec<f32>>,
     /// The accuracy / validation-loss trace (rank 0 only, empty elsewhere).
     pub trace: Vec<TracePoint>,
+    /// The L2 strength of the final fit.
+    pub mu_final: f64,
 }
 
 /// Everything one run measured.
@@ -131,6 +135,25 @@ pub struct RunMetrics {
     pub cg_iterations_mean: f64,
     /// Rank 0's accuracy / validation-loss trace, by elapsed time and inner step.
     pub trace: Vec<TracePoint>,
+    /// The inner L2 strength of the final fit (learned when `log mu` is an
+    /// outer parameter).
+    pub mu_final: f64,
+    /// Updates of each outer-parameter segment: `(first index, every, updates)`
+    /// (the `lambda`s, and `log mu` on its own timescale when learned).
+    pub timescale_updates: Vec<(usize, u64, u64)>,
+    /// The validation loss [`RunMetrics::outer_steps_to_target`] counts to.
+    pub target_val_loss: f64,
+    /// The outer version of the first trace point at or below
+    /// `target_val_loss` (`None`: never reached).
+    pub outer_steps_to_target: Option<u64>,
+}
+
+impl RunMetrics {
+    /// Sets `target_val_loss` and computes `outer_steps_to_target` from the trace.
+    pub fn set_target(&mut self, target_val_loss: f64) {
+        self.target_val_loss = target_val_loss;
+        self.outer_steps_to_target = self.trace.iter().find(|t| t.val_loss <= target_val_loss).map(|t| t.outer_version);
+    }
 }
 
 /// Per-collective latency of the communication model, seconds.
@@ -214,7 +237,10 @@ pub fn summarize(
     m.test_accuracy = accuracy(&theta, &problem.test);
     m.val_loss = validation_loss_grad(&theta, &problem.val).0;
     let outer = coordinator.outer_params();
-    let flag: Vec<bool> = outer.iter().take(problem.train.len()).map(|&l| l < 0.0).collect();
+    let n = problem.train.len();
+    let flag: Vec<bool> = outer.iter().take(n).map(|&l| l < 0.0).collect();
+    m.mu_final = outputs[0].mu_final;
+    m.timescale_updates = coordinator.timescale_status().iter().map(|t| (t.range.start, t.every, t.updates)).collect();
     m.detection = Detection::score(&flag, &problem.flipped);
     m.trace = outputs[0].trace.clone();
     m

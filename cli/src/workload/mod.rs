@@ -11,6 +11,7 @@
 //! - [`problem`]: the mapped problem, the single-process baselines, the detection score.
 //! - [`system`]: the run's configuration, the coordinator settings, the in-process mode.
 //! - [`worker`]: one rank's whole run, generic over the collective and the coordinator.
+//! - [`warm`]: warm starts of the CG solve (none, last solution, continuum memory).
 //! - [`metrics`]: what each rank hands back and the run's metrics.
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
@@ -35,4 +36,5 @@ pub mod sweep;
 pub mod sweep_plot;
 pub mod system;
 pub mod variants;
+pub mod warm;
 pub mod worker;

@@ -49,6 +49,19 @@ impl Design {
         assert_eq!(labels.len(), self.len(), "with_labels: one label per example");
         Design { labels: labels.to_vec(), ..self.clone() }
     }
+    /// The examples of `self` followed by those of `other` (same `dim` and `classes`).
+    ///
+    /// # Panics
+    /// When the two designs differ in `dim` or `classes` (a programming error).
+    pub fn concat(&self, other: &Design) -> Design {
+        assert!(self.dim == other.dim && self.classes == other.classes, "concat: designs of different shapes");
+        let mut x = Vec::with_capacity(self.x.len() + other.x.len());
+        x.extend_from_slice(&self.x);
+        x.extend_from_slice(&other.x);
+        let mut labels = self.labels.clone();
+        labels.extend_from_slice(&other.labels);
+        Design { x, dim: self.dim, labels, classes: self.classes }
+    }
     /// Number of model parameters for this design: `classes * dim`.
     pub fn param_len(&self) -> usize {
         self.classes * self.dim

@@ -50,6 +50,47 @@ pub struct Targets {
     pub gain_over_noisy_points: f64,
     /// All three targets met.
     pub met: bool,
+    /// The honesty check of every run (issue 17, item 3), in run order.
+    pub honest: Vec<Honesty>,
+}
+
+/// One run against the baselines: is learning the weights worth it?
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Honesty {
+    /// Variant name.
+    pub name: String,
+    /// The best test accuracy of a baseline that does not see the clean labels.
+    pub best_fair_baseline: f64,
+    /// Run test accuracy - `best_fair_baseline`, in points (target > 0).
+    pub margin_points: f64,
+    /// `(run - noisy) / (oracle - noisy)` in test accuracy (target >= 0.5).
+    pub way_to_oracle: f64,
+    /// Both targets met.
+    pub met: bool,
+}
+
+impl Honesty {
+    /// Scores `run` against `baselines` (the first is the noisy-label one; the
+    /// oracle is the one that sees the clean labels).
+    pub fn evaluate(run: &RunMetrics, baselines: &[Baseline]) -> Honesty {
+        let best_fair_baseline = baselines
+            .iter()
+            .filter(|b| !b.sees_clean_labels)
+            .map(|b| b.test_accuracy)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let noisy = baselines.first().map_or(0.0, |b| b.test_accuracy);
+        let oracle = baselines.iter().find(|b| b.sees_clean_labels).map_or(1.0, |b| b.test_accuracy);
+        let margin_points = 100.0 * (run.test_accuracy - best_fair_baseline);
+        let gap = oracle - noisy;
+        let way_to_oracle = if gap > 0.0 { (run.test_accuracy - noisy) / gap } else { 0.0 };
+        Honesty {
+            name: run.name.clone(),
+            best_fair_baseline,
+            margin_points,
+            way_to_oracle,
+            met: margin_points > 0.0 && way_to_oracle >= 0.5,
+        }
+    }
 }
 
 /// Describes the communication model behind the modeled wall-clock columns.
@@ -66,7 +107,13 @@ impl Targets {
     /// Evaluates the targets with `runs[0]` as dense and `runs.last()` as the best configuration.
     pub fn evaluate(runs: &[RunMetrics], baselines: &[Baseline]) -> Targets {
         let (Some(dense), Some(best)) = (runs.first(), runs.last()) else {
-            return Targets { byte_reduction: 0.0, accuracy_gap_points: 0.0, gain_over_noisy_points: 0.0, met: false };
+            return Targets {
+                byte_reduction: 0.0,
+                accuracy_gap_points: 0.0,
+                gain_over_noisy_points: 0.0,
+                met: false,
+                honest: Vec::new(),
+            };
         };
         let noisy = baselines.first().map_or(0.0, |b| b.test_accuracy);
         let byte_reduction = dense.bytes_total as f64 / best.bytes_total.max(1) as f64;
@@ -77,6 +124,7 @@ impl Targets {
             accuracy_gap_points,
             gain_over_noisy_points,
             met: byte_reduction >= 10.0 && accuracy_gap_points >= -0.5 && gain_over_noisy_points >= 3.0,
+            honest: runs.iter().map(|m| Honesty::evaluate(m, baselines)).collect(),
         }
     }
 }
@@ -118,9 +166,30 @@ pub fn render_table(r: &Report) -> String {
     rows.push(("commits accepted / rejected".into(), col(&|m| format!("{} / {}", m.accepted, m.rejected))));
     rows.push(("staleness histogram (s:count)".into(), col(&|m| staleness_text(&m.staleness))));
     rows.push(("backpressure skips".into(), col(&|m| m.backpressure.to_string())));
+    rows.push(("CG iterations per hypergradient".into(), col(&|m| format!("{:.1}", m.cg_iterations_mean))));
     rows.push(("measured wall-clock".into(), col(&|m| format!("{:.2} s", m.wall_s))));
     rows.push(("modeled wall-clock @ 10 Gb/s".into(), col(&|m| format!("{:.2} s", m.modeled_10g_s))));
     rows.push(("modeled wall-clock @ 100 Gb/s".into(), col(&|m| format!("{:.2} s", m.modeled_100g_s))));
+    rows.push((
+        "outer updates (lambda / log mu)".into(),
+        col(&|m| {
+            let count = |i: usize| m.timescale_updates.iter().find(|t| t.0 == i).map(|t| t.2);
+            let lambda = count(0).map_or("-".into(), |u| u.to_string());
+            match m.timescale_updates.get(1) {
+                Some(&(_, every, u)) => format!("{lambda} / {u} (every {every})"),
+                None => format!("{lambda} / fixed"),
+            }
+        }),
+    ));
+    rows.push(("final mu".into(), col(&|m| format!("{:.3e}", m.mu_final))));
+    rows.push((
+        "outer steps to target val loss".into(),
+        col(&|m| match m.outer_steps_to_target {
+            Some(s) => format!("{s} (<= {})", m.target_val_loss),
+            None => format!("never (<= {})", m.target_val_loss),
+        }),
+    ));
+    rows.push(("final val loss".into(), col(&|m| format!("{:.4}", m.val_loss))));
     rows.push(("validation accuracy".into(), col(&|m| format!("{:.2} %", 100.0 * m.val_accuracy))));
     rows.push(("test accuracy".into(), col(&|m| format!("{:.2} %", 100.0 * m.test_accuracy))));
     rows.push((
@@ -160,7 +229,7 @@ pub fn render_table(r: &Report) -> String {
     for b in &r.baselines {
         let _ = writeln!(
             out,
-            "  {:<40} val {:6.2} %   test {:6.2} %",
+            "  {:<44} val {:6.2} %   test {:6.2} %",
             b.name,
             100.0 * b.val_accuracy,
             100.0 * b.test_accuracy
@@ -178,6 +247,18 @@ pub fn render_table(r: &Report) -> String {
         t.gain_over_noisy_points,
         yes(t.gain_over_noisy_points >= 3.0)
     );
+    for h in &t.honest {
+        let _ = writeln!(
+            out,
+            "honest ({}): {:+.2} pp vs the best baseline without clean labels (> 0: {}), {:.0} % of the way \
+             from noisy labels to the oracle (>= 50 %: {})",
+            h.name,
+            h.margin_points,
+            yes(h.margin_points > 0.0),
+            100.0 * h.way_to_oracle,
+            yes(h.way_to_oracle >= 0.5)
+        );
+    }
     let _ = writeln!(out, "bytes: each rank's packed buffers counted once, plus votes and counts");
     let _ = writeln!(out, "{}", r.comm_model);
     out
@@ -248,4 +329,36 @@ pub fn write_svg(r: &Report, path: &Path) -> std::io::Result<()> {
         .draw()
         .map_err(|e| other(e.to_string()))?;
     root.present().map_err(|e| other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline(name: &str, test_accuracy: f64, sees_clean_labels: bool) -> Baseline {
+        Baseline { name: name.into(), val_accuracy: 0.0, test_accuracy, sees_clean_labels }
+    }
+
+    #[test]
+    fn honesty_compares_with_the_best_fair_baseline_and_the_oracle() {
+        let baselines = [
+            baseline("noisy", 0.80, false),
+            baseline("val only", 0.90, false),
+            baseline("noisy + val", 0.88, false),
+            baseline("oracle", 1.00, true),
+        ];
+        let run = |acc| RunMetrics { name: "r".into(), test_accuracy: acc, ..RunMetrics::default() };
+        let h = Honesty::evaluate(&run(0.92), &baselines);
+        assert!((h.best_fair_baseline - 0.90).abs() < 1e-12, "the oracle is not a fair baseline");
+        assert!((h.margin_points - 2.0).abs() < 1e-9);
+        assert!((h.way_to_oracle - 0.6).abs() < 1e-9);
+        assert!(h.met);
+        // Half way but below the validation-only baseline: not met.
+        let below = Honesty::evaluate(&run(0.895), &baselines);
+        assert!(below.way_to_oracle >= 0.5 && below.margin_points < 0.0 && !below.met, "{below:?}");
+        // Above every fair baseline but less than half way to the oracle: not met.
+        let weak = [baseline("noisy", 0.80, false), baseline("val only", 0.82, false), baseline("oracle", 1.0, true)];
+        let short = Honesty::evaluate(&run(0.85), &weak);
+        assert!(short.margin_points > 0.0 && short.way_to_oracle < 0.5 && !short.met, "{short:?}");
+    }
 }

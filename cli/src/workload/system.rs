@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use super::problem::Problem;
 use chronos_sync::collective::LocalCollective;
 use chronos_sync::config::SyncConfig;
-use chronos_sync::coordinator::{Coordinator, CoordinatorApi, CoordinatorConfig, Lease, OuterOptimizer};
+use chronos_sync::coordinator::{
+    Coordinator, CoordinatorApi, CoordinatorConfig, Lease, OuterOptimizer, TimescaleGroup,
+};
 use chronos_sync::error::{Error, Result};
 
 pub use super::metrics::{
@@ -53,6 +55,47 @@ pub struct Variant {
     pub outer: OuterMode,
 }
 
+/// How the final fit weights the training examples with the learned `lambda`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalWeights {
+    /// `sigmoid(lambda_i)`: the weights the outer problem optimized.
+    Sigmoid,
+    /// 1 when `lambda_i >= 0`, else 0: drop the examples judged corrupted.
+    Threshold,
+}
+
+impl FinalWeights {
+    /// The weight of an example with outer parameter `lambda`.
+    pub fn weight(self, lambda: f64) -> f64 {
+        match self {
+            FinalWeights::Sigmoid => super::model::sigmoid(lambda),
+            FinalWeights::Threshold => {
+                if lambda >= 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// Where each hypergradient's conjugate-gradient solve `H v = grad F` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmStart {
+    /// From zero.
+    None,
+    /// From the worker's previous solution.
+    Last,
+    /// From the score-weighted mean of the `k` solutions of past rounds whose
+    /// `lambda` shard is nearest the current one (Euclidean similarity, a
+    /// recency decay), held in the worker's `ContinuumMemory`.
+    Memory {
+        /// Solutions combined.
+        k: usize,
+    },
+}
+
 /// Everything that shapes a run except the variant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemConfig {
@@ -64,16 +107,33 @@ pub struct SystemConfig {
     pub inner_steps: usize,
     /// Synced inner steps after the last round, with the final `lambda`.
     pub final_steps: usize,
-    /// L2 strength of the inner problem.
+    /// How the final fit weights the training examples.
+    pub final_weights: FinalWeights,
+    /// Whether the final fit also trains on the validation set (weight 1,
+    /// split across the ranks like the training set).
+    pub final_with_val: bool,
+    /// L2 strength of the inner problem (its initial value when learned).
     pub mu: f64,
+    /// Learn `log mu` as one more outer parameter (appended after the
+    /// `lambda`s) on a slower timescale: updated every `mu_every` outer
+    /// rounds with its own learning rate, while the `lambda`s update every round.
+    pub timescales: bool,
+    /// Outer rounds between two updates of `log mu` (>= 1).
+    pub mu_every: u64,
+    /// Adam learning rate of `log mu`.
+    pub mu_lr: f32,
     /// Inner learning rate.
     pub inner_lr: f64,
     /// Inner heavy-ball momentum, in `[0, 1)`.
     pub momentum: f64,
     /// Outer (Adam) learning rate.
     pub outer_lr: f32,
-    /// Conjugate-gradient iterations per hypergradient.
+    /// Most conjugate-gradient iterations per hypergradient.
     pub cg_iters: usize,
+    /// CG stops once `||H v - grad F|| <= cg_tol ||grad F||`, in `(0, 1)`.
+    pub cg_tol: f64,
+    /// Where each CG solve starts.
+    pub warm_start: WarmStart,
     /// Worker slowdown after each hypergradient, as a multiple of its
     /// compute time: worker `r` sleeps `jitter * (r / (W-1) + u) / 2` times
     /// it, `u` uniform in `[0, 1)` from the seed.
@@ -91,11 +151,18 @@ impl Default for SystemConfig {
             rounds: 40,
             inner_steps: 8,
             final_steps: 40,
+            final_weights: FinalWeights::Sigmoid,
+            final_with_val: true,
             mu: 1e-4,
+            timescales: true,
+            mu_every: 5,
+            mu_lr: 0.1,
             inner_lr: 1.0,
             momentum: 0.9,
             outer_lr: 0.3,
             cg_iters: 8,
+            cg_tol: 1e-4,
+            warm_start: WarmStart::Memory { k: 3 },
             jitter: 1.0,
             seed: 0x5EED,
             timeout: Duration::from_secs(60),
@@ -116,6 +183,12 @@ impl SystemConfig {
         if !(self.mu.is_finite() && self.mu > 0.0) {
             return bad("mu", format!("must be finite and > 0, got {}", self.mu));
         }
+        if self.mu_every == 0 {
+            return bad("mu_every", "must be >= 1".into());
+        }
+        if !(self.mu_lr.is_finite() && self.mu_lr > 0.0) {
+            return bad("mu_lr", format!("must be finite and > 0, got {}", self.mu_lr));
+        }
         if !(self.inner_lr.is_finite() && self.inner_lr > 0.0) {
             return bad("inner_lr", format!("must be finite and > 0, got {}", self.inner_lr));
         }
@@ -127,6 +200,12 @@ impl SystemConfig {
         }
         if self.cg_iters == 0 {
             return bad("cg_iters", "must be >= 1".into());
+        }
+        if !(self.cg_tol.is_finite() && self.cg_tol > 0.0 && self.cg_tol < 1.0) {
+            return bad("cg_tol", format!("must be in (0, 1), got {}", self.cg_tol));
+        }
+        if let WarmStart::Memory { k: 0 } = self.warm_start {
+            return bad("warm_start", "memory warm starts need k >= 1".into());
         }
         if !(self.jitter.is_finite() && self.jitter >= 0.0) {
             return bad("jitter", format!("must be finite and >= 0, got {}", self.jitter));
@@ -164,12 +243,15 @@ impl<T: OuterStore + ?Sized> OuterStore for Arc<T> {
 }
 
 /// The coordinator settings for a run: the variant's outer mode (staleness,
-/// versions in flight, commits per outer step), Adam at `cfg.outer_lr`, and
-/// `cfg.timeout` for checkouts and leases. Errors: an invalid `cfg`.
+/// versions in flight, commits per outer step), Adam at `cfg.outer_lr`,
+/// `cfg.timeout` for checkouts and leases, and with `cfg.timescales` the
+/// timescale group of `log mu` (index `n`, every `cfg.mu_every` rounds, Adam
+/// at `cfg.mu_lr`). Errors: an invalid `cfg`.
 pub fn coordinator_config(problem: &Problem, cfg: &SystemConfig, variant: &Variant) -> Result<CoordinatorConfig> {
-    cfg.validate(problem.train.len())?;
+    let n = problem.train.len();
+    cfg.validate(n)?;
     let w = cfg.workers;
-    match variant.outer {
+    let builder = match variant.outer {
         OuterMode::Synchronous => CoordinatorConfig::builder().max_staleness(0).max_in_flight(1).min_commits(w),
         OuterMode::BoundedAsync { max_staleness, max_in_flight, min_commits } => CoordinatorConfig::builder()
             .max_staleness(max_staleness)
@@ -178,14 +260,29 @@ pub fn coordinator_config(problem: &Problem, cfg: &SystemConfig, variant: &Varia
     }
     .optimizer(OuterOptimizer::adam(cfg.outer_lr))
     .checkout_timeout(cfg.timeout)
-    .lease_ttl(cfg.timeout)
-    .build()
+    .lease_ttl(cfg.timeout);
+    let builder = if cfg.timescales {
+        builder.timescale(TimescaleGroup {
+            range: n..n + 1,
+            every: cfg.mu_every,
+            lr: cfg.mu_lr,
+            momentum: 0.9,
+            warmup: 0,
+        })
+    } else {
+        builder
+    };
+    builder.build()
 }
 
 /// Initial outer parameters for a run: `lambda = 0` (weight 1/2) for every
-/// training example.
-pub fn initial_outer_params(problem: &Problem, _cfg: &SystemConfig, _variant: &Variant) -> Vec<f32> {
-    vec![0.0f32; problem.train.len()]
+/// training example, then `log cfg.mu` when `cfg.timescales`.
+pub fn initial_outer_params(problem: &Problem, cfg: &SystemConfig, _variant: &Variant) -> Vec<f32> {
+    let mut outer = vec![0.0f32; problem.train.len()];
+    if cfg.timescales {
+        outer.push(cfg.mu.ln() as f32);
+    }
+    outer
 }
 
 /// Runs `variant` on `problem` in-process: `cfg.workers` threads over a

@@ -6,7 +6,8 @@
 //! Per round: `inner_steps` synced steps of momentum gradient descent on the
 //! rank's shard, then the implicit hypergradient of the shard's `lambda` at
 //! the synced model, committed against the lease checked out at the start of
-//! the round, then a new checkout that never waits (backpressure: keep the
+//! the round (with `dF/d(log mu)` in the last entry when the L2 strength is
+//! an outer parameter), then a new checkout that never waits (backpressure: keep the
 //! old `lambda` for a round, because the other ranks wait for this one in the
 //! next collective). After the rounds a collective barrier (so every commit
 //! is in), every rank reads the same final outer parameters and runs the
@@ -20,6 +21,7 @@ use super::model::{Design, accuracy, loss_grad, sigmoid};
 use super::problem::Problem;
 use super::rng::SplitMix64;
 use super::system::{OuterMode, OuterStore, SystemConfig, Variant, shard_range};
+use super::warm::WarmStarter;
 use chronos_sync::backend::{Backend, CpuBackend};
 use chronos_sync::collective::{Collective, SharedCollective};
 use chronos_sync::coordinator::{CommitOutcome, CommitRequest, Lease};
@@ -40,12 +42,12 @@ struct InnerState<C: Collective> {
 
 impl<C: Collective> InnerState<C> {
     /// One synced inner step on `shard` with example weights `weights`,
-    /// normalized by `denom`.
-    fn step(&mut self, shard: &Design, weights: &[f64], denom: f64, cfg: &SystemConfig) -> Result<()> {
+    /// normalized by `denom`, at L2 strength `mu`.
+    fn step(&mut self, shard: &Design, weights: &[f64], denom: f64, mu: f64, cfg: &SystemConfig) -> Result<()> {
         for (d, &s) in self.theta64.iter_mut().zip(&self.theta) {
             *d = f64::from(s);
         }
-        loss_grad(&self.theta64, shard, weights, denom, cfg.mu, &mut self.grad);
+        loss_grad(&self.theta64, shard, weights, denom, mu, &mut self.grad);
         for ((m, g), d) in self.momentum.iter_mut().zip(&self.grad).zip(self.delta.iter_mut()) {
             *m = cfg.momentum * *m + g;
             *d = (-cfg.inner_lr * *m) as f32;
@@ -62,10 +64,20 @@ impl<C: Collective> InnerState<C> {
     }
 }
 
-/// Rank 0's trace point for the current model.
-fn trace_point<C: Collective>(p: &Problem, st: &InnerState<C>, start: Instant) -> TracePoint {
+/// The inner L2 strength at outer parameters `outer`: `exp(outer[n])` when
+/// `log mu` is an outer parameter (`cfg.timescales`), else `cfg.mu`.
+pub(crate) fn inner_mu(outer: &[f32], n: usize, cfg: &SystemConfig) -> f64 {
+    match outer.get(n) {
+        Some(&log_mu) if cfg.timescales => f64::from(log_mu).exp(),
+        _ => cfg.mu,
+    }
+}
+
+/// Rank 0's trace point for the current model, trained against outer version `version`.
+fn trace_point<C: Collective>(p: &Problem, st: &InnerState<C>, start: Instant, version: u64) -> TracePoint {
     let theta = st.theta64();
     TracePoint {
+        outer_version: version,
         elapsed_s: start.elapsed().as_secs_f64(),
         inner_step: st.steps.len() as u64,
         test_accuracy: accuracy(&theta, &p.test),
@@ -136,31 +148,35 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
     let mut lambda: Vec<f64> = lease
         .as_ref()
         .map_or_else(|| vec![0.0; range.len()], |l| l.params[range.clone()].iter().map(|&v| f64::from(v)).collect());
+    let mut mu = lease.as_ref().map_or(cfg.mu, |l| inner_mu(&l.params, n, cfg));
     let mut out = RankOutput { rank, ..RankOutput::default() };
-    let mut warm: Option<Vec<f64>> = None;
+    let mut warm = WarmStarter::new(cfg.warm_start, shard.len(), np);
     let denom = shard.len() as f64;
     for _round in 0..cfg.rounds {
         let weights: Vec<f64> = lambda.iter().map(|&l| sigmoid(l)).collect();
         for _ in 0..cfg.inner_steps {
-            st.step(&shard, &weights, denom, cfg)?;
+            st.step(&shard, &weights, denom, mu, cfg)?;
         }
         if rank == 0 {
-            out.trace.push(trace_point(p, &st, start));
+            let version =
+                lease.as_ref().map_or_else(|| coordinator.current_state().map(|s| s.version), |l| Ok(l.version))?;
+            out.trace.push(trace_point(p, &st, start, version));
         }
         if let Some(l) = lease.take() {
             let t0 = Instant::now();
             let theta64 = st.theta64();
-            let inner = InnerProblem { train: &shard, lambda: &lambda, denom, mu: cfg.mu };
+            let inner = InnerProblem { train: &shard, lambda: &lambda, denom, mu };
             let mut v_out = Vec::new();
+            let guess = warm.guess(&lambda)?;
             let hg = implicit_hypergradient(
                 &theta64,
                 &inner,
                 &p.val,
-                CgOptions { tol: 1e-8, max_iter: cfg.cg_iters },
-                warm.as_deref(),
+                CgOptions { tol: cfg.cg_tol, max_iter: cfg.cg_iters },
+                guess.as_deref(),
                 Some(&mut v_out),
             );
-            warm = Some(v_out);
+            warm.record(&lambda, v_out, hg.val_loss)?;
             out.cg_iterations.push(hg.cg_iterations as u32);
             // The shard's Hessian stands in for the full one; the mixed
             // term's 1/|shard| becomes the global 1/n.
@@ -168,6 +184,11 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
             let mut full = vec![0.0f32; l.params.len()];
             for (dst, g) in full[range.clone()].iter_mut().zip(&hg.grad) {
                 *dst = (g * scale) as f32;
+            }
+            if cfg.timescales {
+                // Every rank's shard Hessian estimates the whole problem's
+                // derivative in log mu: no shard scaling.
+                full[n] = hg.log_mu as f32;
             }
             let delay = t0.elapsed().mul_f64(cfg.jitter * 0.5 * (slowness + rng.next_f64()));
             std::thread::sleep(delay);
@@ -185,6 +206,7 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
         match coordinator.try_checkout(worker) {
             Ok(l) => {
                 lambda = l.params[range.clone()].iter().map(|&v| f64::from(v)).collect();
+                mu = inner_mu(&l.params, n, cfg);
                 lease = Some(l);
             }
             Err(Error::Coordinator(CoordinatorError::Backpressure { .. })) => out.backpressure += 1,
@@ -197,15 +219,28 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
     // Every commit is in once every rank has passed this point: all ranks
     // then read the same final outer parameters.
     barrier.all_reduce_max(&mut [0u32])?;
-    let final_outer = coordinator.current_state()?.params;
-    let weights: Vec<f64> = final_outer[range].iter().map(|&l| sigmoid(f64::from(l))).collect();
+    let final_state = coordinator.current_state()?;
+    let final_outer = final_state.params;
+    let mu = inner_mu(&final_outer, n, cfg);
+    let mut weights: Vec<f64> = final_outer[range].iter().map(|&l| cfg.final_weights.weight(f64::from(l))).collect();
+    let fit_set = if cfg.final_with_val {
+        // The validation labels are clean: once the outer problem no longer
+        // needs them as a held-out signal, they are the best training data.
+        let val_range = shard_range(p.val.len(), cfg.workers, rank);
+        weights.resize(shard.len() + val_range.len(), 1.0);
+        shard.concat(&p.val.select(&val_range.collect::<Vec<_>>()))
+    } else {
+        shard.clone()
+    };
+    let fit_denom = fit_set.len() as f64;
     for _ in 0..cfg.final_steps {
-        st.step(&shard, &weights, denom, cfg)?;
+        st.step(&fit_set, &weights, fit_denom, mu, cfg)?;
     }
     if rank == 0 {
-        out.trace.push(trace_point(p, &st, start));
+        out.trace.push(trace_point(p, &st, start, final_state.version));
         out.theta = Some(st.theta.clone());
     }
+    out.mu_final = mu;
     out.steps = std::mem::take(&mut st.steps);
     out.sync_s = st.sync_s;
     Ok(out)
