@@ -130,3 +130,39 @@ fn another_budget_is_a_config_mismatch() {
         }
     }
 }
+
+/// A failed step (non-finite input, after warm-up) leaves the controller
+/// as it was: the run with a failed step inserted continues bitwise like
+/// the run without it, thresholds and checkpoints included.
+#[test]
+fn a_failed_step_changes_no_controller() {
+    for budget in [ThresholdBudget::sync_rate(0.2), ThresholdBudget::bytes_per_step(60.0)] {
+        let cfg = config(budget);
+        let updates = stationary(7, |_| 1e-2);
+        let run = |fail_after: Option<u64>| {
+            let mut sync = engine(&cfg);
+            let mut theta = crate::common::initial_params(7, 64, 1.0);
+            let mut delta = vec![0.0; 64];
+            let mut taus = Vec::new();
+            for t in 1..=200 {
+                if fail_after == Some(t - 1) {
+                    let before = (sync.next_threshold().to_bits(), sync.checkpoint().unwrap());
+                    let mut bad = vec![1e-3f32; 64];
+                    bad[3] = f32::NAN;
+                    assert!(matches!(sync.step(&bad, &mut theta), Err(Error::NonFinite { .. })));
+                    assert_eq!((sync.next_threshold().to_bits(), sync.checkpoint().unwrap()), before);
+                }
+                updates(0, t, &mut delta);
+                sync.step(&delta, &mut theta).unwrap();
+                taus.push(sync.next_threshold().to_bits());
+            }
+            (taus, sync.checkpoint().unwrap(), theta)
+        };
+        let (clean, failed) = (run(None), run(Some(120)));
+        assert_eq!(clean.0, failed.0, "{budget:?}: thresholds");
+        assert_eq!(clean.1, failed.1, "{budget:?}: final state");
+        crate::common::assert_bitwise_eq("theta", &clean.2, &failed.2);
+        let moved: std::collections::BTreeSet<u64> = clean.0.iter().copied().collect();
+        assert!(moved.len() > 10, "{budget:?}: the controller moved");
+    }
+}

@@ -122,3 +122,54 @@ fn no_budget_keeps_the_schedule_and_a_budget_keeps_the_warm_up() {
     assert_eq!(b[0].trace[WARMUP as usize - 1].report.threshold, 0.01f32);
     assert!(b[0].trace.iter().any(|s| s.report.threshold != 0.01f32 && s.t > WARMUP), "the budget steered");
 }
+
+/// In a `SyncGroup` each bucket has its own controller: two buckets with
+/// different targets on 2 ranks each reach their own rate, and both ranks
+/// hold the same threshold bits for each bucket at every step.
+#[test]
+fn each_bucket_of_a_group_steers_its_own_threshold() {
+    use chronos_sync::{BucketStep, CpuBackend, LocalCollective, SyncGroup};
+    let targets = [0.25, 0.1];
+    let configs: Vec<SyncConfig> = targets.iter().map(|&r| config(Some(ThresholdBudget::sync_rate(r)))).collect();
+    let updates = stationary(51, |_| 1e-3);
+    let handles = LocalCollective::group(2, std::time::Duration::from_secs(30)).unwrap();
+    let traces: Vec<Vec<[(u64, bool); 2]>> = std::thread::scope(|s| {
+        let joins: Vec<_> = handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, c)| {
+                let (configs, updates) = (&configs, &updates);
+                s.spawn(move || {
+                    let mut group = SyncGroup::new(CpuBackend::new(), c).unwrap();
+                    for cfg in configs {
+                        group.add_bucket(1024, cfg.clone()).unwrap();
+                    }
+                    let mut theta = crate::common::initial_params(51, 2048, 1.0);
+                    let mut delta = vec![0.0f32; 2048];
+                    let mut trace = Vec::new();
+                    for t in 1..=*WINDOW.end() {
+                        updates(rank, t, &mut delta);
+                        let (w0, w1) = theta.split_at_mut(1024);
+                        let (d0, d1) = delta.split_at(1024);
+                        group
+                            .step(&mut [BucketStep { delta: d0, params: w0 }, BucketStep { delta: d1, params: w1 }])
+                            .unwrap();
+                        let r = group.reports();
+                        trace.push([
+                            (group.next_threshold(0).unwrap().to_bits(), r[0].synced),
+                            (group.next_threshold(1).unwrap().to_bits(), r[1].synced),
+                        ]);
+                    }
+                    trace
+                })
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert_eq!(traces[0], traces[1], "the ranks' thresholds or verdicts differ");
+    for (b, &target) in targets.iter().enumerate() {
+        let w: Vec<bool> = traces[0][*WINDOW.start() as usize - 1..].iter().map(|s| s[b].1).collect();
+        let rate = w.iter().filter(|&&s| s).count() as f64 / w.len() as f64;
+        assert!((0.9 * target..=1.1 * target).contains(&rate), "bucket {b}: rate {rate}, target {target}");
+    }
+}
