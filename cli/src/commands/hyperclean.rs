@@ -4,12 +4,12 @@
 //! Prints one table and writes `hyperclean.svg` and `hyperclean.json`.
 
 use super::CliResult;
+use super::hyperclean_mp::VariantChoice;
 use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
 use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
 use crate::workload::system::{self, FinalWeights, OuterMode, RunMetrics, SystemConfig, Variant, WarmStart};
 use crate::workload::variants;
-use chronos_sync::config::ThresholdBudget;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -167,6 +167,11 @@ pub struct Args {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Run each configuration as W MPI processes (mpirun -np W, replacing
+    /// --workers) with the coordinator service in its own process (needs the
+    /// `mpi` and `service` features; see `hyperclean_mp`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub processes: Option<u64>,
 }
 
 /// `--best-outer`.
@@ -259,9 +264,9 @@ fn momentum_f64(s: &str) -> Result<f64, String> {
     if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("must be in [0, 1), got {v}")) }
 }
 
-/// Runs the comparison and writes the files.
-pub fn run(args: &Args) -> CliResult {
-    let spec = ProblemSpec {
+/// The problem the flags describe.
+pub fn problem_spec(args: &Args) -> ProblemSpec {
+    ProblemSpec {
         split: SplitSpec {
             train: args.train as usize,
             val: args.val as usize,
@@ -271,9 +276,13 @@ pub fn run(args: &Args) -> CliResult {
         features: args.features as usize,
         bandwidth: args.bandwidth,
         ..ProblemSpec::default()
-    };
-    let cfg = SystemConfig {
-        workers: args.workers as usize,
+    }
+}
+
+/// The run settings the flags describe (`--processes` replaces `--workers`).
+pub fn system_config(args: &Args) -> SystemConfig {
+    SystemConfig {
+        workers: args.processes.unwrap_or(args.workers) as usize,
         rounds: args.rounds as usize,
         inner_steps: args.inner_steps as usize,
         final_steps: args.final_steps as usize,
@@ -297,30 +306,42 @@ pub fn run(args: &Args) -> CliResult {
         jitter: args.jitter,
         seed: args.seed,
         timeout: Duration::from_secs(args.timeout_secs),
-    };
-    let budget = (args.best_sync_rate > 0.0).then(|| ThresholdBudget::sync_rate(args.best_sync_rate));
+    }
+}
+
+/// The three configurations compared, in table order.
+pub fn main_variants(args: &Args) -> Vec<Variant> {
+    let budget = (args.best_sync_rate > 0.0).then_some(args.best_sync_rate);
     let outer = match args.best_outer {
         OuterArg::Async => variants::seed().outer,
         OuterArg::Sync => OuterMode::Synchronous,
     };
-    let best = variants::best(args.best_ratio, args.best_threshold, budget, outer);
-    best.sync.validate()?;
+    vec![variants::dense(), variants::seed(), variants::best(args.best_ratio, args.best_threshold, budget, outer)]
+}
+
+/// Runs the comparison and writes the files.
+pub fn run(args: &Args) -> CliResult {
+    let spec = problem_spec(args);
+    let cfg = system_config(args);
+    let main = main_variants(args);
+    main[2].sync.validate()?;
     let problem = Arc::new(Problem::digits(&spec)?);
     cfg.validate(problem.train.len())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create output directory {}: {e}", args.out.display()))?;
 
     let mut runs = Vec::new();
-    let chosen: Vec<Variant> = args
+    let chosen: Vec<(usize, Variant)> = args
         .variants
         .iter()
         .map(|v| match v {
-            VariantArg::Dense => variants::dense(),
-            VariantArg::Seed => variants::seed(),
-            VariantArg::Best => best.clone(),
+            VariantArg::Dense => 0,
+            VariantArg::Seed => 1,
+            VariantArg::Best => 2,
         })
+        .map(|i| (i, main[i].clone()))
         .collect();
-    for variant in chosen {
+    for (index, variant) in chosen {
         let bar =
             if args.no_progress { ProgressBar::hidden() } else { ProgressBar::new((cfg.rounds * cfg.workers) as u64) };
         bar.set_style(
@@ -330,7 +351,10 @@ pub fn run(args: &Args) -> CliResult {
         );
         bar.set_message(variant.name.clone());
         let tick = bar.clone();
-        let mut metrics = run_variant(&problem, &cfg, &variant, move || tick.inc(1))?;
+        let mut metrics = match args.processes {
+            Some(_) => super::hyperclean_mp::run_variant(args, &problem, &cfg, &variant, VariantChoice::Main(index))?,
+            None => run_variant(&problem, &cfg, &variant, move || tick.inc(1))?,
+        };
         metrics.set_target(args.target_val_loss);
         bar.finish();
         runs.push(metrics);

@@ -7,6 +7,9 @@
 pub mod cluster_bench;
 pub mod coordinator;
 pub mod hyperclean;
+pub mod hyperclean_mp;
+pub mod hyperclean_rank;
+pub mod hyperclean_sweep;
 pub mod simulate;
 pub mod synthetic;
 
@@ -44,6 +47,8 @@ macro_rules! subcommands {
 subcommands! {
     Simulate => simulate,
     Hyperclean => hyperclean,
+    HypercleanSweep => hyperclean_sweep,
+    HypercleanRank => hyperclean_rank,
     Coordinator => coordinator,
     ClusterBench => cluster_bench,
 }
@@ -61,6 +66,10 @@ pub struct Cli {
 /// Parses the command line, runs the subcommand, and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // With the `png` feature every chart's text goes through a registered
+    // font; a missing one is reported by the command that draws.
+    #[cfg(feature = "png")]
+    let _ = crate::workload::plot_png::register_font();
     match cli.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

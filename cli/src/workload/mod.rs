@@ -16,15 +16,24 @@
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
 //! - [`rng`]: the seeded generator behind every random choice.
+//! - [`sweep`]: the grid of `hyperclean-sweep` and its Pareto front;
+//!   [`sweep_plot`] draws it.
+//! - [`launch`]: the child processes of a multi-process run (the coordinator
+//!   service and the `mpirun` job), bounded waits, no orphans.
 
 pub mod data;
 pub mod hypergrad;
+pub mod launch;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "png")]
+pub mod plot_png;
 pub mod problem;
 pub mod report;
 pub mod ridge;
 pub mod rng;
+pub mod sweep;
+pub mod sweep_plot;
 pub mod system;
 pub mod variants;
 pub mod warm;

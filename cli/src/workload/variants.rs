@@ -33,31 +33,55 @@ pub fn seed() -> Variant {
     }
 }
 
-/// The threshold ceiling of a budgeted best configuration (see [`best`]).
+/// Ceiling of a budgeted threshold: this problem's significance starts far
+/// above 1 (theta starts at zero), so the seed's ceiling of 0.1 would pin
+/// tau there and sync on every step.
 pub const BUDGET_MAX_THRESHOLD: f64 = 1000.0;
+
+/// Warm-up steps of a budgeted threshold: the runs are a few hundred steps,
+/// so the controller starts after 40 instead of the default 100.
+pub const BUDGET_WARMUP_STEPS: u64 = 40;
+
+/// Gain of the budget controller: tau must climb from its start to this
+/// problem's significance (two to three decades) within a few hundred steps.
+/// At the library's default gain (0.05) a sync raises tau by under 5 %, too
+/// slow for that; at 0.2 it is up to 20 %.
+pub const BUDGET_GAIN: f64 = 0.2;
+
+/// Puts `sync` in budget mode toward `sync_rate` (the fraction of steps that
+/// sync), with this problem's ceiling, warm-up and gain.
+pub fn with_sync_rate_budget(mut sync: SyncConfig, sync_rate: f64) -> SyncConfig {
+    sync.budget = Some(ThresholdBudget::sync_rate(sync_rate).with_gain(BUDGET_GAIN));
+    sync.max_threshold = BUDGET_MAX_THRESHOLD.max(sync.threshold);
+    sync.warmup_steps = BUDGET_WARMUP_STEPS;
+    sync
+}
 
 /// The crate's best configuration for this problem: histogram top-k (no
 /// sort) at `ratio` with bf16 values (4 bytes per entry with chunk-local u16
 /// indices), error feedback, the significance trigger at `threshold`, and the
 /// same bounded asynchrony as the seed.
 ///
-/// `budget`, when given, steers the threshold after warm-up toward a target
-/// sync rate or bytes per step (`SyncConfig::budget`); `threshold` is then
-/// where the controller starts. `outer` is the outer mode (the seed's
-/// bounded asynchrony, or synchronous outer steps).
-pub fn best(ratio: f64, threshold: f64, budget: Option<ThresholdBudget>, outer: OuterMode) -> Variant {
+/// `sync_rate`, when given, puts the threshold in budget mode
+/// ([`with_sync_rate_budget`]): steered after warm-up toward that fraction of
+/// syncing steps, starting from `threshold`. `outer` is the outer mode (the
+/// seed's bounded asynchrony, or synchronous outer steps).
+pub fn best(ratio: f64, threshold: f64, sync_rate: Option<f64>, outer: OuterMode) -> Variant {
     let sync = SyncConfig {
-        budget,
         threshold,
-        // Under a budget the controller needs room: this problem's
-        // significance starts far above 1 (theta starts at zero), so the
-        // seed's ceiling of 0.1 would pin tau and sync every step.
-        max_threshold: if budget.is_some() { BUDGET_MAX_THRESHOLD } else { SyncConfig::default().max_threshold }
-            .max(threshold),
+        max_threshold: SyncConfig::default().max_threshold.max(threshold),
         min_threshold: SyncConfig::default().min_threshold.min(threshold),
         selection: Selection::TopKApprox { ratio, slack: 0.1 },
         wire_dtype: WireDtype::Bf16,
         ..SyncConfig::default()
     };
-    Variant { name: format!("best (top-{}% bf16)", ratio * 100.0), sync, outer }
+    let sync = match sync_rate {
+        Some(rate) => with_sync_rate_budget(sync, rate),
+        None => sync,
+    };
+    let name = match sync_rate {
+        Some(rate) => format!("best (top-{}% bf16, {}% budget)", ratio * 100.0, rate * 100.0),
+        None => format!("best (top-{}% bf16)", ratio * 100.0),
+    };
+    Variant { name, sync, outer }
 }

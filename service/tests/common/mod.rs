@@ -30,11 +30,14 @@ pub fn serve_if_child() {
     let Ok(flags) = std::env::var(CHILD_ENV) else { return };
     // The parent holds our stdin open; when it goes away (even SIGKILLed),
     // stdin reaches end of file and this server exits: no orphans.
-    std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
+    // (Unless the test checks the server's own `--exit-on-stdin-eof`.)
+    if std::env::var_os("CHRONOS_TEST_NO_STDIN_WATCH").is_none() {
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            std::process::exit(0);
+        });
+    }
     let argv = std::iter::once("serve".to_owned()).chain(flags.split('\u{1f}').map(str::to_owned));
     let code = match ServeCli::try_parse_from(argv) {
         Ok(cli) => match cli.serve.run() {
