@@ -85,7 +85,7 @@ pub(super) fn apply(
     // apply_theta pass restored it (see shaders/apply_theta.wgsl); from here
     // until this apply has finished it may not be.
     let dirty = std::mem::replace(&mut state.scratch_dirty, true);
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Apply));
     if dirty {
         rec.clear(&state.sum, 0, 4 * state.n);
         rec.clear(&state.mark, 0, state.mark.size());
@@ -119,7 +119,7 @@ pub(super) fn apply(
     } else {
         rec.clear(acc, 0, 4 * state.n);
     }
-    rec.submit(state.ring(Phase::Apply))?;
+    rec.submit()?;
     ctx.wait("wgpu apply")?;
     state.scratch_dirty = false;
     Ok(())

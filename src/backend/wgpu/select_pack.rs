@@ -30,14 +30,14 @@ pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut Wgpu
     let total = state.own_table.layout().total_bytes;
     let host = &mut state.packed_host;
     host.clear();
-    ctx.read_mapped("wgpu select_pack", &state.packed_read, total, |b| host.extend_from_slice(b))?;
+    ctx.read_mapped("wgpu select_pack", &state.packed_read, total, &state.map_slot, |b| host.extend_from_slice(b))?;
     Ok(&state.packed_host)
 }
 
 fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
     let acc = &state.acc[state.committed];
     let n = state.n;
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Select));
     rec.copy(&state.sel_init, 0, &state.sel, 0, 32);
     match state.rule {
         Rule::TopK { .. } => {
@@ -107,7 +107,7 @@ fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<
         ],
     );
     rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
-    rec.submit(state.ring(Phase::Select))
+    rec.submit()
 }
 
 /// Reads the header and chunk table written by the scan into
@@ -117,7 +117,7 @@ fn read_chunk_table(ctx: &GpuContext, state: &mut WgpuState) -> Result<()> {
     let head = state.head_bytes();
     let table = &mut state.own_table;
     let mut read = Ok(0);
-    ctx.read_mapped("wgpu select_pack", &state.head_read, head, |b| read = table.read_prefix(b))?;
+    ctx.read_mapped("wgpu select_pack", &state.head_read, head, &state.map_slot, |b| read = table.read_prefix(b))?;
     let (n, dtype) = (table.layout().n, table.layout().dtype);
     match read {
         Ok(_) if n == state.n && dtype == state.dtype => Ok(()),
@@ -153,7 +153,7 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()
     let size = state.dtype.size() as u64;
     let idx_cap = state.pk_idx.size();
     let val_cap = state.pk_val.size();
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Pack));
     rec.clear(&state.pk_idx, head, values_off - head);
     rec.clear(&state.pk_val, 0, vbytes);
     let chunk = CHUNK_ELEMS as u64;
@@ -213,5 +213,5 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()
     rec.copy(&state.pk_idx, 0, &state.packed_read, 0, values_off);
     rec.copy(&state.pk_val, 0, &state.packed_read, values_off, vbytes);
     rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
-    rec.submit(state.ring(Phase::Pack))
+    rec.submit()
 }

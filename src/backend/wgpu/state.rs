@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use super::buffer::vector_usage;
-use super::context::{BACKEND, GpuContext};
+use super::context::{BACKEND, GpuContext, MapSlot, map_slot};
 use super::recorder::ParamRing;
 use super::segments::{Segments, max_segment_elems};
 use crate::config::{Selection, SyncConfig, WireDtype};
@@ -85,6 +85,8 @@ pub struct WgpuState {
     /// The selection rule's initial selection words, written once here and
     /// copied on the device into `sel` at every select (no upload per sync).
     pub(super) sel_init: wgpu::Buffer,
+    /// The result slot of this state's readbacks.
+    pub(super) map_slot: MapSlot,
 }
 
 /// Which of a state's parameter rings a submission uses.
@@ -214,6 +216,7 @@ pub(super) fn create(
                 ctx.write(&b, 0, bytemuck::cast_slice(&super::select_pack::initial_selection(rule)));
                 b
             },
+            map_slot: map_slot(),
         })
     })
 }
