@@ -44,6 +44,11 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 /// Allocations made by rayon's global injector queue (see `is_rayon_injector`).
 static RAYON_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations made inside wgpu's own code (see `is_inside_wgpu`).
+static DRIVER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations per window whose backtrace is taken (symbolizing is slow);
+/// every one when a wgpu engine is measured, whose driver allocates.
+static CLASSIFY_LIMIT: AtomicU64 = AtomicU64::new(MAX_CLASSIFIED);
 /// `(site, count, first backtrace)` per distinct allocation site.
 static SITES: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
 static WANT_TRACES: AtomicBool = AtomicBool::new(true);
@@ -62,12 +67,18 @@ fn note_alloc() {
     if reentered {
         return;
     }
-    let classified = ALLOCS.load(Ordering::Relaxed) + RAYON_ALLOCS.load(Ordering::Relaxed) < MAX_CLASSIFIED;
+    let seen =
+        ALLOCS.load(Ordering::Relaxed) + RAYON_ALLOCS.load(Ordering::Relaxed) + DRIVER_ALLOCS.load(Ordering::Relaxed);
+    let classified = seen < CLASSIFY_LIMIT.load(Ordering::Relaxed);
     if classified && WANT_TRACES.load(Ordering::Relaxed) {
         let trace = std::backtrace::Backtrace::force_capture().to_string();
         let site = allocation_site(&trace);
         if is_rayon_injector(&site) {
             RAYON_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        } else if is_inside_wgpu(&trace) {
+            DRIVER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+            let _ = IN_HOOK.try_with(|h| h.set(false));
+            return;
         } else {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
@@ -136,9 +147,23 @@ fn is_rayon_injector(site: &str) -> bool {
     site.starts_with("crossbeam_deque::deque::Block<T>::new") && site.contains("rayon_core::registry::Registry::inject")
 }
 
+/// Whether the allocation happened inside a call into wgpu (its API crate,
+/// wgpu-core, wgpu-hal or naga): command encoders, submissions, queue
+/// writes and buffer mappings allocate there on every call, which no caller
+/// can avoid; they are counted apart and reported. Frames of this crate's
+/// own wgpu backend start with `chronos_sync`, so they never match.
+fn is_inside_wgpu(trace: &str) -> bool {
+    trace.lines().filter_map(|l| l.trim().split_once(": ").map(|(_, f)| f)).any(|f| {
+        ["wgpu::", "wgpu_core::", "wgpu_hal::", "wgpu_types::", "naga::", "<wgpu", "<naga"]
+            .iter()
+            .any(|p| f.starts_with(p))
+    })
+}
+
 fn arm() {
     ALLOCS.store(0, Ordering::SeqCst);
     RAYON_ALLOCS.store(0, Ordering::SeqCst);
+    DRIVER_ALLOCS.store(0, Ordering::SeqCst);
     ARMED.store(true, Ordering::SeqCst);
 }
 
@@ -291,7 +316,134 @@ fn run_case(case: &Case, world: usize, grouped: bool) -> ((u64, u64), usize) {
     (count, synced.load(Ordering::Relaxed) as usize)
 }
 
+/// Runs `case` on `world` ranks of a device backend (one backend per rank,
+/// made by `make`), with the updates uploaded to the device during warm-up
+/// so that the measured window holds the engine's steps only. Returns the
+/// allocations counted (step path, rayon injector, inside wgpu) and how
+/// many of the measured steps synced.
+#[cfg(any(feature = "cuda-emu", feature = "wgpu"))]
+fn run_device_case<B: chronos_sync::Backend + 'static>(
+    make: &(dyn Fn() -> B + Sync),
+    case: &Case,
+    world: usize,
+) -> ((u64, u64, u64), usize) {
+    use std::borrow::{Borrow, BorrowMut};
+    use std::sync::Arc;
+    let collectives = LocalCollective::group(world, Duration::from_secs(60)).expect("group");
+    let barrier = Barrier::new(world + 1);
+    let synced = AtomicU64::new(0);
+    let mut count = (0, 0, 0);
+    std::thread::scope(|s| {
+        for c in collectives {
+            let (barrier, synced) = (&barrier, &synced);
+            std::thread::Builder::new()
+                .name(format!("rank-{}", c.rank()))
+                .spawn_scoped(s, move || {
+                    let rank = c.rank() as u64;
+                    let b = Arc::new(make());
+                    let mut host = vec![0.0f32; N];
+                    fill(&mut host, 1, 2.0);
+                    let mut theta = b.alloc(N).expect("alloc");
+                    b.upload(&host, theta.borrow_mut()).expect("upload");
+                    let deltas: Vec<B::Buffer> = (0..4)
+                        .map(|v| {
+                            fill(&mut host, 100 * rank + v, 1e-3);
+                            let mut d = b.alloc(N).expect("alloc");
+                            b.upload(&host, d.borrow_mut()).expect("upload");
+                            d
+                        })
+                        .collect();
+                    let mut sync = SparseSync::new(Arc::clone(&b), c, N, case.config.clone()).expect("engine");
+                    for t in 0..WARMUP_STEPS + MEASURED_STEPS {
+                        if t == WARMUP_STEPS {
+                            barrier.wait();
+                            barrier.wait();
+                        }
+                        let report = sync.step(deltas[t % 4].borrow(), theta.borrow_mut()).expect("step");
+                        if t >= WARMUP_STEPS && report.synced && rank == 0 {
+                            synced.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    barrier.wait();
+                    barrier.wait();
+                })
+                .expect("spawn rank");
+        }
+        barrier.wait();
+        arm();
+        barrier.wait();
+        barrier.wait();
+        let (allocs, rayon) = disarm();
+        count = (allocs, rayon, DRIVER_ALLOCS.load(Ordering::SeqCst));
+        barrier.wait();
+    });
+    (count, synced.load(Ordering::Relaxed) as usize)
+}
+
+/// The device engines: the CUDA kernels' CPU emulation and wgpu (lavapipe
+/// without a GPU), 1 and 2 ranks, every case. Zero allocations on the step
+/// path; wgpu's own allocations inside its API calls are counted apart and
+/// printed. Returns the failures.
+#[cfg(any(feature = "cuda-emu", feature = "wgpu"))]
+fn device_cases() -> Vec<String> {
+    let mut failures = Vec::new();
+    #[allow(clippy::type_complexity)]
+    let mut engines: Vec<(&str, Box<dyn Fn(&Case, usize) -> ((u64, u64, u64), usize)>)> = Vec::new();
+    #[cfg(feature = "cuda-emu")]
+    engines
+        .push(("cuda-emu", Box::new(|case, world| run_device_case(&chronos_sync::CudaEmuBackend::new, case, world))));
+    #[cfg(feature = "wgpu")]
+    match chronos_sync::WgpuBackend::new() {
+        Ok(probe) => {
+            println!("alloc: wgpu on {}", probe.adapter_name());
+            drop(probe);
+            let make = || chronos_sync::WgpuBackend::new().expect("wgpu backend");
+            engines.push(("wgpu", Box::new(move |case, world| run_device_case(&make, case, world))));
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            failures.push(format!("wgpu unavailable under CI: {e}"))
+        }
+        Err(e) => println!("alloc: SKIP wgpu: {e}"),
+    }
+    for (label, run) in &engines {
+        CLASSIFY_LIMIT.store(if *label == "wgpu" { u64::MAX } else { MAX_CLASSIFIED }, Ordering::SeqCst);
+        for world in [1, 2] {
+            for case in cases() {
+                let ((allocs, rayon, driver), synced) = run(&case, world);
+                let verdict = if allocs == 0 { "ok" } else { "FAILED" };
+                println!(
+                    "alloc: W={world} {label:<9} {:<52} {MEASURED_STEPS} steps ({synced:>2} synced): {allocs} \
+                     allocations (+{rayon} rayon, +{driver} inside wgpu) ... {verdict}",
+                    case.name
+                );
+                if allocs != 0 {
+                    failures.push(format!(
+                        "W={world} {label} {}: {allocs} allocations in {MEASURED_STEPS} steps",
+                        case.name
+                    ));
+                    for (site, n, trace) in SITES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                        println!("    {n} x {site}");
+                        if std::env::var_os("CHRONOS_ALLOC_FULL_TRACES").is_some() {
+                            println!("{trace}");
+                        }
+                    }
+                }
+                SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        }
+    }
+    CLASSIFY_LIMIT.store(MAX_CLASSIFIED, Ordering::SeqCst);
+    failures
+}
+
 fn main() {
+    // wgpu-core (debug builds) takes `Backtrace::capture()` while it holds
+    // its locks; were that capture enabled, it would hold std's backtrace
+    // lock while allocating, and this hook's own capture would deadlock on
+    // it. Only `Backtrace::capture` reads this variable (panics and this
+    // hook's `force_capture` do not).
+    // SAFETY: set before any other thread exists.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     WANT_TRACES.store(std::env::var("CHRONOS_ALLOC_TRACES").map(|v| v != "0").unwrap_or(true), Ordering::Relaxed);
 
     // The counter itself must see an allocation, or a zero below means nothing.
@@ -338,6 +490,8 @@ fn main() {
             SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
+    #[cfg(any(feature = "cuda-emu", feature = "wgpu"))]
+    failures.extend(device_cases());
     if !failures.is_empty() {
         eprintln!("heap allocations after warm-up:\n  {}", failures.join("\n  "));
         std::process::exit(1);

@@ -12,9 +12,10 @@
 //! copied, and after warm-up no operation allocates (`tests/alloc.rs` checks
 //! it). On wgpu and CUDA, `accumulate` reads back only the 32-byte
 //! [`StepStatus`]; on a syncing step `select_pack` also reads the packed
-//! bytes back to the host and `apply` uploads every rank's gathered bytes,
-//! and their host side still allocates small vectors per operation. Both
-//! count their host traffic, waits and object creations
+//! bytes back to the host and `apply` uploads every rank's gathered bytes.
+//! Their host side allocates nothing per step after warm-up either
+//! (`tests/alloc.rs` runs the CUDA emulation and wgpu too; wgpu's own
+//! allocations inside its API calls are counted apart). Both count their host traffic, waits and object creations
 //! ([`TransferCounts`]; `tests/integration/transfer.rs` asserts the
 //! per-step budgets).
 //!

@@ -1,15 +1,16 @@
 //! The decoder: full validation of an untrusted packed buffer, in one pass
 //! over its bytes, into a zero-copy view with O(1) access to every chunk.
 //!
-//! Order of checks: header fields, then the chunk table against the chunk
-//! lengths and the header's count, then the exact total length (all sizes in
-//! checked arithmetic, before anything is allocated from them), then each
-//! section's structure and the checksum while the bytes are read once.
+//! Order of checks: the header, the chunk table and the exact total length,
+//! by the one reader of those ([`ChunkTable`], wire/table.rs, which every
+//! backend's `apply` uses too), then each section's structure and the
+//! checksum while the bytes are read once.
 
 use super::checksum::word_term;
 use super::encode::PackedDelta;
-use super::layout::{self, CHECKSUM_OFFSET, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, Layout, MAGIC};
+use super::layout::{self, CHECKSUM_OFFSET, CHUNK_ELEMS, Layout};
 use super::quantize;
+use super::table::{ChunkTable, u16_at, u32_at};
 use crate::config::WireDtype;
 use crate::error::WireError;
 
@@ -17,121 +18,10 @@ use crate::error::WireError;
 /// block is read from memory once and re-read from L1.
 const VALUE_BLOCK_BYTES: usize = 16 * 1024;
 
-/// The header fields a decoder trusts after the header checks.
-#[derive(Clone, Copy)]
-struct Header {
-    n: u64,
-    dtype: WireDtype,
-    count: u64,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// Checks length >= 32, magic and version; returns the untrusted count.
-fn read_count(bytes: &[u8]) -> Result<u64, WireError> {
-    if bytes.len() < HEADER_BYTES {
-        return Err(WireError::Truncated { needed: HEADER_BYTES as u64, have: bytes.len() as u64 });
-    }
-    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if found != MAGIC {
-        return Err(WireError::BadMagic { found });
-    }
-    let version = u16_at(bytes, 4);
-    if version != FORMAT_VERSION {
-        return Err(WireError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
-    }
-    Ok(u64_at(bytes, 16))
-}
-
-/// All header checks: [`read_count`]'s, the dtype code and the reserved fields.
-fn read_header(bytes: &[u8]) -> Result<Header, WireError> {
-    let count = read_count(bytes)?;
-    let dtype = WireDtype::from_code(bytes[6]).ok_or(WireError::UnknownDtype { code: bytes[6] })?;
-    if bytes[7] != 0 {
-        return Err(WireError::NonZeroReserved { offset: 7 });
-    }
-    if let Some(i) = bytes[28..32].iter().position(|&b| b != 0) {
-        return Err(WireError::NonZeroReserved { offset: 28 + i as u64 });
-    }
-    Ok(Header { n: u64_at(bytes, 8), dtype, count })
-}
-
-/// Reads the entry count from a header, checking only the length (>= 32),
-/// magic and version: cheap, for sizing before a full [`PackedView::parse`].
-pub fn peek_count(bytes: &[u8]) -> Result<u64, WireError> {
-    read_count(bytes)
-}
-
 /// Fully validates `bytes` (as [`PackedView::parse`]) and checks that it is
 /// for `n` elements of `dtype`, else [`WireError::Mismatch`].
 pub fn validate(bytes: &[u8], n: u64, dtype: WireDtype) -> Result<(), WireError> {
     PackedView::parse_for(bytes, n, dtype).map(|_| ())
-}
-
-/// Reads the header and the chunk table at the start of `bytes`, filling the
-/// layout's offset vectors (cleared first), and returns the header and the
-/// total buffer length they imply. The body is not read: this is the one
-/// place that knows how long a buffer is, shared by full validation and by
-/// splitting concatenated buffers ([`Validator::leading_len`]).
-fn scan_table(
-    bytes: &[u8],
-    index_offsets: &mut Vec<u64>,
-    entry_offsets: &mut Vec<u64>,
-) -> Result<(Header, u64), WireError> {
-    let header = read_header(bytes)?;
-    let Header { n, dtype, count } = header;
-    let have = bytes.len() as u64;
-    // num_chunks(n) <= 2^48, so this cannot overflow.
-    let table_end = layout::index_base(n);
-    if have < table_end {
-        return Err(WireError::Truncated { needed: table_end, have });
-    }
-    // The table is inside the buffer, so the chunk count is bounded by
-    // the buffer length and the vectors below are too.
-    let chunks = ((table_end - HEADER_BYTES as u64) / 4) as usize;
-    let table = &bytes[HEADER_BYTES..table_end as usize];
-    index_offsets.clear();
-    entry_offsets.clear();
-    index_offsets.reserve(chunks + 1);
-    entry_offsets.reserve(chunks);
-    let mut at = table_end;
-    let mut entries = 0u64;
-    for (c, slot) in table.chunks_exact(4).enumerate() {
-        let k = u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]]);
-        let len = layout::chunk_len(n, c as u64);
-        if k > len {
-            return Err(WireError::ChunkOverfull { chunk: c as u64, count: k, len });
-        }
-        index_offsets.push(at);
-        entry_offsets.push(entries);
-        at = at.saturating_add(layout::index_section_bytes(k, len));
-        // k <= chunk length and the chunk lengths sum to n: no overflow.
-        entries += u64::from(k);
-    }
-    index_offsets.push(at);
-    if entries != count {
-        return Err(WireError::CountMismatch { header: count, table: entries, n });
-    }
-    let size = dtype.size() as u64;
-    let total = count
-        .checked_mul(size)
-        .and_then(|b| b.checked_add(3))
-        .map(|b| b & !3)
-        .and_then(|vb| vb.checked_add(at))
-        .unwrap_or(u64::MAX);
-    Ok((header, total))
 }
 
 /// Reusable validation: [`validate`] without a per-call allocation once the
@@ -139,8 +29,7 @@ fn scan_table(
 /// as [`crate::SparseSync`] needs).
 #[derive(Debug, Default)]
 pub struct Validator {
-    index_offsets: Vec<u64>,
-    entry_offsets: Vec<u64>,
+    table: ChunkTable,
 }
 
 impl Validator {
@@ -148,14 +37,7 @@ impl Validator {
     /// (best effort: when that much cannot be allocated, the scratch starts
     /// empty and grows on use; never a panic or an abort).
     pub fn for_len(n: u64) -> Self {
-        let chunks = usize::try_from(crate::wire::layout::num_chunks(n)).unwrap_or(0);
-        let mut v = Validator::default();
-        if v.index_offsets.try_reserve_exact(chunks.saturating_add(1)).is_err()
-            || v.entry_offsets.try_reserve_exact(chunks).is_err()
-        {
-            v = Validator::default();
-        }
-        v
+        Validator { table: ChunkTable::for_len(n) }
     }
 
     /// The length of the packed buffer that starts `bytes` (which may hold
@@ -164,19 +46,14 @@ impl Validator {
     /// `bytes.len()`: the caller compares. Used to split the concatenated
     /// buffers of a grouped exchange before validating each one.
     pub fn leading_len(&mut self, bytes: &[u8]) -> Result<u64, WireError> {
-        let (_, total) = scan_table(bytes, &mut self.index_offsets, &mut self.entry_offsets)?;
-        Ok(total)
+        self.table.read_prefix(bytes)
     }
 
     /// Same checks and errors as [`validate`].
     pub fn validate(&mut self, bytes: &[u8], n: u64, dtype: WireDtype) -> Result<(), WireError> {
-        let index_offsets = std::mem::take(&mut self.index_offsets);
-        let entry_offsets = std::mem::take(&mut self.entry_offsets);
-        let view = PackedView::parse_reusing(bytes, index_offsets, entry_offsets)?;
-        let (found_n, found_dtype) = (view.n(), view.dtype());
-        let layout = view.into_layout();
-        self.index_offsets = layout.index_offsets;
-        self.entry_offsets = layout.entry_offsets;
+        self.table.read(bytes)?;
+        check_body(bytes, self.table.layout())?;
+        let (found_n, found_dtype) = (self.table.layout().n, self.table.layout().dtype);
         if found_n != n || found_dtype != dtype {
             return Err(WireError::Mismatch { n, dtype, found_n, found_dtype });
         }
@@ -236,29 +113,11 @@ impl<'a> PackedView<'a> {
     /// [`WireError::BitmapCount`]; [`WireError::NonFiniteValue`]; and
     /// [`WireError::ChecksumMismatch`], checked last.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        Self::parse_reusing(bytes, Vec::new(), Vec::new())
-    }
-
-    /// [`PackedView::parse`] building the layout in the given vectors
-    /// (cleared first), so that a caller validating buffer after buffer can
-    /// hand back [`PackedView::into_layout`]'s vectors and allocate nothing.
-    fn parse_reusing(
-        bytes: &'a [u8],
-        mut index_offsets: Vec<u64>,
-        mut entry_offsets: Vec<u64>,
-    ) -> Result<Self, WireError> {
-        let (Header { n, dtype, count }, total) = scan_table(bytes, &mut index_offsets, &mut entry_offsets)?;
-        let have = bytes.len() as u64;
-        if have < total {
-            return Err(WireError::Truncated { needed: total, have });
-        }
-        if have > total {
-            return Err(WireError::Oversized { expected: total, have });
-        }
-        let view =
-            PackedView { bytes, layout: Layout { n, dtype, count, index_offsets, entry_offsets, total_bytes: total } };
-        view.check_body()?;
-        Ok(view)
+        let mut table = ChunkTable::new();
+        table.read(bytes)?;
+        let layout = table.into_layout();
+        check_body(bytes, &layout)?;
+        Ok(PackedView { bytes, layout })
     }
 
     /// [`PackedView::parse`], then [`WireError::Mismatch`] unless the buffer
@@ -269,48 +128,6 @@ impl<'a> PackedView<'a> {
             return Err(WireError::Mismatch { n, dtype, found_n: view.n(), found_dtype: view.dtype() });
         }
         Ok(view)
-    }
-
-    /// Structure of every index section and the values, and the checksum.
-    /// Lengths were checked by `parse`, so every slice here is in bounds.
-    fn check_body(&self) -> Result<(), WireError> {
-        let b = self.bytes;
-        let skip = CHECKSUM_OFFSET / 4;
-        let table_end = self.layout.index_offsets[0] as usize;
-        let mut sum =
-            term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
-        for c in 0..self.num_chunks() {
-            let chunk = self.chunk_unchecked(c);
-            let start = self.layout.index_offsets[c] as usize;
-            let end = self.layout.index_offsets[c + 1] as usize;
-            sum = sum.wrapping_add(term_sum(&b[start..end], start / 4));
-            match chunk.entries {
-                ChunkIndex::List(list) => check_list(&chunk, list, &b[start + list.len()..end], start + list.len())?,
-                ChunkIndex::Bitmap(words) => check_bitmap(&chunk, words, start)?,
-            }
-        }
-        let values_at = self.layout.values_offset() as usize;
-        let values = &b[values_at..];
-        let dtype = self.dtype();
-        let payload = self.count() as usize * dtype.size();
-        for (blk, block) in values.chunks(VALUE_BLOCK_BYTES).enumerate() {
-            let block_at = blk * VALUE_BLOCK_BYTES;
-            sum = sum.wrapping_add(term_sum(block, (values_at + block_at) / 4));
-            let used = payload.saturating_sub(block_at).min(block.len());
-            if let Some(j) = first_non_finite(&block[..used], dtype) {
-                return Err(WireError::NonFiniteValue {
-                    position: ((block_at + j * dtype.size()) / dtype.size()) as u64,
-                });
-            }
-            if let Some(p) = block[used..].iter().position(|&x| x != 0) {
-                return Err(WireError::NonZeroReserved { offset: (values_at + block_at + used + p) as u64 });
-            }
-        }
-        let expected = u32_at(b, CHECKSUM_OFFSET);
-        if sum != expected {
-            return Err(WireError::ChecksumMismatch { expected, actual: sum });
-        }
-        Ok(())
     }
 
     /// The whole buffer.
@@ -423,30 +240,76 @@ impl<'a> PackedView<'a> {
 
     /// `c < num_chunks()` is the caller's promise (checked by slicing).
     fn chunk_unchecked(&self, c: usize) -> ChunkView<'a> {
-        let n = self.n();
-        let len = layout::chunk_len(n, c as u64);
-        let first_entry = self.layout.entry_offsets[c];
-        let next_entry = self.layout.entry_offsets.get(c + 1).copied().unwrap_or(self.count());
-        let count = (next_entry - first_entry) as u32;
-        let start = self.layout.index_offsets[c] as usize;
-        let end = self.layout.index_offsets[c + 1] as usize;
-        let section = &self.bytes[start..end];
-        let entries = if layout::uses_bitmap(count, len) {
-            ChunkIndex::Bitmap(section)
-        } else {
-            ChunkIndex::List(&section[..2 * count as usize])
-        };
-        let size = self.dtype().size();
-        let v0 = self.layout.values_offset() as usize + first_entry as usize * size;
-        ChunkView {
-            chunk: c as u64,
-            len,
-            count,
-            first_entry,
-            dtype: self.dtype(),
-            entries,
-            values: &self.bytes[v0..v0 + count as usize * size],
+        chunk_at(self.bytes, &self.layout, c)
+    }
+}
+
+/// Structure of every index section and the values, and the checksum.
+/// Lengths were checked by [`ChunkTable::read`], so every slice here is in
+/// bounds.
+fn check_body(b: &[u8], lay: &Layout) -> Result<(), WireError> {
+    let skip = CHECKSUM_OFFSET / 4;
+    let table_end = lay.index_offsets[0] as usize;
+    let mut sum =
+        term_sum(&b[..CHECKSUM_OFFSET], 0).wrapping_add(term_sum(&b[CHECKSUM_OFFSET + 4..table_end], skip + 1));
+    for c in 0..lay.entry_offsets.len() {
+        let chunk = chunk_at(b, lay, c);
+        let start = lay.index_offsets[c] as usize;
+        let end = lay.index_offsets[c + 1] as usize;
+        sum = sum.wrapping_add(term_sum(&b[start..end], start / 4));
+        match chunk.entries {
+            ChunkIndex::List(list) => check_list(&chunk, list, &b[start + list.len()..end], start + list.len())?,
+            ChunkIndex::Bitmap(words) => check_bitmap(&chunk, words, start)?,
         }
+    }
+    let values_at = lay.values_offset() as usize;
+    let values = &b[values_at..];
+    let dtype = lay.dtype;
+    let payload = lay.count as usize * dtype.size();
+    for (blk, block) in values.chunks(VALUE_BLOCK_BYTES).enumerate() {
+        let block_at = blk * VALUE_BLOCK_BYTES;
+        sum = sum.wrapping_add(term_sum(block, (values_at + block_at) / 4));
+        let used = payload.saturating_sub(block_at).min(block.len());
+        if let Some(j) = first_non_finite(&block[..used], dtype) {
+            return Err(WireError::NonFiniteValue { position: ((block_at + j * dtype.size()) / dtype.size()) as u64 });
+        }
+        if let Some(p) = block[used..].iter().position(|&x| x != 0) {
+            return Err(WireError::NonZeroReserved { offset: (values_at + block_at + used + p) as u64 });
+        }
+    }
+    let expected = u32_at(b, CHECKSUM_OFFSET);
+    if sum != expected {
+        return Err(WireError::ChecksumMismatch { expected, actual: sum });
+    }
+    Ok(())
+}
+
+/// Chunk `c` of a buffer laid out by `lay`; `c < num_chunks` is the
+/// caller's promise (checked by slicing).
+fn chunk_at<'a>(bytes: &'a [u8], lay: &Layout, c: usize) -> ChunkView<'a> {
+    let n = lay.n;
+    let len = layout::chunk_len(n, c as u64);
+    let first_entry = lay.entry_offsets[c];
+    let next_entry = lay.entry_offsets.get(c + 1).copied().unwrap_or(lay.count);
+    let count = (next_entry - first_entry) as u32;
+    let start = lay.index_offsets[c] as usize;
+    let end = lay.index_offsets[c + 1] as usize;
+    let section = &bytes[start..end];
+    let entries = if layout::uses_bitmap(count, len) {
+        ChunkIndex::Bitmap(section)
+    } else {
+        ChunkIndex::List(&section[..2 * count as usize])
+    };
+    let size = lay.dtype.size();
+    let v0 = lay.values_offset() as usize + first_entry as usize * size;
+    ChunkView {
+        chunk: c as u64,
+        len,
+        count,
+        first_entry,
+        dtype: lay.dtype,
+        entries,
+        values: &bytes[v0..v0 + count as usize * size],
     }
 }
 
@@ -694,6 +557,7 @@ impl ExactSizeIterator for LocalIndices<'_> {}
 mod tests {
     use super::*;
     use crate::wire::checksum::checksum;
+    use crate::wire::peek_count;
 
     fn sample(dtype: WireDtype) -> PackedDelta {
         // chunk 0: bitmap (5000 entries), chunk 1: empty, chunk 2: odd list, chunk 3: short last chunk.

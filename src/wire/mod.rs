@@ -4,13 +4,17 @@
 //!
 //! [`PackedDelta`] is the owned form and the encoder; [`PackedView`] is the
 //! validating, zero-copy decoder that appliers read chunk by chunk
-//! ([`ChunkView`]), in parallel if they like.
+//! ([`ChunkView`]), in parallel if they like. [`ChunkTable`] is the one
+//! reader of the header and chunk table, shared by the decoder and every
+//! backend's `apply`.
 
 pub mod checksum;
 mod decode;
 mod encode;
 pub mod layout;
 pub mod quantize;
+mod table;
 
-pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, Validator, decode, peek_count, validate};
+pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, Validator, decode, validate};
 pub use encode::{PackedDelta, encoded_len};
+pub use table::{ChunkSpan, ChunkTable, peek_count};

@@ -12,7 +12,8 @@ use super::state::CpuState;
 use crate::collective::Gathered;
 use crate::config::WireDtype;
 use crate::error::{CollectiveError, Error, Result, WireError};
-use crate::wire::layout::{self, CHUNK_ELEMS, FORMAT_VERSION, HEADER_BYTES, MAGIC};
+use crate::wire::ChunkTable;
+use crate::wire::layout::CHUNK_ELEMS;
 use crate::wire::quantize::dequantize;
 
 /// `Cursor::head` once a cursor has no entries left.
@@ -102,7 +103,8 @@ impl Cursor {
 
 /// Applies `gathered` to `theta` and feeds back this rank's entries into the
 /// committed accumulator. Buffers are expected to have passed
-/// `wire::validate`; a structurally broken one is still refused with
+/// `wire::validate`; one whose header, chunk table or length is wrong (the
+/// checks of [`ChunkTable::read_for`]) is still refused with
 /// [`Error::InvalidPeerBuffer`] before anything is written.
 pub(super) fn apply(
     state: &mut CpuState,
@@ -121,7 +123,7 @@ pub(super) fn apply(
     let all = gathered.as_bytes();
     for (rank, (&start, &end)) in gathered.offsets().iter().zip(&gathered.offsets()[1..]).enumerate() {
         let bytes = all.get(start..end).unwrap_or_default();
-        open_rank(bytes, start, n, state.dtype, rank, world, &mut state.cursors)
+        open_rank(&mut state.peer_table, bytes, start, n, state.dtype, rank, world, &mut state.cursors)
             .map_err(|source| Error::InvalidPeerBuffer { rank, source })?;
     }
     let sh = Shared { bytes: all, own_rank, feedback: state.error_feedback, weight, dtype: state.dtype };
@@ -146,9 +148,12 @@ pub(super) fn apply(
     }
 }
 
-/// Checks the structure of one rank's buffer (`bytes`, found at `base` in
-/// the gathered bytes) and sets up its cursor in every chunk.
+/// Reads one rank's header and chunk table (`bytes`, found at `base` in
+/// the gathered bytes) with the shared reader and sets up its cursor in
+/// every chunk.
+#[allow(clippy::too_many_arguments)]
 fn open_rank(
+    table: &mut ChunkTable,
     bytes: &[u8],
     base: usize,
     n: u64,
@@ -157,54 +162,10 @@ fn open_rank(
     world: usize,
     cursors: &mut [Cursor],
 ) -> Result<(), WireError> {
-    let have = bytes.len() as u64;
-    let chunks = layout::num_chunks(n);
-    let table_end = layout::index_base(n);
-    if have < table_end {
-        return Err(WireError::Truncated { needed: table_end, have });
-    }
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if found != MAGIC {
-        return Err(WireError::BadMagic { found });
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != FORMAT_VERSION {
-        return Err(WireError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
-    }
-    let found_dtype = WireDtype::from_code(bytes[6]).ok_or(WireError::UnknownDtype { code: bytes[6] })?;
-    let found_n = u64_at(8);
-    if found_n != n || found_dtype != dtype {
-        return Err(WireError::Mismatch { n, dtype, found_n, found_dtype });
-    }
-    let count = u64_at(16);
-    let mut at = table_end;
-    let mut entries = 0u64;
-    let table = &bytes[HEADER_BYTES..table_end as usize];
-    for (c, k) in table.chunks_exact(4).enumerate() {
-        let k = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
-        let len = layout::chunk_len(n, c as u64);
-        if k > len {
-            return Err(WireError::ChunkOverfull { chunk: c as u64, count: k, len });
-        }
-        cursors[c * world + rank] =
-            Cursor::new(base + at as usize, layout::uses_bitmap(k, len), entries as usize * dtype.size(), k);
-        at += layout::index_section_bytes(k, len);
-        entries += u64::from(k);
-    }
-    if entries != count {
-        return Err(WireError::CountMismatch { header: count, table: entries, n });
-    }
-    let values_at = base + at as usize;
-    for c in 0..chunks as usize {
-        cursors[c * world + rank].value_at += values_at;
-    }
-    let expected = at + layout::values_bytes(count, dtype);
-    if have < expected {
-        return Err(WireError::Truncated { needed: expected, have });
-    }
-    if have > expected {
-        return Err(WireError::Oversized { expected, have });
+    table.read_for(bytes, n, dtype)?;
+    for span in table.spans() {
+        cursors[span.chunk as usize * world + rank] =
+            Cursor::new(base + span.index_offset as usize, span.bitmap, base + span.value_offset as usize, span.count);
     }
     Ok(())
 }

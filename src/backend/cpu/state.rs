@@ -9,6 +9,7 @@ use super::mark::CHUNK_WORDS;
 use super::tables::Tables;
 use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::{BackendError, Result};
+use crate::wire::ChunkTable;
 use crate::wire::layout::{self, CHUNK_ELEMS};
 
 /// Bins of the level-1 selection histogram.
@@ -91,6 +92,9 @@ pub struct CpuState {
     /// Merge cursors for `apply`: one per (chunk, rank), chunk-major. Grows
     /// (once) to the largest group seen.
     pub(super) cursors: Vec<Cursor>,
+    /// The peers' headers and chunk tables, read one rank at a time by
+    /// `apply` (sized for `n` here, so reading allocates nothing).
+    pub(super) peer_table: ChunkTable,
 }
 
 impl std::fmt::Debug for CpuState {
@@ -157,6 +161,7 @@ impl CpuState {
             entry_offsets: zeroed(0, chunks)?,
             packed: zeroed(0, max_packed_bytes(n as u64, config.wire_dtype))?,
             cursors: Vec::new(),
+            peer_table: ChunkTable::for_len(n as u64),
         })
     }
 

@@ -295,7 +295,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         let dtype = st.config.wire_dtype;
         st.host_desc.clear();
         for (r, bytes) in gathered.iter() {
-            describe(bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
+            describe(&mut st.peer_table, bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
                 .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
         }
         let all = gathered.as_bytes();

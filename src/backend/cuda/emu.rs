@@ -31,6 +31,9 @@ impl Default for CudaEmuBackend {
     }
 }
 
+/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
+const MAX_ARGS: usize = 16;
+
 /// Runs kernels through `cs_emu_launch`; "device memory" is host memory.
 #[derive(Debug)]
 pub struct EmuRunner {
@@ -128,11 +131,23 @@ impl KernelRunner for EmuRunner {
     }
 
     unsafe fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()> {
-        let slots: Vec<u64> = args.iter().map(|a| a.slot()).collect();
+        // On the stack: a launch allocates nothing (tests/alloc.rs).
+        let mut slots = [0u64; MAX_ARGS];
+        if args.len() > MAX_ARGS {
+            return Err(BackendError::Driver {
+                backend: "cuda-emu",
+                call: "cs_emu_launch",
+                message: format!("{} given {} arguments (at most {MAX_ARGS})", kernel.name(), args.len()),
+            }
+            .into());
+        }
+        for (slot, arg) in slots.iter_mut().zip(args) {
+            *slot = arg.slot();
+        }
         // SAFETY: the caller guarantees every pointer argument is live and
         // large enough; the launch is synchronous and returns after all
         // threads have joined.
-        let rc = unsafe { cs_emu_launch(kernel as u32, grid, BLOCK, slots.as_ptr(), slots.len() as u32) };
+        let rc = unsafe { cs_emu_launch(kernel as u32, grid, BLOCK, slots.as_ptr(), args.len() as u32) };
         if rc != 0 {
             return Err(BackendError::Driver {
                 backend: "cuda-emu",

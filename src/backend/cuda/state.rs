@@ -9,6 +9,7 @@ use crate::backend::StepStatus;
 use crate::backend::transfer::TransferCounter;
 use crate::config::{SyncConfig, WireDtype};
 use crate::error::Result;
+use crate::wire::ChunkTable;
 use crate::wire::layout::{self, CHUNK_ELEMS};
 
 /// Device state of one [`crate::SparseSync`] on a kernel backend.
@@ -46,6 +47,9 @@ pub struct KernelState<M> {
     pub(super) peer_bytes: Option<M>,
     pub(super) peer_desc: Option<M>,
     pub(super) host_desc: Vec<u32>,
+    /// The peers' headers and chunk tables, read one rank at a time by
+    /// `apply` (sized for `n` here).
+    pub(super) peer_table: ChunkTable,
 }
 
 /// Largest packed buffer for `n` elements of `dtype`: every chunk at its
@@ -102,7 +106,8 @@ impl<M: Send> KernelState<M> {
             mark: alloc(4 * n)?,
             peer_bytes: None,
             peer_desc: None,
-            host_desc: Vec::new(),
+            host_desc: Vec::with_capacity(DESC_WORDS * c),
+            peer_table: ChunkTable::for_len(n as u64),
         })
     }
 }

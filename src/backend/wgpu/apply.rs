@@ -1,59 +1,20 @@
 //! Operation 3: unpack the gathered rank buffers and apply them in rank order
 //! on the device, then error feedback (or zeroing) of the accumulator.
 //!
-//! The host reads each rank's header and chunk table (already validated by
-//! the caller; the lengths are re-checked here so a bad buffer can never
-//! address outside the upload) and turns them into per-chunk descriptors
-//! with `wire::layout`, the same arithmetic the packer used.
+//! The host reads each rank's header and chunk table with the shared reader
+//! ([`ChunkTable::read_for`]; the caller validated the whole buffer, and the
+//! structure and length are re-checked there so a bad buffer can never
+//! address outside the upload) and uploads one descriptor per chunk from
+//! its spans.
 
 use super::context::{BACKEND, GpuContext};
 use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
 use super::state::{FUSED_TILE, Phase, WgpuState};
 use crate::collective::Gathered;
-use crate::error::{BackendError, Error, Result, WireError};
-use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
-
-/// Where one rank's buffer sits in the upload, and its layout.
-struct RankLayout {
-    start: u64,
-    lay: Layout,
-}
-
-fn word(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Parses and bounds-checks rank `r`'s header and chunk table.
-fn rank_layout(state: &WgpuState, r: usize, bytes: &[u8], start: u64) -> Result<RankLayout> {
-    let bad = |source: WireError| Error::InvalidPeerBuffer { rank: r, source };
-    let head = state.head_bytes() as usize;
-    if bytes.len() < head {
-        return Err(bad(WireError::Truncated { needed: head as u64, have: bytes.len() as u64 }));
-    }
-    let found_n = u64::from(word(bytes, 8)) | (u64::from(word(bytes, 12)) << 32);
-    let code = bytes[6];
-    if found_n != state.n || code != state.dtype.code() {
-        let found_dtype = crate::WireDtype::from_code(code).ok_or_else(|| bad(WireError::UnknownDtype { code }))?;
-        return Err(bad(WireError::Mismatch { n: state.n, dtype: state.dtype, found_n, found_dtype }));
-    }
-    let counts: Vec<u32> = (0..state.chunks() as usize).map(|c| word(bytes, layout::HEADER_BYTES + 4 * c)).collect();
-    for (c, &count) in counts.iter().enumerate() {
-        let len = layout::chunk_len(state.n, c as u64);
-        if count > len {
-            return Err(bad(WireError::ChunkOverfull { chunk: c as u64, count, len }));
-        }
-    }
-    let lay = Layout::new(state.n, state.dtype, &counts);
-    if lay.total_bytes != bytes.len() as u64 {
-        return Err(bad(if lay.total_bytes > bytes.len() as u64 {
-            WireError::Truncated { needed: lay.total_bytes, have: bytes.len() as u64 }
-        } else {
-            WireError::Oversized { expected: lay.total_bytes, have: bytes.len() as u64 }
-        }));
-    }
-    Ok(RankLayout { start, lay })
-}
+use crate::error::{BackendError, Error, Result};
+use crate::wire::layout::CHUNK_ELEMS;
+use crate::wire::{ChunkTable, layout::Layout};
 
 /// Makes sure `slot` holds a storage buffer of at least `bytes`.
 fn ensure<'a>(
@@ -91,25 +52,21 @@ pub(super) fn apply(
     if own_rank >= ranks {
         return Err(crate::error::CollectiveError::InvalidRank { rank: own_rank, world: ranks }.into());
     }
-    let mut layouts = Vec::with_capacity(ranks);
-    for (r, bytes) in gathered.iter() {
-        layouts.push(rank_layout(state, r, bytes, gathered.offsets()[r] as u64)?);
+    let (n, dtype) = (state.n, state.dtype);
+    if state.peer_tables.len() < ranks {
+        state.peer_tables.resize_with(ranks, || ChunkTable::for_len(n));
     }
-    let chunks = state.chunks() as usize;
-    let size = state.dtype.size() as u64;
-    let mut desc = Vec::with_capacity(ranks * chunks);
-    for rl in &layouts {
-        let values = rl.start + rl.lay.values_offset();
-        for c in 0..chunks {
-            let count =
-                (rl.lay.entry_offsets.get(c + 1).copied().unwrap_or(rl.lay.count) - rl.lay.entry_offsets[c]) as u32;
-            desc.push([
-                (rl.start + rl.lay.index_offsets[c]) as u32,
-                (values + rl.lay.entry_offsets[c] * size) as u32,
-                count,
-                u32::from(layout::uses_bitmap(count, layout::chunk_len(state.n, c as u64))),
-            ]);
-        }
+    for (r, bytes) in gathered.iter() {
+        state.peer_tables[r]
+            .read_for(bytes, n, dtype)
+            .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
+    }
+    state.host_desc.clear();
+    for (r, table) in state.peer_tables[..ranks].iter().enumerate() {
+        let start = gathered.offsets()[r] as u64;
+        state.host_desc.extend(table.spans().map(|span| {
+            [(start + span.index_offset) as u32, (start + span.value_offset) as u32, span.count, u32::from(span.bitmap)]
+        }));
     }
     let total = gathered.total_len() as u64;
     if total > u64::from(u32::MAX) {
@@ -118,17 +75,17 @@ pub(super) fn apply(
         );
     }
     ensure(ctx, &mut state.gathered, "gathered", total)?;
-    ensure(ctx, &mut state.desc, "chunk descriptors", 16 * desc.len() as u64)?;
+    ensure(ctx, &mut state.desc, "chunk descriptors", 16 * state.host_desc.len() as u64)?;
     let (gbuf, gcap) = state.gathered.as_ref().expect("ensured");
     let (dbuf, _) = state.desc.as_ref().expect("ensured");
     ctx.write(gbuf, 0, gathered.as_bytes());
-    ctx.write(dbuf, 0, bytemuck::cast_slice(&desc));
+    ctx.write(dbuf, 0, bytemuck::cast_slice(&state.host_desc));
 
     // The scratch is zero unless an earlier apply failed before its
     // apply_theta pass restored it (see shaders/apply_theta.wgsl); from here
     // until this apply has finished it may not be.
     let dirty = std::mem::replace(&mut state.scratch_dirty, true);
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Apply));
     if dirty {
         rec.clear(&state.sum, 0, 4 * state.n);
         rec.clear(&state.mark, 0, state.mark.size());
@@ -136,8 +93,9 @@ pub(super) fn apply(
     let acc = &state.acc[state.committed];
     let up = Uploads { gbuf, gcap: *gcap, dbuf };
     // One dispatch chain per rank, in rank order: the sums follow it.
-    for (r, rl) in layouts.iter().enumerate() {
-        scatter(ctx, k, state, rl, r, &up, &mut rec, 0, &state.sum);
+    for r in 0..ranks {
+        let rank = RankBytes { start: gathered.offsets()[r] as u64, lay: state.peer_tables[r].layout() };
+        scatter(ctx, k, state, &rank, r, &up, &mut rec, 0, &state.sum);
     }
     for &(base, len) in &state.segs.list {
         let mut p = [0u32; 16];
@@ -156,14 +114,22 @@ pub(super) fn apply(
         );
     }
     if state.error_feedback {
-        scatter(ctx, k, state, &layouts[own_rank], own_rank, &up, &mut rec, 1, acc);
+        let own = RankBytes { start: gathered.offsets()[own_rank] as u64, lay: state.peer_tables[own_rank].layout() };
+        scatter(ctx, k, state, &own, own_rank, &up, &mut rec, 1, acc);
     } else {
         rec.clear(acc, 0, 4 * state.n);
     }
-    rec.submit(state.ring(Phase::Apply))?;
+    rec.submit()?;
     ctx.wait("wgpu apply")?;
     state.scratch_dirty = false;
     Ok(())
+}
+
+/// Where one rank's buffer sits in the upload, and its layout (read by
+/// its [`ChunkTable`]).
+struct RankBytes<'t> {
+    start: u64,
+    lay: &'t Layout,
 }
 
 /// The uploaded gathered bytes and chunk descriptors.
@@ -180,7 +146,7 @@ fn scatter<'a>(
     ctx: &GpuContext,
     k: &'a Kernels,
     state: &'a WgpuState,
-    rl: &RankLayout,
+    rl: &RankBytes<'_>,
     r: usize,
     up: &Uploads<'a>,
     rec: &mut Recorder<'a>,

@@ -2,9 +2,8 @@
 //! scopes that turn wgpu's validation/out-of-memory reports into typed
 //! [`BackendError`]s, device-lost tracking, and bounded waits for the device.
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::transfer::TransferCounter;
 use crate::error::{BackendError, Error, Result};
@@ -33,6 +32,28 @@ pub(super) struct GpuContext {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Host traffic, waits and object creations (see [`TransferCounter`]).
     pub counter: TransferCounter,
+}
+
+/// Where the map callback of one [`GpuContext::read_mapped`] leaves its
+/// result. A state keeps one for its readbacks (states are stepped by one
+/// thread at a time), so a readback allocates no channel.
+pub(super) type MapSlot = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+
+/// An empty [`MapSlot`].
+pub(super) fn map_slot() -> MapSlot {
+    Arc::new(Mutex::new(None))
+}
+
+/// The output of `fut`, which wgpu's native error scopes return ready:
+/// polled once with a no-op waker (no allocation), and only when it is not
+/// ready blocked on with `pollster`.
+fn resolve<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => pollster::block_on(fut),
+    }
 }
 
 impl GpuContext {
@@ -141,9 +162,9 @@ impl GpuContext {
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let result = f();
-        let v = pollster::block_on(validation.pop());
-        let i = pollster::block_on(internal.pop());
-        let o = pollster::block_on(oom.pop());
+        let v = resolve(validation.pop());
+        let i = resolve(internal.pop());
+        let o = resolve(oom.pop());
         self.check_alive()?;
         if o.is_some() {
             return Err(BackendError::OutOfMemory { backend: BACKEND, bytes }.into());
@@ -181,23 +202,43 @@ impl GpuContext {
     }
 
     /// Maps `buf[..size]` for reading once the queue is idle, hands the bytes
-    /// to `read`, and unmaps.
-    pub fn read_mapped(&self, op: &'static str, buf: &wgpu::Buffer, size: u64, read: impl FnOnce(&[u8])) -> Result<()> {
+    /// to `read`, and unmaps. `slot` receives the map callback's result; no
+    /// other readback may use it at the same time.
+    pub fn read_mapped(
+        &self,
+        op: &'static str,
+        buf: &wgpu::Buffer,
+        size: u64,
+        slot: &MapSlot,
+        read: impl FnOnce(&[u8]),
+    ) -> Result<()> {
         if size == 0 {
             read(&[]);
             return Ok(());
         }
         self.counter.d2h(size);
-        let (tx, rx) = mpsc::channel();
+        if let Ok(mut s) = slot.lock() {
+            *s = None;
+        }
+        let filled = Arc::clone(slot);
         buf.map_async(wgpu::MapMode::Read, 0..size, move |r| {
-            let _ = tx.send(r);
+            if let Ok(mut s) = filled.lock() {
+                *s = Some(r);
+            }
         });
         self.wait(op)?;
-        let mapped = rx.recv_timeout(self.timeout).map_err(|_| Error::Timeout {
-            op,
-            missing: Vec::new(),
-            after: self.timeout,
-        })?;
+        let started = Instant::now();
+        let mapped = loop {
+            // The callback runs inside a poll; the wait above normally ran it.
+            if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
+                break r;
+            }
+            if started.elapsed() >= self.timeout {
+                return Err(Error::Timeout { op, missing: Vec::new(), after: self.timeout });
+            }
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            std::thread::sleep(Duration::from_micros(50));
+        };
         mapped.map_err(|e| BackendError::Driver {
             backend: BACKEND,
             call: "Buffer::map_async",

@@ -17,7 +17,7 @@ pub(super) fn accumulate(
     tau: f32,
 ) -> Result<StepStatus> {
     let spare = 1 - state.committed;
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Accumulate));
     rec.clear(&state.hist1, 0, 2048 * 4);
     for &(base, len) in &state.segs.list {
         let (off, size) = (4 * base, 4 * len);
@@ -43,9 +43,9 @@ pub(super) fn accumulate(
     p[3] = tau.to_bits();
     rec.dispatch(&k.fused_finish, 1, p, &[Bind::all(&state.partials), Bind::all(&state.status)]);
     rec.copy(&state.status, 0, &state.status_read, 0, 32);
-    rec.submit(state.ring(Phase::Accumulate))?;
+    rec.submit()?;
     let mut status = StepStatus::default();
-    ctx.read_mapped("wgpu accumulate", &state.status_read, 32, |b| {
+    ctx.read_mapped("wgpu accumulate", &state.status_read, 32, &state.map_slot, |b| {
         status = bytemuck::pod_read_unaligned(b);
     })?;
     state.pending = true;

@@ -21,7 +21,9 @@ pub(super) enum Slot {
 /// Bytes of every kernel's parameter block (16 `u32`s).
 pub(super) const PARAMS_BYTES: u64 = 64;
 
-/// One pipeline and the layout of its bind group 0.
+/// One pipeline and the layout of its bind group 0 (cloning copies handles,
+/// not the pipeline).
+#[derive(Clone)]
 pub(super) struct Kernel {
     pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,

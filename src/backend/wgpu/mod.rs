@@ -35,9 +35,11 @@
 //! (kernels get its word offsets as parameters), so the same ranges recur
 //! every step and no bind group is created after warm-up. Apply leaves its
 //! dense scratch (the per-index sum and the mark bits) zeroed behind it, so
-//! it clears neither. The host side still allocates small vectors per
-//! operation (command lists, the chunk table, the per-rank layouts and
-//! descriptors). Vectors
+//! it clears neither. The host side allocates nothing per step after
+//! warm-up (the recording, the chunk tables and the descriptors live in the
+//! state's reused vectors; `tests/alloc.rs` checks it, counting apart the
+//! allocations wgpu itself makes inside its encoder, submit, queue-write and
+//! map calls). Vectors
 //! longer than one storage binding are processed in chunk-aligned segments
 //! through binding ranges, and grids wider than the per-dimension limit spill
 //! into y. Workgroups have 256 invocations; no subgroup operations are used,
@@ -208,7 +210,9 @@ impl WgpuBackend {
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
             enc.copy_buffer_to_buffer(src, 0, &staging, 0, Some(bytes));
             self.ctx.queue.submit([enc.finish()]);
-            self.ctx.read_mapped(op, &staging, bytes, |b| bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(b))
+            self.ctx.read_mapped(op, &staging, bytes, &context::map_slot(), |b| {
+                bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(b)
+            })
         })
     }
 }

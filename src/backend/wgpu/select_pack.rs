@@ -1,8 +1,8 @@
 //! Operation 2: selection (docs/selection.md) and packing (docs/wire-format.md)
 //! on the device. Phase 1 runs the cut search, the tile counts and the scan,
 //! which writes the header and chunk table; the host reads those few bytes
-//! back and lays the buffer out with `wire::layout` (the same arithmetic the
-//! device used). Phase 2 binds exactly the ranges each segment writes, packs
+//! back and lays the buffer out with the shared reader ([`crate::wire::ChunkTable`], the
+//! same arithmetic the device used). Phase 2 binds exactly the ranges each segment writes, packs
 //! indices and values, reduces the checksum, and copies the buffer back.
 
 use super::context::{BACKEND, GpuContext};
@@ -10,7 +10,7 @@ use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
 use super::state::{FUSED_TILE, PACK_TILE, Phase, Rule, WgpuState};
 use crate::error::{BackendError, Result};
-use crate::wire::layout::{self, CHUNK_ELEMS, Layout};
+use crate::wire::layout::{self, CHUNK_ELEMS};
 
 /// Selection state initial words: done, prefix, above, k, kmax, lo, tie, take.
 pub(super) fn initial_selection(rule: Rule) -> [u32; 8] {
@@ -25,20 +25,19 @@ pub(super) fn initial_selection(rule: Rule) -> [u32; 8] {
 /// Runs both phases and returns the packed bytes.
 pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut WgpuState) -> Result<&'s [u8]> {
     phase_select(ctx, k, state)?;
-    let counts = read_chunk_table(ctx, state)?;
-    let lay = Layout::new(state.n, state.dtype, &counts);
-    phase_pack(ctx, k, state, &lay)?;
-    let total = lay.total_bytes;
+    read_chunk_table(ctx, state)?;
+    phase_pack(ctx, k, state)?;
+    let total = state.own_table.layout().total_bytes;
     let host = &mut state.packed_host;
     host.clear();
-    ctx.read_mapped("wgpu select_pack", &state.packed_read, total, |b| host.extend_from_slice(b))?;
+    ctx.read_mapped("wgpu select_pack", &state.packed_read, total, &state.map_slot, |b| host.extend_from_slice(b))?;
     Ok(&state.packed_host)
 }
 
 fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
     let acc = &state.acc[state.committed];
     let n = state.n;
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Select));
     rec.copy(&state.sel_init, 0, &state.sel, 0, 32);
     match state.rule {
         Rule::TopK { .. } => {
@@ -108,30 +107,27 @@ fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<
         ],
     );
     rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
-    rec.submit(state.ring(Phase::Select))
+    rec.submit()
 }
 
-/// Reads the header and chunk table written by the scan and checks them
-/// against what the selection rule allows.
-fn read_chunk_table(ctx: &GpuContext, state: &WgpuState) -> Result<Vec<u32>> {
+/// Reads the header and chunk table written by the scan into
+/// `state.own_table` with the shared reader, which checks them against the
+/// format (a device that wrote an inconsistent table is a driver error).
+fn read_chunk_table(ctx: &GpuContext, state: &mut WgpuState) -> Result<()> {
     let head = state.head_bytes();
-    let mut counts = Vec::with_capacity(state.chunks() as usize);
-    let mut header_count = 0u64;
-    ctx.read_mapped("wgpu select_pack", &state.head_read, head, |b| {
-        header_count = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
-        counts.extend(b[layout::HEADER_BYTES..].chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
-    })?;
-    let sum: u64 = counts.iter().map(|&c| u64::from(c)).sum();
-    let fits = counts.iter().enumerate().all(|(c, &k)| k <= layout::chunk_len(state.n, c as u64));
-    if sum != header_count || !fits {
-        return Err(BackendError::Driver {
+    let table = &mut state.own_table;
+    let mut read = Ok(0);
+    ctx.read_mapped("wgpu select_pack", &state.head_read, head, &state.map_slot, |b| read = table.read_prefix(b))?;
+    let (n, dtype) = (table.layout().n, table.layout().dtype);
+    match read {
+        Ok(_) if n == state.n && dtype == state.dtype => Ok(()),
+        other => Err(BackendError::Driver {
             backend: BACKEND,
             call: "select_pack scan",
-            message: format!("device produced an inconsistent chunk table (header {header_count}, table {sum})"),
+            message: format!("device produced an inconsistent header or chunk table ({other:?}, n {n}, {dtype:?})"),
         }
-        .into());
+        .into()),
     }
-    Ok(counts)
 }
 
 /// The binding for the `[start, end)` byte range of a buffer of `cap`
@@ -148,7 +144,8 @@ pub(super) fn window(ctx: &GpuContext, start: u64, end: u64, cap: u64) -> (u64, 
     (lo, hi - lo)
 }
 
-fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout) -> Result<()> {
+fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
+    let lay = state.own_table.layout();
     let acc = &state.acc[state.committed];
     let head = state.head_bytes();
     let values_off = lay.values_offset();
@@ -156,7 +153,7 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout
     let size = state.dtype.size() as u64;
     let idx_cap = state.pk_idx.size();
     let val_cap = state.pk_val.size();
-    let mut rec = Recorder::new(ctx);
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Pack));
     rec.clear(&state.pk_idx, head, values_off - head);
     rec.clear(&state.pk_val, 0, vbytes);
     let chunk = CHUNK_ELEMS as u64;
@@ -216,5 +213,5 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, lay: &Layout
     rec.copy(&state.pk_idx, 0, &state.packed_read, 0, values_off);
     rec.copy(&state.pk_val, 0, &state.packed_read, values_off, vbytes);
     rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
-    rec.submit(state.ring(Phase::Pack))
+    rec.submit()
 }

@@ -4,11 +4,12 @@
 use std::cell::RefCell;
 
 use super::buffer::vector_usage;
-use super::context::{BACKEND, GpuContext};
+use super::context::{BACKEND, GpuContext, MapSlot, map_slot};
 use super::recorder::ParamRing;
 use super::segments::{Segments, max_segment_elems};
 use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::{BackendError, Result};
+use crate::wire::ChunkTable;
 use crate::wire::layout::{self, CHUNK_ELEMS};
 
 /// Elements reduced by one workgroup of the fused pass (256 x 16).
@@ -69,6 +70,14 @@ pub struct WgpuState {
     /// Gathered rank buffers and their chunk descriptors (grown on demand).
     pub(super) gathered: Option<(wgpu::Buffer, u64)>,
     pub(super) desc: Option<(wgpu::Buffer, u64)>,
+    /// The header and chunk table of this rank's last packed buffer, as
+    /// read back after the scan (sized for `n` here).
+    pub(super) own_table: ChunkTable,
+    /// Each peer's header and chunk table (apply; one per rank, grown once
+    /// to the largest group seen).
+    pub(super) peer_tables: Vec<ChunkTable>,
+    /// The chunk descriptors `apply` uploads (reused).
+    pub(super) host_desc: Vec<[u32; 4]>,
     /// Parameter blocks and cached bind groups, one ring per submission
     /// kind (accumulate, select, pack, apply), so that a submission whose
     /// parameters match its previous ones uploads nothing.
@@ -76,6 +85,8 @@ pub struct WgpuState {
     /// The selection rule's initial selection words, written once here and
     /// copied on the device into `sel` at every select (no upload per sync).
     pub(super) sel_init: wgpu::Buffer,
+    /// The result slot of this state's readbacks.
+    pub(super) map_slot: MapSlot,
 }
 
 /// Which of a state's parameter rings a submission uses.
@@ -196,12 +207,16 @@ pub(super) fn create(
             scratch_dirty: false,
             gathered: None,
             desc: None,
+            own_table: ChunkTable::for_len(n64),
+            peer_tables: Vec::new(),
+            host_desc: Vec::with_capacity(chunks as usize),
             params: std::array::from_fn(|_| RefCell::new(ParamRing::new(ctx, slots))),
             sel_init: {
                 let b = ctx.buffer("sel_init", 32, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
                 ctx.write(&b, 0, bytemuck::cast_slice(&super::select_pack::initial_selection(rule)));
                 b
             },
+            map_slot: map_slot(),
         })
     })
 }
