@@ -354,7 +354,8 @@ mod tests {
         assert!((h.way_to_oracle - 0.6).abs() < 1e-9);
         assert!(h.met);
         // Half way but below the validation-only baseline: not met.
-        let below = Honesty::evaluate(&run(0.895), &baselines);
+        let strong = [baseline("noisy", 0.80, false), baseline("val only", 0.93, false), baseline("oracle", 1.0, true)];
+        let below = Honesty::evaluate(&run(0.91), &strong);
         assert!(below.way_to_oracle >= 0.5 && below.margin_points < 0.0 && !below.met, "{below:?}");
         // Above every fair baseline but less than half way to the oracle: not met.
         let weak = [baseline("noisy", 0.80, false), baseline("val only", 0.82, false), baseline("oracle", 1.0, true)];
