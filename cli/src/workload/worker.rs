@@ -242,15 +242,10 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
         // beginning to fall) would survive the final fit. So the fit starts
         // from zero, with a fresh sync engine (no error-feedback residue of
         // the rounds' model), identically on every rank.
-        let mut fit_sync = variant.sync.clone();
-        if fit_sync.budget.is_some() {
-            // The fresh engine keeps the rounds' steered threshold instead of
-            // ramping and steering again from scratch (every rank holds the
-            // same tau, so every rank builds the same engine).
-            fit_sync.threshold = st.sync.next_threshold().clamp(fit_sync.min_threshold, fit_sync.max_threshold);
-            fit_sync.warmup_steps = 1;
-        }
-        st.sync = SparseSync::new(CpuBackend::with_threads(1)?, barrier.clone(), np, fit_sync)?;
+        // A budgeted threshold ramps and is steered again from its start:
+        // the rounds' tau is far above what a model restarted from zero
+        // needs (its significance is relative to |theta|).
+        st.sync = SparseSync::new(CpuBackend::with_threads(1)?, barrier.clone(), np, variant.sync.clone())?;
         st.theta.fill(0.0);
         st.momentum.fill(0.0);
     }
