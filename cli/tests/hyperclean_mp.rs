@@ -49,6 +49,10 @@ const SHORT: &[&str] = &[
     "8",
     "--final-steps",
     "8",
+    // Eight steps are too few to fit a model from zero under sparse sync:
+    // continue from the rounds' model instead.
+    "--final-restart",
+    "false",
     "--features",
     "511",
     "--baseline-iters",

@@ -18,6 +18,9 @@ pub const SWEEP_ONLY_SWITCHES: &[&str] = &["--quick"];
 /// Arguments of `hyperclean-sweep`.
 #[derive(Debug, clap::Args)]
 #[command(about = "Test accuracy vs bytes over a grid of sync configurations, multi-process (Pareto plot)")]
+// Its own argument-group id: the flattened `hyperclean::Args` already takes
+// the default one (the struct name), and clap rejects the duplicate.
+#[group(id = "hyperclean_sweep_args")]
 pub struct Args {
     /// Five sparse points instead of the full grid (26).
     #[arg(long)]
