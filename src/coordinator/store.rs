@@ -234,12 +234,16 @@ impl MetaState {
     /// The outer step over the pending commits plus `extra`, on copies.
     ///
     /// Combined hypergradient: `g = sum_j w_j h_j / sum_j w_j` (weighted mean,
-    /// f64 accumulation in acceptance order, rounded to f32 once), so the step
-    /// size does not depend on how many commits or how stale they were, only
-    /// their relative say does. Validation losses are combined the same way.
+    /// f64 accumulation in `(worker, commit_id)` order, rounded to f32 once),
+    /// so the step size does not depend on how many commits or how stale they
+    /// were, only their relative say does. Validation losses are combined the
+    /// same way. The fixed order makes the step a function of the set of
+    /// commits, not of which thread or process reached the lock first: a
+    /// synchronous outer loop is then reproducible to the bit.
     fn compute_step(&self, extra: &Pending, config: &CoordinatorConfig) -> StepResult {
         let n = self.params.len();
-        let all = self.pending.iter().chain(std::iter::once(extra));
+        let mut all: Vec<&Pending> = self.pending.iter().chain(std::iter::once(extra)).collect();
+        all.sort_unstable_by_key(|p| (p.worker, p.commit_id));
         let mut total = 0.0f64;
         let mut loss = 0.0f64;
         let mut sum = vec![0.0f64; n];
@@ -370,6 +374,28 @@ mod tests {
         assert_eq!(out, CommitOutcome::Accepted { weight: 0.5, staleness: 1, published: None });
         s.commit(&fresh, req(1, &[1.0]), &c).unwrap();
         assert_eq!(&*s.params, &[-3.0]);
+    }
+
+    #[test]
+    fn outer_step_does_not_depend_on_arrival_order() {
+        // Values whose f64 sum depends on the order it is taken in: 1e16 + 1
+        // - 1e16 is 0 one way and 1 another.
+        let grads: [[f32; 2]; 3] = [[1e16, 3.0], [1.0, -7.5e-8], [-1e16, 0.1]];
+        let c = CoordinatorConfig { optimizer: OuterOptimizer::Sgd { lr: 1.0, momentum: 0.0 }, ..cfg(3) };
+        let now = Instant::now();
+        let run = |order: [usize; 3]| {
+            let mut s = MetaState::new(vec![0.0, 0.0], &c);
+            let leases: Vec<Lease> = (0..3).map(|w| s.try_checkout(w, now, &c).unwrap()).collect();
+            for w in order {
+                s.commit(&leases[w], req(1, &grads[w]), &c).unwrap();
+            }
+            assert_eq!(s.version, 1);
+            s.params.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let first = run([0, 1, 2]);
+        for order in [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            assert_eq!(run(order), first, "arrival order {order:?}");
+        }
     }
 
     #[test]

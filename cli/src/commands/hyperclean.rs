@@ -119,6 +119,10 @@ pub struct Args {
     /// Inner heavy-ball momentum, in [0, 1).
     #[arg(long, default_value_t = 0.97, value_parser = momentum_f64)]
     pub momentum: f64,
+    /// Under sparse selections, clear an entry's momentum once its accumulated
+    /// update has been sent (momentum factor masking, as in Deep Gradient Compression).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub momentum_masking: bool,
     /// Outer (Adam) learning rate of the example weights.
     #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
     pub outer_lr: f64,
@@ -298,6 +302,7 @@ pub fn system_config(args: &Args) -> SystemConfig {
         mu_lr: args.mu_lr as f32,
         inner_lr: args.inner_lr,
         momentum: args.momentum,
+        momentum_masking: args.momentum_masking,
         outer_lr: args.outer_lr as f32,
         cg_iters: args.cg_iters as usize,
         cg_tol: args.cg_tol,

@@ -18,6 +18,8 @@ pub struct StepRecord {
     pub synced: bool,
     /// This rank's significance passed the threshold.
     pub triggered: bool,
+    /// Entries this rank sent.
+    pub entries_sent: u64,
     /// Packed bytes this rank sent.
     pub bytes_sent: u64,
     /// Packed bytes this rank received.
@@ -31,6 +33,7 @@ impl From<&StepReport> for StepRecord {
         StepRecord {
             synced: r.synced,
             triggered: r.triggered,
+            entries_sent: r.entries_sent,
             bytes_sent: r.bytes_sent,
             bytes_received: r.bytes_received,
             control_bytes: r.control_bytes,
@@ -75,6 +78,8 @@ pub struct RankOutput {
     pub trace: Vec<TracePoint>,
     /// The L2 strength of the final fit.
     pub mu_final: f64,
+    /// Momentum entries cleared by momentum factor masking.
+    pub momentum_cleared: u64,
 }
 
 /// Everything one run measured.
@@ -133,6 +138,11 @@ pub struct RunMetrics {
     pub hypergradients: u64,
     /// Mean conjugate-gradient iterations per hypergradient (0 without any).
     pub cg_iterations_mean: f64,
+    /// Entries sent, summed over ranks and steps.
+    pub entries_sent: u64,
+    /// Momentum entries cleared by momentum factor masking, summed over
+    /// ranks (0 without masking: dense selection, or masking off).
+    pub momentum_cleared: u64,
     /// Rank 0's accuracy / validation-loss trace, by elapsed time and inner step.
     pub trace: Vec<TracePoint>,
     /// The inner L2 strength of the final fit (learned when `log mu` is an
@@ -221,6 +231,8 @@ pub fn summarize(
     m.modeled_10g_s = compute + modeled_comm_seconds(&owned, w, 10.0);
     m.modeled_100g_s = compute + modeled_comm_seconds(&owned, w, 100.0);
     m.backpressure = outputs.iter().map(|o| o.backpressure).sum();
+    m.entries_sent = reports.iter().flat_map(|r| r.iter()).map(|s| s.entries_sent).sum();
+    m.momentum_cleared = outputs.iter().map(|o| o.momentum_cleared).sum();
     let cg: Vec<u32> = outputs.iter().flat_map(|o| o.cg_iterations.iter().copied()).collect();
     m.hypergradients = cg.len() as u64;
     m.cg_iterations_mean =

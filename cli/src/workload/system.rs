@@ -129,6 +129,9 @@ pub struct SystemConfig {
     pub inner_lr: f64,
     /// Inner heavy-ball momentum, in `[0, 1)`.
     pub momentum: f64,
+    /// Momentum factor masking under sparse selections: an entry's momentum
+    /// is cleared once its accumulated update has been sent (see the worker).
+    pub momentum_masking: bool,
     /// Outer (Adam) learning rate.
     pub outer_lr: f32,
     /// Most conjugate-gradient iterations per hypergradient.
@@ -163,6 +166,7 @@ impl Default for SystemConfig {
             mu_lr: 0.1,
             inner_lr: 1.0,
             momentum: 0.97,
+            momentum_masking: true,
             outer_lr: 0.3,
             cg_iters: 30,
             cg_tol: 1e-2,
