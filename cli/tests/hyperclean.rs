@@ -381,6 +381,8 @@ mod command_line {
             "--best-threshold",
             "--baseline-iters",
             "--timeout-secs",
+            "--momentum-masking",
+            "--repeat",
             "--no-progress",
         ] {
             assert!(text.contains(opt), "--help lacks {opt}");
@@ -399,6 +401,8 @@ mod command_line {
             &["hyperclean", "--timescales", "maybe"],
             &["hyperclean", "--cg-tol", "1"],
             &["hyperclean", "--mu-every", "0"],
+            &["hyperclean", "--repeat", "0"],
+            &["hyperclean", "--momentum-masking", "sometimes"],
             &["hyperclean", "--no-such-option"],
         ] {
             let out = bin().args(args).output().unwrap();
@@ -410,5 +414,39 @@ mod command_line {
         let out = bin().args(["hyperclean", "--train", "1500", "--val", "297", "--no-progress"]).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("no test example"));
+    }
+
+    /// `--repeat 2` on a tiny run: one directory per seed, then the summary
+    /// paired by seed, in the table and in the JSON file.
+    #[test]
+    fn repeat_runs_every_seed_and_pairs_them() {
+        let out = std::env::temp_dir().join(format!("chronos-hyperclean-repeat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let o = bin()
+            .args(["hyperclean", "--repeat", "2", "--seed", "40", "--out"])
+            .arg(&out)
+            .args(["--features", "63", "--workers", "2", "--rounds", "2", "--inner-steps", "2"])
+            .args(["--final-steps", "4", "--baseline-iters", "5", "--variants", "dense,best", "--no-progress"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout.contains("== seed 40 (1 of 2) ==") && stdout.contains("== seed 41 (2 of 2) =="), "{stdout}");
+        assert!(stdout.contains("over 2 seeds (40, 41)") && stdout.contains("honest on"), "{stdout}");
+        for seed in [40, 41] {
+            assert!(out.join(format!("seed-{seed}/hyperclean.json")).is_file(), "seed {seed}'s report");
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("hyperclean-repeat.json")).unwrap()).unwrap();
+        assert_eq!(summary["seeds"], serde_json::json!([40, 41]));
+        let configurations = summary["configurations"].as_array().unwrap();
+        assert_eq!(configurations.len(), 2);
+        // The first configuration against itself: 0 points and 1x on every seed.
+        assert_eq!(configurations[0]["vs_first_points"]["values"], serde_json::json!([0.0, 0.0]));
+        assert_eq!(configurations[0]["byte_reduction_vs_first"]["values"], serde_json::json!([1.0, 1.0]));
+        for c in configurations {
+            assert_eq!(c["test_accuracy"]["values"].as_array().unwrap().len(), 2);
+        }
+        let _ = std::fs::remove_dir_all(&out);
     }
 }

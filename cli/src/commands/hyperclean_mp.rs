@@ -79,6 +79,9 @@ mod imp {
     struct Job {
         choice: VariantChoice,
         endpoint: String,
+        /// The data seed (what `--repeat` changes between comparisons; the
+        /// passed-through flags carry the first one).
+        seed: u64,
     }
 
     const JOB_FILE: &str = "job.json";
@@ -147,7 +150,7 @@ mod imp {
         std::fs::write(&record_file, record.encode_to_vec())?;
         let secret = launch::fresh_secret()?;
         let mut service = ServiceChild::start(exe, &dir.join("data"), &record_file, &secret, Duration::from_secs(60))?;
-        let job = Job { choice, endpoint: service.endpoint().to_owned() };
+        let job = Job { choice, endpoint: service.endpoint().to_owned(), seed: args.seed };
         std::fs::write(dir.join(JOB_FILE), serde_json::to_vec(&job)?)?;
         let mut rank_args: Vec<String> =
             vec!["hyperclean-rank".into(), "--job".into(), dir.display().to_string(), "--".into()];
@@ -161,7 +164,6 @@ mod imp {
         }
         let snapshot = std::fs::read(dir.join(SNAPSHOT_FILE))?;
         let coordinator = Coordinator::restore(&snapshot, config)?;
-        let _ = args;
         Ok(system::summarize(problem, variant, &gather.outputs, &coordinator, gather.wall_s))
     }
 
@@ -245,8 +247,9 @@ mod imp {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         use clap::Parser;
         let argv = std::iter::once("hyperclean".to_owned()).chain(rank_args.hyperclean.iter().cloned());
-        let args = HypercleanCli::try_parse_from(argv)?.args;
+        let mut args = HypercleanCli::try_parse_from(argv)?.args;
         let job: Job = serde_json::from_slice(&std::fs::read(rank_args.job.join(JOB_FILE))?)?;
+        args.seed = job.seed;
         let cfg = hyperclean::system_config(&args);
         let variant = variant_of(&args, &job.choice)?;
         let size = usize::try_from(mpi::topology::Communicator::size(world))?;

@@ -15,6 +15,7 @@
 //! - [`metrics`]: what each rank hands back and the run's metrics.
 //! - [`variants`]: dense synchronous, the seed's configuration, the crate's best.
 //! - [`report`]: the table, the SVG plot and the JSON file.
+//! - [`repeat`]: the comparison over several data seeds, paired by seed.
 //! - [`rng`]: the seeded generator behind every random choice.
 //! - [`sweep`]: the grid of `hyperclean-sweep` and its Pareto front;
 //!   [`sweep_plot`] draws it.
@@ -29,6 +30,7 @@ pub mod model;
 #[cfg(feature = "png")]
 pub mod plot_png;
 pub mod problem;
+pub mod repeat;
 pub mod report;
 pub mod ridge;
 pub mod rng;
