@@ -421,19 +421,27 @@ fn device_cases() -> Vec<String> {
                         "W={world} {label} {}: {allocs} allocations in {MEASURED_STEPS} steps",
                         case.name
                     ));
-                    for (site, n, trace) in SITES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                        println!("    {n} x {site}");
-                        if std::env::var_os("CHRONOS_ALLOC_FULL_TRACES").is_some() {
-                            println!("{trace}");
-                        }
-                    }
                 }
-                SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                print_and_clear_sites(allocs != 0);
             }
         }
     }
     CLASSIFY_LIMIT.store(MAX_CLASSIFIED, Ordering::SeqCst);
     failures
+}
+
+/// Forgets the allocation sites the last case recorded, printing them
+/// first when it failed (with full traces under `CHRONOS_ALLOC_FULL_TRACES`).
+fn print_and_clear_sites(failed: bool) {
+    let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
+    for (site, n, trace) in sites.drain(..) {
+        if failed {
+            println!("    {n} x {site}");
+            if std::env::var_os("CHRONOS_ALLOC_FULL_TRACES").is_some() {
+                println!("{trace}");
+            }
+        }
+    }
 }
 
 fn main() {
@@ -475,19 +483,14 @@ fn main() {
                 "{}: the measured steps must mix syncs and non-syncs",
                 case.name
             );
-            if allocs != 0 || !rayon_ok {
+            let failed = allocs != 0 || !rayon_ok;
+            if failed {
                 failures.push(format!(
                     "W={world} {engine} {}: {allocs} allocations (+{rayon} rayon) in {MEASURED_STEPS} steps",
                     case.name
                 ));
-                for (site, n, trace) in SITES.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-                    println!("    {n} x {site}");
-                    if std::env::var_os("CHRONOS_ALLOC_FULL_TRACES").is_some() {
-                        println!("{trace}");
-                    }
-                }
             }
-            SITES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            print_and_clear_sites(failed);
         }
     }
     #[cfg(any(feature = "cuda-emu", feature = "wgpu"))]
