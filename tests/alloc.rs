@@ -272,48 +272,79 @@ impl Engine {
     }
 }
 
-/// Runs `case` on `world` ranks; returns the allocations counted during the
-/// measured steps (step path, rayon injector) and how many of them synced.
-fn run_case(case: &Case, world: usize, grouped: bool) -> ((u64, u64), usize) {
+/// The measured window the rank threads and the counting thread share.
+struct Window {
+    barrier: Barrier,
+    synced: AtomicU64,
+}
+
+impl Window {
+    /// Every rank calls this after its warm-up; it returns once the counter is armed.
+    fn open(&self) {
+        self.barrier.wait();
+        self.barrier.wait();
+    }
+
+    /// Every rank calls this after its measured steps, before dropping its
+    /// engine (a drop may allocate); it returns once the counter is disarmed.
+    fn close(&self) {
+        self.barrier.wait();
+        self.barrier.wait();
+    }
+
+    /// Counts a measured step that synced (call it on one rank).
+    fn record_sync(&self) {
+        self.synced.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `rank_body` on one thread per rank of a `world`-rank group, arming
+/// the counter between the ranks' [`Window::open`] and [`Window::close`];
+/// returns the allocations counted (step path, rayon injector) and the
+/// measured steps recorded as synced.
+fn measure_ranks(world: usize, rank_body: impl Fn(LocalCollective, &Window) + Sync) -> ((u64, u64), usize) {
     let collectives = LocalCollective::group(world, Duration::from_secs(60)).expect("group");
-    let barrier = Barrier::new(world + 1);
-    let synced = AtomicU64::new(0);
+    let window = Window { barrier: Barrier::new(world + 1), synced: AtomicU64::new(0) };
     let mut count = (0, 0);
     std::thread::scope(|s| {
         for c in collectives {
-            let (barrier, synced) = (&barrier, &synced);
+            let (window, rank_body) = (&window, &rank_body);
             std::thread::Builder::new()
                 .name(format!("rank-{}", c.rank()))
-                .spawn_scoped(s, move || {
-                    let rank = c.rank() as u64;
-                    let mut engine = Engine::new(grouped, c, &case.config);
-                    let mut theta = vec![0.0f32; N];
-                    fill(&mut theta, 1, 2.0);
-                    let mut delta = vec![0.0f32; N];
-                    for t in 0..WARMUP_STEPS + MEASURED_STEPS {
-                        fill(&mut delta, 100 * rank + t as u64 % 4, 1e-3);
-                        if t == WARMUP_STEPS {
-                            barrier.wait(); // warm-up done on every rank
-                            barrier.wait(); // counter armed
-                        }
-                        let synced_now = engine.step(&delta, &mut theta);
-                        if t >= WARMUP_STEPS && synced_now && rank == 0 {
-                            synced.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    barrier.wait(); // measured steps done
-                    barrier.wait(); // counter disarmed: dropping the engine may allocate
-                })
+                .spawn_scoped(s, move || rank_body(c, window))
                 .expect("spawn rank");
         }
-        barrier.wait();
+        window.barrier.wait(); // warm-up done on every rank
         arm();
-        barrier.wait();
-        barrier.wait();
+        window.barrier.wait();
+        window.barrier.wait(); // measured steps done
         count = disarm();
-        barrier.wait();
+        window.barrier.wait();
     });
-    (count, synced.load(Ordering::Relaxed) as usize)
+    (count, window.synced.load(Ordering::Relaxed) as usize)
+}
+
+/// Runs `case` on `world` ranks; returns the allocations counted during the
+/// measured steps (step path, rayon injector) and how many of them synced.
+fn run_case(case: &Case, world: usize, grouped: bool) -> ((u64, u64), usize) {
+    measure_ranks(world, |c, window| {
+        let rank = c.rank() as u64;
+        let mut engine = Engine::new(grouped, c, &case.config);
+        let mut theta = vec![0.0f32; N];
+        fill(&mut theta, 1, 2.0);
+        let mut delta = vec![0.0f32; N];
+        for t in 0..WARMUP_STEPS + MEASURED_STEPS {
+            fill(&mut delta, 100 * rank + t as u64 % 4, 1e-3);
+            if t == WARMUP_STEPS {
+                window.open();
+            }
+            let synced_now = engine.step(&delta, &mut theta);
+            if t >= WARMUP_STEPS && synced_now && rank == 0 {
+                window.record_sync();
+            }
+        }
+        window.close();
+    })
 }
 
 /// Runs `case` on `world` ranks of a device backend (one backend per rank,
@@ -329,55 +360,35 @@ fn run_device_case<B: chronos_sync::Backend + 'static>(
 ) -> ((u64, u64, u64), usize) {
     use std::borrow::{Borrow, BorrowMut};
     use std::sync::Arc;
-    let collectives = LocalCollective::group(world, Duration::from_secs(60)).expect("group");
-    let barrier = Barrier::new(world + 1);
-    let synced = AtomicU64::new(0);
-    let mut count = (0, 0, 0);
-    std::thread::scope(|s| {
-        for c in collectives {
-            let (barrier, synced) = (&barrier, &synced);
-            std::thread::Builder::new()
-                .name(format!("rank-{}", c.rank()))
-                .spawn_scoped(s, move || {
-                    let rank = c.rank() as u64;
-                    let b = Arc::new(make());
-                    let mut host = vec![0.0f32; N];
-                    fill(&mut host, 1, 2.0);
-                    let mut theta = b.alloc(N).expect("alloc");
-                    b.upload(&host, theta.borrow_mut()).expect("upload");
-                    let deltas: Vec<B::Buffer> = (0..4)
-                        .map(|v| {
-                            fill(&mut host, 100 * rank + v, 1e-3);
-                            let mut d = b.alloc(N).expect("alloc");
-                            b.upload(&host, d.borrow_mut()).expect("upload");
-                            d
-                        })
-                        .collect();
-                    let mut sync = SparseSync::new(Arc::clone(&b), c, N, case.config.clone()).expect("engine");
-                    for t in 0..WARMUP_STEPS + MEASURED_STEPS {
-                        if t == WARMUP_STEPS {
-                            barrier.wait();
-                            barrier.wait();
-                        }
-                        let report = sync.step(deltas[t % 4].borrow(), theta.borrow_mut()).expect("step");
-                        if t >= WARMUP_STEPS && report.synced && rank == 0 {
-                            synced.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    barrier.wait();
-                    barrier.wait();
-                })
-                .expect("spawn rank");
+    let ((allocs, rayon), synced) = measure_ranks(world, |c, window| {
+        let rank = c.rank() as u64;
+        let b = Arc::new(make());
+        let mut host = vec![0.0f32; N];
+        fill(&mut host, 1, 2.0);
+        let mut theta = b.alloc(N).expect("alloc");
+        b.upload(&host, theta.borrow_mut()).expect("upload");
+        let deltas: Vec<B::Buffer> = (0..4)
+            .map(|v| {
+                fill(&mut host, 100 * rank + v, 1e-3);
+                let mut d = b.alloc(N).expect("alloc");
+                b.upload(&host, d.borrow_mut()).expect("upload");
+                d
+            })
+            .collect();
+        let mut sync = SparseSync::new(Arc::clone(&b), c, N, case.config.clone()).expect("engine");
+        for t in 0..WARMUP_STEPS + MEASURED_STEPS {
+            if t == WARMUP_STEPS {
+                window.open();
+            }
+            let report = sync.step(deltas[t % 4].borrow(), theta.borrow_mut()).expect("step");
+            if t >= WARMUP_STEPS && report.synced && rank == 0 {
+                window.record_sync();
+            }
         }
-        barrier.wait();
-        arm();
-        barrier.wait();
-        barrier.wait();
-        let (allocs, rayon) = disarm();
-        count = (allocs, rayon, DRIVER_ALLOCS.load(Ordering::SeqCst));
-        barrier.wait();
+        window.close();
     });
-    (count, synced.load(Ordering::Relaxed) as usize)
+    // Counted only while armed: the value the window left.
+    ((allocs, rayon, DRIVER_ALLOCS.load(Ordering::SeqCst)), synced)
 }
 
 /// The device engines: the CUDA kernels' CPU emulation and wgpu (lavapipe
