@@ -27,8 +27,16 @@ pub use collective::nccl::{NcclCollective, NcclId};
 pub use collective::{Collective, Gathered, LocalCollective, SharedCollective};
 pub use config::{BudgetTarget, Selection, SyncConfig, SyncConfigBuilder, ThresholdBudget, WireDtype};
 pub use coordinator::{Coordinator, CoordinatorConfig};
+/// The cudarc this crate is built with, so a framework hands
+/// [`CudaBackend::on_stream`] a stream of the same version.
+#[cfg(feature = "cuda")]
+pub use cudarc;
 pub use error::{
     BackendError, CheckpointError, CollectiveError, CoordinatorError, Error, FailureCause, RankFailure, Result,
     WireError,
 };
 pub use sync::{BucketStep, GroupReport, SparseSync, StepReport, SyncGroup};
+/// The wgpu this crate is built with, so a framework hands
+/// [`WgpuBackend::from_device`] a device and buffers of the same version.
+#[cfg(feature = "wgpu")]
+pub use wgpu;

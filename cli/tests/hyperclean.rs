@@ -315,6 +315,31 @@ mod system_run {
         assert_eq!(m.timescale_updates, vec![(0, 1, 6)]);
     }
 
+    /// `final_mu` sets the final fit's L2 strength, learned mu or not, and
+    /// only the final fit's: the rounds (and so the outer steps) are the
+    /// same as without it, bit for bit, under a synchronous outer loop.
+    #[test]
+    fn final_mu_sets_only_the_final_fits_strength() {
+        let spec = ProblemSpec { features: 63, ..ProblemSpec::default() };
+        let problem = Arc::new(Problem::digits(&spec).unwrap());
+        let mut variant = variants::dense();
+        variant.outer = OuterMode::Synchronous;
+        let cfg = SystemConfig { workers: 2, rounds: 6, inner_steps: 4, final_steps: 20, ..SystemConfig::default() };
+        let plain = run(&problem, &cfg, &variant, Arc::new(|| {})).unwrap();
+        let strong = SystemConfig { final_mu: Some(1e-2), ..cfg.clone() };
+        let m = run(&problem, &strong, &variant, Arc::new(|| {})).unwrap();
+        assert_eq!(m.mu_final, 1e-2);
+        assert_ne!(plain.mu_final, 1e-2);
+        let rounds = |m: &RunMetrics| m.trace[..6].iter().map(|t| t.val_loss.to_bits()).collect::<Vec<_>>();
+        assert_eq!(rounds(&m), rounds(&plain), "the rounds do not see final_mu");
+        assert_ne!(m.trace[6].val_loss.to_bits(), plain.trace[6].val_loss.to_bits(), "the final fit does");
+        for bad in [0.0, -1.0, f64::NAN] {
+            let cfg = SystemConfig { final_mu: Some(bad), ..cfg.clone() };
+            let err = run(&problem, &cfg, &variant, Arc::new(|| {})).unwrap_err();
+            assert!(matches!(err, chronos_sync::Error::InvalidConfig { .. }), "{err}");
+        }
+    }
+
     #[test]
     fn bad_configuration_is_a_typed_error() {
         let spec = ProblemSpec { features: 0, ..ProblemSpec::default() };

@@ -100,6 +100,11 @@ pub struct Args {
     /// L2 regularization of the inner problem.
     #[arg(long, default_value_t = 1e-4, value_parser = positive_f64)]
     pub mu: f64,
+    /// L2 regularization of the final fit and of the baselines, when it
+    /// differs from the rounds' (the learned or fixed mu). A stronger --mu
+    /// during the rounds keeps the model from memorizing flipped labels.
+    #[arg(long, value_parser = positive_f64)]
+    pub final_mu: Option<f64>,
     /// Learn log mu as a second kind of outer parameter on a slower timescale
     /// (on), or keep mu fixed at --mu (off).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -307,6 +312,7 @@ pub fn system_config(args: &Args) -> SystemConfig {
         final_with_val: args.final_with_val,
         final_restart: args.final_restart,
         mu: args.mu,
+        final_mu: args.final_mu,
         timescales: args.timescales == OnOff::On,
         mu_every: args.mu_every,
         mu_lr: args.mu_lr as f32,
@@ -399,7 +405,8 @@ fn run_seed(args: &Args) -> Result<Report, Box<dyn std::error::Error + Send + Sy
         bar.finish();
         runs.push(metrics);
     }
-    let base = baselines(&problem, cfg.mu, args.baseline_iters as usize);
+    // The baselines fit the final model's mu: the same model as the method's.
+    let base = baselines(&problem, cfg.final_mu.unwrap_or(cfg.mu), args.baseline_iters as usize);
     let targets = Targets::evaluate(&runs, &base);
     let report = Report {
         problem: ProblemSummary {

@@ -117,6 +117,12 @@ pub struct SystemConfig {
     pub final_with_val: bool,
     /// L2 strength of the inner problem (its initial value when learned).
     pub mu: f64,
+    /// L2 strength of the final fit, when it differs from the rounds' (the
+    /// learned or fixed `mu`). Why: a stronger L2 during the rounds keeps
+    /// the inner model from memorizing the flipped labels, whose
+    /// hypergradient would otherwise vanish, while the final fit and the
+    /// baselines keep the weaker one that suits the clean data.
+    pub final_mu: Option<f64>,
     /// Learn `log mu` as one more outer parameter (appended after the
     /// `lambda`s) on a slower timescale: updated every `mu_every` outer
     /// rounds with its own learning rate, while the `lambda`s update every round.
@@ -161,6 +167,7 @@ impl Default for SystemConfig {
             final_restart: true,
             final_with_val: true,
             mu: 1e-4,
+            final_mu: None,
             timescales: true,
             mu_every: 5,
             mu_lr: 0.1,
@@ -190,6 +197,11 @@ impl SystemConfig {
         }
         if !(self.mu.is_finite() && self.mu > 0.0) {
             return bad("mu", format!("must be finite and > 0, got {}", self.mu));
+        }
+        if let Some(mu) = self.final_mu {
+            if !(mu.is_finite() && mu > 0.0) {
+                return bad("final_mu", format!("must be finite and > 0, got {mu}"));
+            }
         }
         if self.mu_every == 0 {
             return bad("mu_every", "must be >= 1".into());

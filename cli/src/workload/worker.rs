@@ -271,7 +271,7 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
     barrier.all_reduce_max(&mut [0u32])?;
     let final_state = coordinator.current_state()?;
     let final_outer = final_state.params;
-    let mu = inner_mu(&final_outer, n, cfg);
+    let mu = cfg.final_mu.unwrap_or_else(|| inner_mu(&final_outer, n, cfg));
     let mut weights: Vec<f64> = final_outer[range].iter().map(|&l| cfg.final_weights.weight(f64::from(l))).collect();
     let fit_set = if cfg.final_with_val {
         // The validation labels are clean: once the outer problem no longer

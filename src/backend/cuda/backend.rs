@@ -13,7 +13,9 @@ use crate::collective::Gathered;
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
 
-/// A dense `f32` vector in a runner's device memory.
+/// A dense `f32` vector in a runner's device memory: the backend's own
+/// allocation ([`Backend::alloc`]) or the caller's memory
+/// ([`KernelBackend::wrap_device_memory`]), which dropping leaves alone.
 pub struct DeviceBuffer<M> {
     mem: M,
     len: usize,
@@ -64,6 +66,42 @@ impl<R: KernelRunner> KernelBackend<R> {
     fn alloc_mem(&self, bytes: usize) -> Result<R::Mem> {
         self.counter.buffer();
         self.runner.alloc_zeroed(bytes)
+    }
+
+    /// Wraps `len` `f32`s of the caller's device memory at device address
+    /// `ptr` as a vector of this backend, with no copy: steps read the
+    /// caller's gradient and update the caller's parameters in place, so a
+    /// step uploads neither (a framework's tensor, by its data pointer and
+    /// element count). Dropping the vector leaves the memory to its owner.
+    ///
+    /// Checked here, each a [`BackendError::Unsupported`] naming what is
+    /// wrong: `len >= 1`, `4 * len` without overflow, `ptr` 16-byte aligned
+    /// (the kernels read `float4`), and, on a GPU, that the driver knows
+    /// `ptr` as device (or managed) memory of this backend's device inside
+    /// an allocation that holds all `4 * len` bytes.
+    ///
+    /// # Safety
+    /// The memory must stay allocated while the vector lives and hold `f32`s
+    /// (any bits: a step checks its inputs for non-finite values). Work the
+    /// caller issues on it on other streams must be ordered with this
+    /// backend's stream by the caller (one stream:
+    /// [`super::CudaBackend::on_stream`] on the framework's own). On the CPU
+    /// emulation, `ptr` is a host address and nothing but null can be checked.
+    pub unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<DeviceBuffer<R::Mem>> {
+        let unsupported = |what: String| -> Error { BackendError::Unsupported { backend: self.label, what }.into() };
+        if len == 0 {
+            return Err(unsupported("wrapping 0 elements (needs at least 1)".into()));
+        }
+        let bytes =
+            len.checked_mul(4).ok_or_else(|| unsupported(format!("wrapping {len} elements (4 * len overflows)")))?;
+        if ptr % 16 != 0 {
+            return Err(unsupported(format!(
+                "wrapping {ptr:#x}, which is not 16-byte aligned (the kernels read float4)"
+            )));
+        }
+        // SAFETY: the caller's contract above is `borrow`'s.
+        let mem = unsafe { self.runner.borrow(ptr, bytes) }?;
+        Ok(DeviceBuffer { mem, len })
     }
 
     /// The runner executing the kernels.
@@ -263,6 +301,28 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         let words = self.runner.size(&st.packed) / 4;
         let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
         self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
+        if let Some(bound) = st.bounded_read {
+            // One readback: the rule's largest buffer, cut to the length its
+            // header and chunk table give (read with the shared reader, which
+            // checks them: a device that wrote an inconsistent table is a
+            // driver error).
+            st.host_packed.resize(bound, 0);
+            self.read(&st.packed, 0, &mut st.host_packed)?;
+            let total = st.own_table.read_prefix(&st.host_packed);
+            let lay = st.own_table.layout();
+            return match total {
+                Ok(total) if total <= bound as u64 && lay.n == n as u64 && lay.dtype == st.config.wire_dtype => {
+                    st.host_packed.truncate(total as usize);
+                    Ok(&st.host_packed)
+                }
+                other => Err(BackendError::Driver {
+                    backend: self.label,
+                    call: "cs_pack_layout",
+                    message: format!("device wrote an inconsistent header or chunk table ({other:?}, bound {bound})"),
+                }
+                .into()),
+            };
+        }
         let mut info = [0u8; 24];
         self.read(&st.info, 0, &mut info)?;
         let total = u64::from_le_bytes(info[..8].try_into().expect("8 bytes")) as usize;

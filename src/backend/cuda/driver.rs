@@ -8,9 +8,7 @@ use super::compile::nvrtc_ptx;
 use super::kernels::{Arg, BLOCK, Kernel, Module};
 use super::runner::KernelRunner;
 use crate::error::{BackendError, Result};
-use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, result, sys};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +38,32 @@ impl CudaBackend {
         runner.set_timeout(timeout);
         Ok(KernelBackend::from_runner(runner, "cuda"))
     }
+
+    /// The backend on the caller's `stream` (and its context): every kernel
+    /// and copy of this backend is issued on it, in order with the caller's
+    /// own work there, so a framework hands over a gradient it just wrote
+    /// on that stream without a synchronization. The caller's context is
+    /// used as it is (its settings, event tracking included, are left
+    /// alone); `timeout` bounds every wait as in [`CudaBackend::with_timeout`].
+    /// Errors as for [`CudaBackend::new`].
+    pub fn on_stream(stream: Arc<CudaStream>, timeout: Duration) -> Result<Self> {
+        let mut runner = CudarcRunner::on_stream(stream)?;
+        runner.set_timeout(timeout);
+        Ok(KernelBackend::from_runner(runner, "cuda"))
+    }
+}
+
+/// [`BackendError::Unavailable`] unless `libcuda` can be loaded.
+fn driver_present() -> Result<()> {
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(BackendError::Unavailable {
+            backend: "cuda",
+            reason: "libcuda.so not found (install the NVIDIA driver)".into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Whether the CUDA driver library can be loaded and reports at least one GPU.
@@ -55,12 +79,18 @@ fn driver_err(call: &'static str) -> impl Fn(cudarc::driver::DriverError) -> cra
     move |e| BackendError::Driver { backend: "cuda", call, message: format!("{e}") }.into()
 }
 
-/// One device allocation and its (stable) device address.
+/// Device memory and its (stable) address: an allocation of the runner, or
+/// (from [`KernelRunner::borrow`]) the caller's memory, never freed here.
 #[derive(Debug)]
 pub struct CudaMem {
-    slice: CudaSlice<u8>,
+    /// The runner's allocation; `None` for the caller's memory.
+    _owned: Option<CudaSlice<u8>>,
     ptr: u64,
+    bytes: usize,
 }
+
+/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
+const MAX_ARGS: usize = 16;
 
 /// Launches on one stream of one context, with every kernel function cached.
 pub struct CudarcRunner {
@@ -97,14 +127,7 @@ fn embedded_ptx(_module: Module) -> Option<&'static str> {
 impl CudarcRunner {
     /// Opens GPU `ordinal`; see [`CudaBackend::new`] for the errors.
     pub fn new(ordinal: usize) -> Result<Self> {
-        // SAFETY: only tries to dlopen the library.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(BackendError::Unavailable {
-                backend: "cuda",
-                reason: "libcuda.so not found (install the NVIDIA driver)".into(),
-            }
-            .into());
-        }
+        driver_present()?;
         let count = CudaContext::device_count().map_err(|e| BackendError::NoAdapter {
             backend: "cuda",
             hint: format!("cuInit/cuDeviceGetCount failed ({e}); is a GPU visible?"),
@@ -118,10 +141,25 @@ impl CudarcRunner {
         }
         let ctx = CudaContext::new(ordinal).map_err(driver_err("cuCtxCreate"))?;
         // One stream, raw device pointers as kernel arguments: cudarc's
-        // per-allocation event tracking is unnecessary.
+        // per-allocation event tracking is unnecessary. (Only on a context
+        // this runner made: a caller's context keeps its settings.)
         // SAFETY: all work of this runner is issued on `stream` only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        Self::assemble(ctx, stream)
+    }
+
+    /// A runner issuing everything on the caller's `stream`, in the
+    /// stream's context, which it leaves configured as it is.
+    pub fn on_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        driver_present()?;
+        let ctx = stream.context().clone();
+        ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        Self::assemble(ctx, stream)
+    }
+
+    /// Loads the modules and functions for `stream` of `ctx`.
+    fn assemble(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Result<Self> {
         let (major, minor) = ctx.compute_capability().map_err(driver_err("cuDeviceGetAttribute"))?;
         let sms = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -149,7 +187,7 @@ impl CudarcRunner {
             functions.push(m.load_function(kernel.name()).map_err(driver_err("cuModuleGetFunction"))?);
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let description = format!("cuda:{ordinal} {name} ({arch}, {sms} SMs)");
+        let description = format!("cuda:{} {name} ({arch}, {sms} SMs)", ctx.ordinal());
         let event = ctx.new_event(None).map_err(driver_err("cuEventCreate"))?;
         Ok(CudarcRunner { ctx, stream, event, timeout: DEFAULT_CUDA_TIMEOUT, functions, sms, description })
     }
@@ -222,7 +260,62 @@ impl KernelRunner for CudarcRunner {
             let (p, _sync) = slice.device_ptr(&self.stream);
             p
         };
-        Ok(CudaMem { slice, ptr })
+        Ok(CudaMem { _owned: Some(slice), ptr, bytes })
+    }
+
+    unsafe fn borrow(&self, ptr: u64, bytes: usize) -> Result<CudaMem> {
+        let unsupported = |what: String| -> crate::Error { BackendError::Unsupported { backend: "cuda", what }.into() };
+        self.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        // What the driver knows about the address: its kind of memory, its
+        // device, and the allocation around it.
+        let mut kind = 0u32;
+        let mut ordinal = -1i32;
+        // SAFETY: each query writes one value of the attribute's documented
+        // type (CUmemorytype: an unsigned int; the ordinal: an int) into it.
+        let queried = unsafe {
+            sys::cuPointerGetAttribute(
+                (&raw mut kind).cast(),
+                sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+                ptr,
+            )
+            .result()
+            .and_then(|()| {
+                sys::cuPointerGetAttribute(
+                    (&raw mut ordinal).cast(),
+                    sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                    ptr,
+                )
+                .result()
+            })
+        };
+        if let Err(e) = queried {
+            return Err(unsupported(format!(
+                "wrapping {ptr:#x}, which the driver does not know as device memory ({e})"
+            )));
+        }
+        let device = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE as u32;
+        let unified = sys::CUmemorytype::CU_MEMORYTYPE_UNIFIED as u32;
+        if kind != device && kind != unified {
+            return Err(unsupported(format!("wrapping {ptr:#x}: memory type {kind} is not device memory")));
+        }
+        if usize::try_from(ordinal).ok() != Some(self.ctx.ordinal()) {
+            return Err(unsupported(format!(
+                "wrapping {ptr:#x}: it is on device {ordinal}, this backend runs on device {}",
+                self.ctx.ordinal()
+            )));
+        }
+        let (mut base, mut size) = (0u64, 0usize);
+        // SAFETY: writes the allocation's base and size into the two locals.
+        if let Err(e) = unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr).result() } {
+            return Err(unsupported(format!("wrapping {ptr:#x}: no allocation found around it ({e})")));
+        }
+        let end = ptr.checked_add(bytes as u64);
+        if end.is_none_or(|end| end > base.saturating_add(size as u64)) {
+            return Err(unsupported(format!(
+                "wrapping {bytes} bytes at {ptr:#x}: the allocation spans {base:#x} + {size} bytes"
+            )));
+        }
+        Ok(CudaMem { _owned: None, ptr, bytes })
     }
 
     fn ptr(&self, mem: &CudaMem) -> u64 {
@@ -230,46 +323,83 @@ impl KernelRunner for CudarcRunner {
     }
 
     fn size(&self, mem: &CudaMem) -> usize {
-        mem.slice.len()
+        mem.bytes
     }
 
     fn write(&self, dst: &mut CudaMem, offset: usize, src: &[u8]) -> Result<()> {
-        let mut view = dst.slice.try_slice_mut(offset..offset + src.len()).ok_or(BackendError::Driver {
-            backend: "cuda",
-            call: "cuMemcpyHtoDAsync",
-            message: "destination range out of bounds".into(),
-        })?;
-        self.stream.memcpy_htod(src, &mut view).map_err(driver_err("cuMemcpyHtoDAsync"))
+        check_range("cuMemcpyHtoDAsync", dst, offset, src.len())?;
+        self.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        // SAFETY: the range lies inside `dst` (checked above), which is live
+        // device memory of this context; a pageable source is copied before
+        // the call returns, so `src` may be dropped afterwards.
+        unsafe { result::memcpy_htod_async(dst.ptr + offset as u64, src, self.stream.cu_stream()) }
+            .map_err(driver_err("cuMemcpyHtoDAsync"))
     }
 
     fn read(&self, src: &CudaMem, offset: usize, dst: &mut [u8]) -> Result<()> {
-        let view = src.slice.try_slice(offset..offset + dst.len()).ok_or(BackendError::Driver {
-            backend: "cuda",
-            call: "cuMemcpyDtoHAsync",
-            message: "source range out of bounds".into(),
-        })?;
+        check_range("cuMemcpyDtoHAsync", src, offset, dst.len())?;
         // Bounded wait for the kernels before it first: a copy to pageable
         // memory blocks the host until the stream reaches it, so waiting
         // for the stream here is what keeps the copy itself short.
         self.synchronize()?;
-        self.stream.memcpy_dtoh(&view, dst).map_err(driver_err("cuMemcpyDtoHAsync"))?;
+        // SAFETY: the range lies inside `src` (checked above); the wait
+        // after the copy keeps `dst` borrowed until the bytes are there.
+        unsafe { result::memcpy_dtoh_async(dst, src.ptr + offset as u64, self.stream.cu_stream()) }
+            .map_err(driver_err("cuMemcpyDtoHAsync"))?;
         self.synchronize()
     }
 
     unsafe fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()> {
-        let f = &self.functions[kernel as usize];
-        let mut builder = self.stream.launch_builder(f);
-        for arg in args {
-            match arg {
-                Arg::Ptr(p) | Arg::U64(p) => builder.arg(p),
-                Arg::U32(v) => builder.arg(v),
-                Arg::F32(v) => builder.arg(v),
-            };
+        if args.len() > MAX_ARGS {
+            return Err(BackendError::Driver {
+                backend: "cuda",
+                call: "cuLaunchKernel",
+                message: format!("{} given {} arguments (at most {MAX_ARGS})", kernel.name(), args.len()),
+            }
+            .into());
         }
-        let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        // The argument values and the pointers to them on the stack, so a
+        // launch allocates nothing (cudarc's launch builder keeps a vector).
+        // Each value sits in the low bytes of a little-endian u64 slot; the
+        // driver reads as many bytes as the kernel's parameter has.
+        let mut values = [0u64; MAX_ARGS];
+        let mut params = [std::ptr::null_mut::<std::ffi::c_void>(); MAX_ARGS];
+        for ((value, param), arg) in values.iter_mut().zip(params.iter_mut()).zip(args) {
+            *value = arg.slot();
+            *param = (value as *mut u64).cast();
+        }
+        self.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;
+        let f = self.functions[kernel as usize].cu_function();
         // SAFETY: argument widths match the kernel signature (kernels.rs
-        // table); pointer validity is the caller's contract.
-        unsafe { builder.launch(cfg) }.map_err(driver_err("cuLaunchKernel"))?;
-        Ok(())
+        // table); pointer validity is the caller's contract; `values`
+        // outlives the call, which copies the parameters.
+        unsafe {
+            result::launch_kernel(
+                f,
+                (grid.max(1), 1, 1),
+                (BLOCK, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut params[..args.len()],
+            )
+        }
+        .map_err(driver_err("cuLaunchKernel"))
     }
+}
+
+/// A driver error unless `offset..offset + len` lies inside `mem`.
+fn check_range(call: &'static str, mem: &CudaMem, offset: usize, len: usize) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > mem.bytes) {
+        return Err(BackendError::Driver {
+            backend: "cuda",
+            call,
+            message: format!(
+                "range {offset}..{} outside {} bytes of device memory",
+                offset.saturating_add(len),
+                mem.bytes
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }

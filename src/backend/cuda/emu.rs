@@ -40,22 +40,28 @@ pub struct EmuRunner {
     _private: (),
 }
 
-/// A 256-byte aligned, zeroed host allocation standing in for device memory.
-/// Kernels write through its raw pointer, so it is never borrowed as a slice
-/// while a launch runs.
+/// Host memory standing in for device memory: a 256-byte aligned, zeroed
+/// allocation of the runner, or (from [`KernelRunner::borrow`]) the
+/// caller's memory, which is never freed here. Kernels write through its
+/// raw pointer, so it is never borrowed as a slice while a launch runs.
 #[derive(Debug)]
 pub struct EmuMem {
     ptr: NonNull<u8>,
-    layout: Layout,
+    size: usize,
+    /// `Some` when the runner allocated the memory (and frees it on drop).
+    owned: Option<Layout>,
 }
 
-// SAFETY: EmuMem exclusively owns its allocation, like a Box<[u8]>.
+// SAFETY: EmuMem exclusively owns its allocation, like a Box<[u8]>, or has
+// exclusive use of the caller's memory by `borrow`'s contract.
 unsafe impl Send for EmuMem {}
 
 impl Drop for EmuMem {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc_zeroed` with exactly this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        if let Some(layout) = self.owned {
+            // SAFETY: allocated in `alloc_zeroed` with exactly this layout.
+            unsafe { dealloc(self.ptr.as_ptr(), layout) }
+        }
     }
 }
 
@@ -100,7 +106,15 @@ impl KernelRunner for EmuRunner {
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).ok_or(BackendError::OutOfMemory { backend: "cuda-emu", bytes: size as u64 })?;
-        Ok(EmuMem { ptr, layout })
+        Ok(EmuMem { ptr, size, owned: Some(layout) })
+    }
+
+    unsafe fn borrow(&self, ptr: u64, bytes: usize) -> Result<EmuMem> {
+        // The emulation's device memory is host memory: any live host
+        // allocation is on its "device", so only null can be refused.
+        let ptr = NonNull::new(ptr as usize as *mut u8)
+            .ok_or(BackendError::Unsupported { backend: "cuda-emu", what: "wrapping a null pointer".into() })?;
+        Ok(EmuMem { ptr, size: bytes, owned: None })
     }
 
     fn ptr(&self, mem: &EmuMem) -> u64 {
@@ -108,12 +122,12 @@ impl KernelRunner for EmuRunner {
     }
 
     fn size(&self, mem: &EmuMem) -> usize {
-        mem.layout.size()
+        mem.size
     }
 
     fn write(&self, dst: &mut EmuMem, offset: usize, src: &[u8]) -> Result<()> {
-        if offset.checked_add(src.len()).is_none_or(|end| end > dst.layout.size()) {
-            return Err(out_of_bounds("write", offset, src.len(), dst.layout.size()));
+        if offset.checked_add(src.len()).is_none_or(|end| end > dst.size) {
+            return Err(out_of_bounds("write", offset, src.len(), dst.size));
         }
         // SAFETY: bounds checked above; `src` cannot alias memory we own mutably.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.ptr.as_ptr().add(offset), src.len()) };
@@ -121,8 +135,8 @@ impl KernelRunner for EmuRunner {
     }
 
     fn read(&self, src: &EmuMem, offset: usize, dst: &mut [u8]) -> Result<()> {
-        if offset.checked_add(dst.len()).is_none_or(|end| end > src.layout.size()) {
-            return Err(out_of_bounds("read", offset, dst.len(), src.layout.size()));
+        if offset.checked_add(dst.len()).is_none_or(|end| end > src.size) {
+            return Err(out_of_bounds("read", offset, dst.len(), src.size));
         }
         // SAFETY: bounds checked above; launches are synchronous, so no kernel
         // is writing this memory now.

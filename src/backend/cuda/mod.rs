@@ -12,9 +12,12 @@
 //! Per step the fused pass reads `acc`, `delta`, `theta` once (128-bit loads)
 //! and writes the spare accumulator once; its only readback is the 32-byte
 //! [`crate::StepStatus`]. A sync then runs the radix select, the compaction
-//! and the checksum on the device and makes two readbacks: a 24-byte info
-//! block (the packed length), then the packed bytes, which `select_pack`
-//! returns from host memory. `apply` uploads the gathered bytes of every
+//! and the checksum on the device; under the top-k rules (a fixed entry
+//! count, so a tight bound on the packed size) it reads back that bound in
+//! one copy and cuts it to the length the header gives, under the threshold
+//! and dense rules it reads a 24-byte info block (the packed length) first,
+//! then the packed bytes. `select_pack` returns them from host memory.
+//! `apply` uploads the gathered bytes of every
 //! rank and their chunk descriptors (two host-to-device copies), then runs
 //! the rank-ordered scatter on the device.
 //!
@@ -25,8 +28,18 @@
 //! and `apply` reads each rank's chunk table into one reused
 //! [`crate::wire::ChunkTable`] and fills a reused descriptor vector, so the
 //! host orchestration allocates nothing per step after warm-up
-//! (`tests/alloc.rs` holds the emulation to it; cudarc's own launch builder
-//! is not covered, as no test here runs on a GPU).
+//! (`tests/alloc.rs` holds the emulation to it). The cudarc runner passes
+//! each launch's arguments to `cuLaunchKernel` from a stack array, not
+//! through cudarc's launch builder (which collects them in a vector); no
+//! test here counts its allocations, as none runs on a GPU.
+//!
+//! A framework's own device memory: [`CudaBackend::on_stream`] runs on the
+//! caller's stream and context, and [`KernelBackend::wrap_device_memory`]
+//! turns the caller's allocation (a tensor's data pointer and element
+//! count) into a vector that steps read and update in place, checked
+//! against the backend's device where the driver can tell.
+//!
+//! [`CudaBackend::on_stream`]: crate::CudaBackend::on_stream
 
 mod backend;
 #[cfg(feature = "cuda")]

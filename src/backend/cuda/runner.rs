@@ -24,6 +24,18 @@ pub trait KernelRunner: Send + Sync + 'static {
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Mem>;
     /// The device address of `mem`, for kernel arguments.
     fn ptr(&self, mem: &Self::Mem) -> u64;
+    /// A handle to `bytes` bytes of device memory at address `ptr` that the
+    /// caller owns: the runner reads and writes it like its own allocations
+    /// and never frees it. Errors ([`crate::BackendError::Unsupported`])
+    /// where the runner can tell that the memory is not on its device or is
+    /// shorter than `bytes`.
+    ///
+    /// # Safety
+    /// The `bytes` bytes at `ptr` must be device memory of this runner's
+    /// device that stays allocated for as long as the handle lives, and
+    /// nothing else may access it while a launch or copy issued through the
+    /// handle runs (on a GPU: no other stream writes it concurrently).
+    unsafe fn borrow(&self, ptr: u64, bytes: usize) -> Result<Self::Mem>;
     /// Size of `mem` in bytes.
     fn size(&self, mem: &Self::Mem) -> usize;
     /// Copies `src` to `dst` at byte `offset` (bounds checked by the caller).

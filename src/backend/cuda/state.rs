@@ -7,7 +7,7 @@ use super::kernels::{BINS, BINS3, DESC_WORDS, SEL_WORDS};
 use super::runner::KernelRunner;
 use crate::backend::StepStatus;
 use crate::backend::transfer::TransferCounter;
-use crate::config::{SyncConfig, WireDtype};
+use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::Result;
 use crate::wire::ChunkTable;
 use crate::wire::layout::{self, CHUNK_ELEMS};
@@ -40,6 +40,14 @@ pub struct KernelState<M> {
     pub(super) packed: M,
     pub(super) info: M,
     pub(super) host_packed: Vec<u8>,
+    /// For the top-k rules, whose entry count is fixed: the largest packed
+    /// buffer they can write, which `select_pack` reads back in one copy
+    /// (taking the length from the header) instead of reading the packed
+    /// length first. `None` for the rules whose buffers range up to dense.
+    pub(super) bounded_read: Option<usize>,
+    /// This state's own packed header and chunk table, read back by
+    /// `select_pack` under `bounded_read`.
+    pub(super) own_table: ChunkTable,
     /// Apply workspaces: per-element f32 sum and presence mark, kept zero.
     pub(super) sum: M,
     pub(super) mark: M,
@@ -102,6 +110,15 @@ impl<M: Send> KernelState<M> {
             packed: alloc(packed_cap)?,
             info: alloc(8 * 4)?,
             host_packed: Vec::with_capacity(packed_cap),
+            bounded_read: match config.selection {
+                Selection::TopK { .. } | Selection::TopKApprox { .. } => {
+                    let entries = config.selection.max_entries(n) as u64;
+                    let bound = layout::max_packed_bytes(n as u64, config.wire_dtype, entries);
+                    Some(usize::try_from(bound).map_or(packed_cap, |b| b.min(packed_cap)))
+                }
+                Selection::Threshold { .. } | Selection::Dense => None,
+            },
+            own_table: ChunkTable::for_len(n as u64),
             sum: alloc(4 * n)?,
             mark: alloc(4 * n)?,
             peer_bytes: None,

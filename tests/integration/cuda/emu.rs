@@ -382,3 +382,74 @@ fn matches_the_cpu_backend() {
         println!("{selection:?} {dtype:?}: 2 steps identical to CpuBackend");
     }
 }
+
+/// 16-byte aligned host memory standing in for a framework's device tensor
+/// on the emulation (whose device memory is host memory).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Lane([f32; 4]);
+
+fn callers_tensor(data: &[f32]) -> Vec<Lane> {
+    let mut lanes = vec![Lane([0.0; 4]); data.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<Lane, f32>(&mut lanes)[..data.len()].copy_from_slice(data);
+    lanes
+}
+
+/// The backend steps the caller's own memory, wrapped by address: the
+/// caller writes its gradient in place and reads its parameters in place,
+/// a step uploads neither tensor (only the exchange crosses), and the
+/// results are the CPU backend's bits; bad wraps are typed errors.
+#[test]
+fn steps_callers_memory_without_copies() {
+    let emu = CudaEmuBackend::new();
+    let cpu = chronos_sync::CpuBackend::new();
+    let n = 70_001; // not a multiple of 4: the kernels' scalar tail reads the caller's last element
+    let mut rng = Rng(0xc0ffee);
+    let theta0 = rng.vec(n, 1.0);
+    let cfg = SyncConfig::builder().adaptive(false).threshold(0.0).wire_dtype(WireDtype::Bf16).build().unwrap();
+    let mut theta_mem = callers_tensor(&theta0);
+    let mut delta_mem = callers_tensor(&vec![0.0; n]);
+    let one = || chronos_sync::LocalCollective::group(1, std::time::Duration::from_secs(60)).unwrap().remove(0);
+    // SAFETY (both wraps): the Vecs outlive the engine's use of them below
+    // and are only touched between steps, when no launch runs.
+    let mut theta = unsafe { emu.wrap_device_memory(theta_mem.as_mut_ptr() as u64, n) }.expect("wrap theta");
+    let delta = unsafe { emu.wrap_device_memory(delta_mem.as_mut_ptr() as u64, n) }.expect("wrap delta");
+    assert_eq!(emu.buffer_len(&theta), n);
+    let mut sync = chronos_sync::SparseSync::new(&emu, one(), n, cfg.clone()).expect("engine");
+    let mut want = theta0.clone();
+    let mut reference = chronos_sync::SparseSync::new(&cpu, one(), n, cfg).expect("reference engine");
+    let mut synced = 0;
+    for step in 0..5 {
+        let update = rng.vec(n, 1e-2);
+        // The framework writes its gradient into its own tensor.
+        bytemuck::cast_slice_mut::<Lane, f32>(&mut delta_mem)[..n].copy_from_slice(&update);
+        let before = emu.transfer_counts();
+        let report = sync.step(&delta, &mut theta).expect("step");
+        let spent = emu.transfer_counts().since(&before);
+        // Only the exchange is uploaded (1% of bf16 entries plus tables),
+        // never the 4n bytes of either tensor; after the first exchange
+        // (which sizes the gathered staging) nothing is allocated.
+        assert!(spent.h2d_bytes < n as u64, "step {step}: {} bytes uploaded for n = {n}", spent.h2d_bytes);
+        if step > 0 {
+            assert_eq!(spent.buffers_created, 0, "step {step}: device allocations");
+        }
+        let want_report = reference.step(&update, &mut want).expect("reference step");
+        assert_eq!(report.synced, want_report.synced, "step {step}");
+        synced += usize::from(report.synced);
+        // The framework reads its parameters in place: no download.
+        let got = &bytemuck::cast_slice::<Lane, f32>(&theta_mem)[..n];
+        assert_eq!(bits(got), bits(&want), "step {step}: theta");
+    }
+    assert!(synced >= 4, "threshold 0 syncs (almost) every step, synced {synced}");
+    drop(sync);
+    drop(theta);
+
+    let unsupported =
+        |r: chronos_sync::Result<Buf>| matches!(r, Err(Error::Backend(chronos_sync::BackendError::Unsupported { .. })));
+    let base = delta_mem.as_mut_ptr() as u64;
+    // SAFETY (every call below): refused before any memory is touched.
+    assert!(unsupported(unsafe { emu.wrap_device_memory(base + 4, 8) }), "misaligned for float4");
+    assert!(unsupported(unsafe { emu.wrap_device_memory(base, 0) }), "zero elements");
+    assert!(unsupported(unsafe { emu.wrap_device_memory(0, 8) }), "null");
+    assert!(unsupported(unsafe { emu.wrap_device_memory(base, usize::MAX / 2) }), "4 * len overflows");
+}
