@@ -5,7 +5,7 @@
 
 use super::backend::KernelBackend;
 use super::compile::nvrtc_ptx;
-use super::kernels::{Arg, BLOCK, Kernel, Module};
+use super::kernels::{Arg, BLOCK, Kernel, MAX_ARGS, Module, arg_slots};
 use super::runner::KernelRunner;
 use crate::error::{BackendError, Result};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, result, sys};
@@ -88,9 +88,6 @@ pub struct CudaMem {
     ptr: u64,
     bytes: usize,
 }
-
-/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
-const MAX_ARGS: usize = 16;
 
 /// Launches on one stream of one context, with every kernel function cached.
 pub struct CudarcRunner {
@@ -350,22 +347,12 @@ impl KernelRunner for CudarcRunner {
     }
 
     unsafe fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()> {
-        if args.len() > MAX_ARGS {
-            return Err(BackendError::Driver {
-                backend: "cuda",
-                call: "cuLaunchKernel",
-                message: format!("{} given {} arguments (at most {MAX_ARGS})", kernel.name(), args.len()),
-            }
-            .into());
-        }
         // The argument values and the pointers to them on the stack, so a
-        // launch allocates nothing (cudarc's launch builder keeps a vector).
-        // Each value sits in the low bytes of a little-endian u64 slot; the
-        // driver reads as many bytes as the kernel's parameter has.
-        let mut values = [0u64; MAX_ARGS];
+        // launch allocates nothing (cudarc's launch builder keeps a vector);
+        // the driver reads as many bytes of each slot as the parameter has.
+        let mut values = arg_slots(kernel, args, "cuda", "cuLaunchKernel")?;
         let mut params = [std::ptr::null_mut::<std::ffi::c_void>(); MAX_ARGS];
-        for ((value, param), arg) in values.iter_mut().zip(params.iter_mut()).zip(args) {
-            *value = arg.slot();
+        for (param, value) in params.iter_mut().zip(values.iter_mut()) {
             *param = (value as *mut u64).cast();
         }
         self.ctx.bind_to_thread().map_err(driver_err("cuCtxSetCurrent"))?;

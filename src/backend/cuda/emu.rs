@@ -3,7 +3,7 @@
 //! `cs_emu_launch` (blocks in sequence, a block's threads as fibers).
 
 use super::backend::KernelBackend;
-use super::kernels::{Arg, BLOCK, Kernel};
+use super::kernels::{Arg, BLOCK, Kernel, arg_slots};
 use super::runner::KernelRunner;
 use crate::error::{BackendError, Result};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -30,9 +30,6 @@ impl Default for CudaEmuBackend {
         Self::new()
     }
 }
-
-/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
-const MAX_ARGS: usize = 16;
 
 /// Runs kernels through `cs_emu_launch`; "device memory" is host memory.
 #[derive(Debug)]
@@ -146,18 +143,7 @@ impl KernelRunner for EmuRunner {
 
     unsafe fn launch(&self, kernel: Kernel, grid: u32, args: &[Arg]) -> Result<()> {
         // On the stack: a launch allocates nothing (tests/alloc.rs).
-        let mut slots = [0u64; MAX_ARGS];
-        if args.len() > MAX_ARGS {
-            return Err(BackendError::Driver {
-                backend: "cuda-emu",
-                call: "cs_emu_launch",
-                message: format!("{} given {} arguments (at most {MAX_ARGS})", kernel.name(), args.len()),
-            }
-            .into());
-        }
-        for (slot, arg) in slots.iter_mut().zip(args) {
-            *slot = arg.slot();
-        }
+        let slots = arg_slots(kernel, args, "cuda-emu", "cs_emu_launch")?;
         // SAFETY: the caller guarantees every pointer argument is live and
         // large enough; the launch is synchronous and returns after all
         // threads have joined.

@@ -136,7 +136,9 @@ pub enum Arg {
 }
 
 impl Arg {
-    /// The 64-bit slot the emulation's launcher reads.
+    /// The argument's value in the low bytes of a little-endian 64-bit slot:
+    /// what the emulation's launcher reads, and what `cuLaunchKernel` reads
+    /// as many bytes of as the parameter has.
     pub fn slot(self) -> u64 {
         match self {
             Arg::Ptr(p) | Arg::U64(p) => p,
@@ -144,4 +146,30 @@ impl Arg {
             Arg::F32(v) => u64::from(v.to_bits()),
         }
     }
+}
+
+/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
+pub const MAX_ARGS: usize = 16;
+
+/// `args` as slots ([`Arg::slot`]) in a stack array, so a launch allocates
+/// nothing; more than [`MAX_ARGS`] is a driver error of `backend`'s `call`.
+pub(crate) fn arg_slots(
+    kernel: Kernel,
+    args: &[Arg],
+    backend: &'static str,
+    call: &'static str,
+) -> crate::error::Result<[u64; MAX_ARGS]> {
+    if args.len() > MAX_ARGS {
+        return Err(crate::error::BackendError::Driver {
+            backend,
+            call,
+            message: format!("{} given {} arguments (at most {MAX_ARGS})", kernel.name(), args.len()),
+        }
+        .into());
+    }
+    let mut slots = [0u64; MAX_ARGS];
+    for (slot, arg) in slots.iter_mut().zip(args) {
+        *slot = arg.slot();
+    }
+    Ok(slots)
 }
