@@ -13,7 +13,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const MODULES: [&str; 3] = ["fused", "select_pack", "apply"];
+const MODULES: [&str; 4] = ["fused", "select_pack", "apply", "validate"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -1,11 +1,12 @@
 // Host entry points of the emulated kernels (feature `cuda-emu`): compiled by
-// build.rs together with the three kernel sources, with cuda_emu.h
+// build.rs together with the kernel sources, with cuda_emu.h
 // force-included. Kernel ids and argument order mirror
 // src/backend/cuda/kernels.rs; every argument arrives as one 64-bit slot
 // (pointers as addresses, 32-bit integers and f32 bits in the low half).
 #include "../fused.cu"
 #include "../select_pack.cu"
 #include "../apply.cu"
+#include "../validate.cu"
 
 namespace {
 template <class T>
@@ -17,7 +18,7 @@ float F(unsigned long long a) { return __uint_as_float(static_cast<unsigned>(a))
 
 const char* const NAMES[] = {"cs_fill_u32",    "cs_fused_pass", "cs_fused_finish", "cs_select_fixed",
                              "cs_cut_search",  "cs_hist_level", "cs_chunk_count",  "cs_pack_layout",
-                             "cs_pack_chunk",  "cs_checksum",   "cs_apply_entries"};
+                             "cs_pack_chunk",  "cs_checksum",   "cs_apply_entries", "cs_validate_peers"};
 constexpr unsigned COUNT = sizeof(NAMES) / sizeof(NAMES[0]);
 }  // namespace
 
@@ -29,7 +30,7 @@ extern "C" const char* cs_emu_kernel_name(unsigned id) { return id < COUNT ? NAM
 // success, 2 for a bad block size, 3 for an unknown id or argument count.
 extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const unsigned long long* a,
                              unsigned nargs) {
-    static const unsigned ARGC[] = {3, 9, 6, 2, 6, 5, 4, 8, 6, 2, 9};
+    static const unsigned ARGC[] = {3, 9, 6, 2, 6, 5, 4, 8, 6, 2, 9, 6};
     if (id >= COUNT || nargs != ARGC[id]) return 3;
     switch (id) {
         case 0:
@@ -75,6 +76,11 @@ extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const u
             return cs_emu::launch(grid, block, [&] {
                 cs_apply_entries(P<const unsigned char>(a[0]), P<const unsigned>(a[1]), U(a[2]), U(a[3]),
                                  P<float>(a[4]), P<unsigned>(a[5]), P<float>(a[6]), P<float>(a[7]), F(a[8]));
+            });
+        case 11:
+            return cs_emu::launch(grid, block, [&] {
+                cs_validate_peers(P<const unsigned char>(a[0]), P<const cs_u64>(a[1]), a[2], U(a[3]),
+                                  P<unsigned>(a[4]), P<unsigned>(a[5]));
             });
         default:
             return 3;

@@ -37,8 +37,9 @@ pub use status::StepStatus;
 pub use transfer::TransferCounts;
 
 use crate::collective::Gathered;
-use crate::config::SyncConfig;
+use crate::config::{SyncConfig, WireDtype};
 use crate::error::Result;
+use crate::wire::Validator;
 use std::borrow::BorrowMut;
 use std::sync::Arc;
 
@@ -84,6 +85,9 @@ macro_rules! forward_backend {
         }
         fn select_pack<'s>(&self, state: &'s mut Self::State) -> Result<&'s [u8]> {
             (**self).select_pack(state)
+        }
+        fn validate_peers(&self, state: &mut Self::State, gathered: &Gathered, host: HostPeerCheck<'_>) -> Result<()> {
+            (**self).validate_peers(state, gathered, host)
         }
         fn apply(
             &self,
@@ -172,6 +176,23 @@ pub trait Backend: Send + Sync {
     /// the exchange succeeded).
     fn select_pack<'s>(&self, state: &'s mut Self::State) -> Result<&'s [u8]>;
 
+    /// Checks every rank's buffer in `gathered` (structure, bounds, order,
+    /// values, checksum, then `n` and dtype against `state`) before
+    /// [`Backend::apply`] reads them. Returns the first failing rank, in rank
+    /// order, as [`crate::Error::InvalidPeerBuffer`] carrying exactly the
+    /// error of the host validator ([`crate::wire::Validator::validate`]) for
+    /// its bytes; nothing in `state` that a step reads changes either way.
+    ///
+    /// The default runs `host`, the engine's host validator. A backend that
+    /// checks on its device (CUDA: `kernels/validate.cu`) returns the same
+    /// errors for the same bytes, and may keep what it uploaded (bytes and
+    /// chunk descriptors) for an `apply` with the same `gathered` that
+    /// follows.
+    fn validate_peers(&self, state: &mut Self::State, gathered: &Gathered, host: HostPeerCheck<'_>) -> Result<()> {
+        let _ = state;
+        host.run(gathered)
+    }
+
     /// Operation 3: `theta_i += weight * sum_r v_r,i` over the validated rank
     /// buffers in `gathered`, summed in rank order 0..W-1 in f32 starting from
     /// +0.0, then one f32 multiply and one f32 add (no fused multiply-add), for
@@ -186,6 +207,33 @@ pub trait Backend: Send + Sync {
         own_rank: usize,
         weight: f32,
     ) -> Result<()>;
+}
+
+/// The host's validation of one bucket's gathered peer buffers: the
+/// engine's reusable [`Validator`] and the bucket's `n` and wire dtype.
+/// Handed to [`Backend::validate_peers`], whose default runs it.
+pub struct HostPeerCheck<'v> {
+    validator: &'v mut Validator,
+    n: u64,
+    dtype: WireDtype,
+}
+
+impl<'v> HostPeerCheck<'v> {
+    /// A check of buffers for `n` elements of `dtype` with `validator`.
+    pub fn new(validator: &'v mut Validator, n: u64, dtype: WireDtype) -> Self {
+        HostPeerCheck { validator, n, dtype }
+    }
+
+    /// Validates every rank's buffer in rank order; the first failure is
+    /// [`crate::Error::InvalidPeerBuffer`].
+    pub fn run(self, gathered: &Gathered) -> Result<()> {
+        for (rank, bytes) in gathered.iter() {
+            self.validator
+                .validate(bytes, self.n, self.dtype)
+                .map_err(|source| crate::Error::InvalidPeerBuffer { rank, source })?;
+        }
+        Ok(())
+    }
 }
 
 /// Forwards every operation to the backend behind a shared reference, so

@@ -4,7 +4,7 @@
 use super::bucket::Bucket;
 use super::report::{GroupReport, StepReport};
 use super::vote;
-use crate::backend::Backend;
+use crate::backend::{Backend, HostPeerCheck};
 use crate::collective::{Collective, Gathered};
 use crate::config::SyncConfig;
 use crate::error::{CollectiveError, Error, FailureCause, Result, WireError};
@@ -373,12 +373,8 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         let own = collective.rank();
         if single {
             let bucket = &mut buckets[syncing[0]];
-            for (r, bytes) in gathered.iter() {
-                bucket
-                    .validator
-                    .validate(bytes, bucket.n as u64, bucket.config.wire_dtype)
-                    .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
-            }
+            let host = HostPeerCheck::new(&mut bucket.validator, bucket.n as u64, bucket.config.wire_dtype);
+            backend.validate_peers(&mut bucket.state, gathered, host)?;
             bucket.note_exchange(gathered, own)?;
             return Ok(());
         }
@@ -399,18 +395,21 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
                     rank: r,
                     source: WireError::Truncated { needed: len, have: rest.len() as u64 },
                 })?;
-                let one = &rest[..len];
-                bucket
-                    .validator
-                    .validate(one, bucket.n as u64, bucket.config.wire_dtype)
-                    .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
-                bucket.gathered.push_rank(one);
+                bucket.gathered.push_rank(&rest[..len]);
                 at += len;
             }
             if at != bytes.len() {
                 let source = WireError::Oversized { expected: at as u64, have: bytes.len() as u64 };
                 return Err(Error::InvalidPeerBuffer { rank: r, source });
             }
+        }
+        // Every split is known good: now each bucket's buffers, bucket by
+        // bucket (the same order on every rank, so every rank names the same
+        // first failure).
+        for &b in syncing.iter() {
+            let bucket = &mut buckets[b];
+            let host = HostPeerCheck::new(&mut bucket.validator, bucket.n as u64, bucket.config.wire_dtype);
+            backend.validate_peers(&mut bucket.state, &bucket.gathered, host)?;
         }
         for &b in syncing.iter() {
             let bucket = &mut buckets[b];

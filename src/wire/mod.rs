@@ -14,6 +14,7 @@ mod encode;
 pub mod layout;
 pub mod quantize;
 mod table;
+pub mod verdict;
 
 pub use decode::{ChunkIndex, ChunkView, LocalIndices, PackedView, Validator, decode, validate};
 pub use encode::{PackedDelta, encoded_len};

@@ -204,11 +204,13 @@ mod cuda_emu {
 
     /// A syncing step over a host collective reads back the status and the
     /// packed bytes: under the top-k rules in one copy of the rule's largest
-    /// buffer (two readbacks, two waits), under the others after the 24-byte
-    /// pack info that gives their length (three and three). It uploads the
-    /// gathered bytes and their chunk descriptors, and allocates nothing
-    /// unless its exchange is larger than any before (then the gathered
-    /// staging grows, once).
+    /// buffer, under the others after the 24-byte pack info that gives their
+    /// length; then the peers' verdicts from the device validation (32 bytes
+    /// per rank). So three readbacks and three waits under the top-k rules,
+    /// four and four under the others. It uploads the gathered bytes and
+    /// each rank's (offset, length), 16 bytes (the chunk descriptors are
+    /// written on the device), and allocates nothing unless its exchange is
+    /// larger than any before (then the gathered staging grows, once).
     #[test]
     fn cuda_emu_transfer_budget_syncing_step() {
         let b = backend();
@@ -219,17 +221,16 @@ mod cuda_emu {
                 let (readbacks, bytes) = if bounded {
                     let bound = layout::max_packed_bytes(N as u64, WireDtype::Bf16, rule.max_entries(N) as u64);
                     assert!(bound >= report.bytes_sent, "{name}: the bound {bound} holds the buffer");
-                    (2, 32 + bound)
+                    (3, 32 + bound + 32)
                 } else {
-                    (3, 32 + 24 + report.bytes_sent)
+                    (4, 32 + 24 + report.bytes_sent + 32)
                 };
                 assert_eq!(c.d2h_copies, readbacks, "{name}: readbacks");
                 assert_eq!(c.d2h_bytes, bytes, "{name}: readback bytes");
                 assert_eq!(c.waits, readbacks, "{name}: waits");
                 assert!(c.buffers_created <= u64::from(grew), "{name}: {} buffers created", c.buffers_created);
                 assert_eq!(c.h2d_copies, 2, "{name}: uploads");
-                let desc = 4 * chronos_sync::backend::cuda::kernels::DESC_WORDS as u64 * chunks();
-                assert_eq!(c.h2d_bytes, report.bytes_sent + report.bytes_received + desc, "{name}: upload bytes");
+                assert_eq!(c.h2d_bytes, report.bytes_sent + report.bytes_received + 16, "{name}: upload bytes");
             }
         }
     }

@@ -8,10 +8,11 @@ use super::peers::describe;
 use super::runner::KernelRunner;
 use super::state::{KernelState, chunks};
 use crate::backend::transfer::TransferCounter;
-use crate::backend::{Backend, StepStatus, TransferCounts};
+use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
 use crate::collective::Gathered;
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
+use crate::wire::verdict::{VERDICT_WORDS, decode_verdict};
 
 /// A dense `f32` vector in a runner's device memory: the backend's own
 /// allocation ([`Backend::alloc`]) or the caller's memory
@@ -339,6 +340,65 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         Ok(&st.host_packed)
     }
 
+    /// On the device: the gathered bytes and each rank's (offset, length)
+    /// are uploaded, `cs_validate_peers` checks every rank in one launch
+    /// (one block per rank, the host validator's checks in its order) and
+    /// writes the apply descriptors, and one readback of 32 bytes per rank
+    /// brings the verdicts. `host` is not used. The next `apply` with the
+    /// same `gathered` uploads nothing.
+    fn validate_peers(&self, st: &mut Self::State, gathered: &Gathered, _host: HostPeerCheck<'_>) -> Result<()> {
+        st.validated = false;
+        let world = gathered.ranks();
+        if world == 0 {
+            return Ok(());
+        }
+        let all = gathered.as_bytes();
+        let offsets = gathered.offsets();
+        st.host_spans.clear();
+        for r in 0..world {
+            st.host_spans.extend_from_slice(&[offsets[r] as u64, (offsets[r + 1] - offsets[r]) as u64]);
+        }
+        let c = chunks(st.n);
+        grow(self, &mut st.peer_bytes, all.len())?;
+        grow(self, &mut st.peer_desc, world * c * DESC_WORDS * 4)?;
+        grow(self, &mut st.peer_spans, 16 * world)?;
+        grow(self, &mut st.verdicts, 4 * VERDICT_WORDS * world)?;
+        let (Some(g), Some(d), Some(sp), Some(v)) =
+            (st.peer_bytes.as_mut(), st.peer_desc.as_ref(), st.peer_spans.as_mut(), st.verdicts.as_ref())
+        else {
+            unreachable!("grow always leaves an allocation");
+        };
+        self.write(g, 0, all)?;
+        self.write(sp, 0, bytemuck::cast_slice(&st.host_spans))?;
+        let dtype = st.config.wire_dtype;
+        self.launch(
+            Kernel::ValidatePeers,
+            world as u32,
+            &[self.p(g), self.p(sp), Arg::U64(st.n as u64), Arg::U32(u32::from(dtype.code())), self.p(d), self.p(v)],
+        )?;
+        st.host_verdicts.resize(VERDICT_WORDS * world, 0);
+        self.read(v, 0, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
+        for (rank, words) in st.host_verdicts.chunks_exact(VERDICT_WORDS).enumerate() {
+            let words: &[u32; VERDICT_WORDS] = words.try_into().expect("chunks of VERDICT_WORDS");
+            match decode_verdict(words, st.n as u64, dtype) {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(Error::InvalidPeerBuffer { rank, source }),
+                Err(bad) => {
+                    return Err(BackendError::Driver {
+                        backend: self.label,
+                        call: "cs_validate_peers",
+                        message: format!("rank {rank}: the device wrote verdict code {}", bad.code),
+                    }
+                    .into());
+                }
+            }
+        }
+        st.validated_offsets.clear();
+        st.validated_offsets.extend_from_slice(offsets);
+        st.validated = true;
+        Ok(())
+    }
+
     fn apply(
         &self,
         st: &mut Self::State,
@@ -353,20 +413,28 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             return Err(CollectiveError::InvalidRank { rank: own_rank, world }.into());
         }
         let dtype = st.config.wire_dtype;
-        st.host_desc.clear();
-        for (r, bytes) in gathered.iter() {
-            describe(&mut st.peer_table, bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
-                .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
+        let on_device = std::mem::take(&mut st.validated) && st.validated_offsets == gathered.offsets();
+        if !on_device {
+            // Not the exchange `validate_peers` just checked: describe the
+            // buffers on the host and upload them with their descriptors.
+            st.host_desc.clear();
+            for (r, bytes) in gathered.iter() {
+                describe(&mut st.peer_table, bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
+                    .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
+            }
+            let all = gathered.as_bytes();
+            let desc_bytes: &[u8] = bytemuck::cast_slice(&st.host_desc);
+            grow(self, &mut st.peer_bytes, all.len())?;
+            grow(self, &mut st.peer_desc, desc_bytes.len())?;
+            let (Some(g), Some(d)) = (st.peer_bytes.as_mut(), st.peer_desc.as_mut()) else {
+                unreachable!("grow always leaves an allocation");
+            };
+            self.write(g, 0, all)?;
+            self.write(d, 0, desc_bytes)?;
         }
-        let all = gathered.as_bytes();
-        let desc_bytes: &[u8] = bytemuck::cast_slice(&st.host_desc);
-        grow(self, &mut st.peer_bytes, all.len())?;
-        grow(self, &mut st.peer_desc, desc_bytes.len())?;
-        let (Some(g), Some(d)) = (st.peer_bytes.as_mut(), st.peer_desc.as_mut()) else {
-            unreachable!("grow always leaves an allocation");
+        let (Some(g), Some(d)) = (st.peer_bytes.as_ref(), st.peer_desc.as_ref()) else {
+            unreachable!("validate_peers or the upload above left both allocations");
         };
-        self.write(g, 0, all)?;
-        self.write(d, 0, desc_bytes)?;
         let c = chunks(st.n);
         let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
         let run = |mode: u32, r: usize, acc: &R::Mem| {

@@ -113,6 +113,7 @@ fn embedded_ptx(module: Module) -> Option<&'static str> {
         Module::Fused => include_str!(concat!(env!("OUT_DIR"), "/fused.ptx")),
         Module::SelectPack => include_str!(concat!(env!("OUT_DIR"), "/select_pack.ptx")),
         Module::Apply => include_str!(concat!(env!("OUT_DIR"), "/apply.ptx")),
+        Module::Validate => include_str!(concat!(env!("OUT_DIR"), "/validate.ptx")),
     })
 }
 

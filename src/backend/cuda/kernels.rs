@@ -13,7 +13,7 @@ pub const DESC_WORDS: usize = 8;
 /// Words of the selection state (`CS_SEL_*`).
 pub const SEL_WORDS: usize = 16;
 
-/// One of the three kernel source files (each prefixed by `common.cuh`).
+/// One of the kernel source files (each prefixed by `common.cuh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Module {
     /// `kernels/fused.cu`: operation 1.
@@ -22,13 +22,15 @@ pub enum Module {
     SelectPack,
     /// `kernels/apply.cu`: operation 3.
     Apply,
+    /// `kernels/validate.cu`: the peer buffers' checks before operation 3.
+    Validate,
 }
 
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
 impl Module {
     /// Every module.
-    pub const ALL: [Module; 3] = [Module::Fused, Module::SelectPack, Module::Apply];
+    pub const ALL: [Module; 4] = [Module::Fused, Module::SelectPack, Module::Apply, Module::Validate];
 
     /// File stem under `kernels/`.
     pub fn stem(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Module {
             Module::Fused => "fused",
             Module::SelectPack => "select_pack",
             Module::Apply => "apply",
+            Module::Validate => "validate",
         }
     }
 
@@ -46,6 +49,7 @@ impl Module {
             Module::Fused => include_str!("../../../kernels/fused.cu"),
             Module::SelectPack => include_str!("../../../kernels/select_pack.cu"),
             Module::Apply => include_str!("../../../kernels/apply.cu"),
+            Module::Validate => include_str!("../../../kernels/validate.cu"),
         };
         format!("{COMMON}\n{body}")
     }
@@ -77,11 +81,13 @@ pub enum Kernel {
     Checksum = 9,
     /// `cs_apply_entries(g, desc, dtype: u32, mode: u32, sum, mark, theta, acc, weight: f32)`.
     ApplyEntries = 10,
+    /// `cs_validate_peers(g, spans, n: u64, dtype: u32, desc, verdicts)`.
+    ValidatePeers = 11,
 }
 
 impl Kernel {
     /// Every kernel, in id order.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::FillU32,
         Kernel::FusedPass,
         Kernel::FusedFinish,
@@ -93,6 +99,7 @@ impl Kernel {
         Kernel::PackChunk,
         Kernel::Checksum,
         Kernel::ApplyEntries,
+        Kernel::ValidatePeers,
     ];
 
     /// The `extern "C"` symbol.
@@ -109,6 +116,7 @@ impl Kernel {
             Kernel::PackChunk => "cs_pack_chunk",
             Kernel::Checksum => "cs_checksum",
             Kernel::ApplyEntries => "cs_apply_entries",
+            Kernel::ValidatePeers => "cs_validate_peers",
         }
     }
 
@@ -117,6 +125,7 @@ impl Kernel {
         match self {
             Kernel::FillU32 | Kernel::FusedPass | Kernel::FusedFinish => Module::Fused,
             Kernel::ApplyEntries => Module::Apply,
+            Kernel::ValidatePeers => Module::Validate,
             _ => Module::SelectPack,
         }
     }

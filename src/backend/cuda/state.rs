@@ -56,8 +56,19 @@ pub struct KernelState<M> {
     pub(super) peer_desc: Option<M>,
     pub(super) host_desc: Vec<u32>,
     /// The peers' headers and chunk tables, read one rank at a time by
-    /// `apply` (sized for `n` here).
+    /// `apply` when it describes the buffers on the host (sized for `n`).
     pub(super) peer_table: ChunkTable,
+    /// Device validation (`validate_peers`): each rank's (offset, length)
+    /// in the uploaded bytes, and one verdict per rank, grown on demand.
+    pub(super) peer_spans: Option<M>,
+    pub(super) verdicts: Option<M>,
+    pub(super) host_spans: Vec<u64>,
+    pub(super) host_verdicts: Vec<u32>,
+    /// Whether the exchange `validate_peers` last accepted (its rank
+    /// offsets in `validated_offsets`) has its bytes and descriptors on the
+    /// device for the next `apply`; cleared once used or after a failure.
+    pub(super) validated: bool,
+    pub(super) validated_offsets: Vec<usize>,
 }
 
 /// Largest packed buffer for `n` elements of `dtype`: every chunk at its
@@ -125,6 +136,12 @@ impl<M: Send> KernelState<M> {
             peer_desc: None,
             host_desc: Vec::with_capacity(DESC_WORDS * c),
             peer_table: ChunkTable::for_len(n as u64),
+            peer_spans: None,
+            verdicts: None,
+            host_spans: Vec::new(),
+            host_verdicts: Vec::new(),
+            validated: false,
+            validated_offsets: Vec::new(),
         })
     }
 }

@@ -9,7 +9,8 @@
 //! every step), `invariants` (conservation, replicas, significance, seed
 //! parity), `matching` (packed bytes and state against the reference for every
 //! rule, dtype and size), `failures` (all-zero and non-finite input,
-//! timeouts), `grouped` (a group's buckets against separate engines, a
+//! timeouts), `corrupt` (peer buffers the backend's validation must refuse
+//! with the host validator's errors), `grouped` (a group's buckets against separate engines, a
 //! wrong length on one rank), `restart` (checkpoint, restore, continue). One file per backend instantiates the suite (`cpu.rs`).
 //!
 //! [`SparseSync`]: chronos_sync::SparseSync
@@ -66,6 +67,8 @@ macro_rules! conformance_suite {
                 wrong_length_on_one_rank_fails_every_rank_at_the_same_step,
                 wrong_bucket_count_on_one_rank_fails_every_rank,
                 checkpoint_restore_continues_bitwise,
+                corrupt_peer_buffers_get_the_host_validators_errors,
+                corrupted_in_transit_fails_every_rank_alike,
             );
         }
     };
@@ -79,6 +82,7 @@ macro_rules! conformance_suite {
     };
 }
 
+mod corrupt;
 mod failures;
 mod grouped;
 mod invariants;
@@ -88,6 +92,7 @@ mod restart;
 
 /// Every case, generic over the backend (the macro refers to them here).
 pub mod cases {
+    pub use super::corrupt::*;
     pub use super::failures::*;
     pub use super::grouped::*;
     pub use super::invariants::*;
