@@ -439,6 +439,13 @@ pub enum CollectiveError {
         /// What is wrong and what to run instead.
         reason: String,
     },
+    /// The collective cannot do what was asked of it (e.g. exchange
+    /// device memory).
+    #[error("collective cannot do this: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
     /// NCCL returned an error.
     #[error("NCCL call `{call}` failed with result code {code}: {message}")]
     Nccl {

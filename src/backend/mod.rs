@@ -36,7 +36,7 @@ pub use cpu::CpuBackend;
 pub use status::StepStatus;
 pub use transfer::TransferCounts;
 
-use crate::collective::Gathered;
+use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
 use crate::config::{SyncConfig, WireDtype};
 use crate::error::Result;
 use crate::wire::Validator;
@@ -88,6 +88,15 @@ macro_rules! forward_backend {
         }
         fn validate_peers(&self, state: &mut Self::State, gathered: &Gathered, host: HostPeerCheck<'_>) -> Result<()> {
             (**self).validate_peers(state, gathered, host)
+        }
+        fn device_memory(&self) -> Option<DeviceMemory> {
+            (**self).device_memory()
+        }
+        fn pack_on_device(&self, state: &mut Self::State) -> Result<PackedOnDevice> {
+            (**self).pack_on_device(state)
+        }
+        fn receive_on_device(&self, state: &mut Self::State, total: usize) -> Result<DeviceBytes> {
+            (**self).receive_on_device(state, total)
         }
         fn apply(
             &self,
@@ -176,6 +185,36 @@ pub trait Backend: Send + Sync {
     /// the exchange succeeded).
     fn select_pack<'s>(&self, state: &'s mut Self::State) -> Result<&'s [u8]>;
 
+    /// The device memory this backend's state lives in, when a collective
+    /// of the same memory can exchange its packed buffers there
+    /// ([`crate::collective::device`]). `None`, the default: the exchange is
+    /// staged through the host ([`Backend::select_pack`]'s bytes).
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+
+    /// [`Backend::select_pack`], leaving the packed buffer in device memory
+    /// (where it stays, unchanged, until the next pack on `state`) and
+    /// returning where it is and its entry count. Default:
+    /// [`crate::BackendError::Unsupported`].
+    fn pack_on_device(&self, state: &mut Self::State) -> Result<PackedOnDevice> {
+        let _ = state;
+        Err(crate::BackendError::Unsupported { backend: "this backend", what: "packing in device memory".into() }
+            .into())
+    }
+
+    /// Device memory of `state`, at least `total` bytes and disjoint from
+    /// the packed buffer, into which a collective gathers every rank's
+    /// packed bytes; [`Backend::validate_peers`] and [`Backend::apply`] then
+    /// read them there, given a [`Gathered::set_on_device`] of the same
+    /// lengths. Grows (once) when an exchange is larger than any before.
+    /// Default: [`crate::BackendError::Unsupported`].
+    fn receive_on_device(&self, state: &mut Self::State, total: usize) -> Result<DeviceBytes> {
+        let _ = (state, total);
+        Err(crate::BackendError::Unsupported { backend: "this backend", what: "receiving in device memory".into() }
+            .into())
+    }
+
     /// Checks every rank's buffer in `gathered` (structure, bounds, order,
     /// values, checksum, then `n` and dtype against `state`) before
     /// [`Backend::apply`] reads them. Returns the first failing rank, in rank
@@ -227,6 +266,13 @@ impl<'v> HostPeerCheck<'v> {
     /// Validates every rank's buffer in rank order; the first failure is
     /// [`crate::Error::InvalidPeerBuffer`].
     pub fn run(self, gathered: &Gathered) -> Result<()> {
+        if gathered.is_on_device() {
+            return Err(crate::BackendError::Unsupported {
+                backend: "host validator",
+                what: "validating an exchange in device memory on the host".into(),
+            }
+            .into());
+        }
         for (rank, bytes) in gathered.iter() {
             self.validator
                 .validate(bytes, self.n, self.dtype)

@@ -4,11 +4,17 @@ use crate::error::{Error, Result, WireError};
 
 /// Every rank's packed buffer, concatenated in rank order. Reused across
 /// steps: clearing keeps the allocation.
+///
+/// After a device exchange ([`Gathered::set_on_device`]) it holds only the
+/// rank offsets: the bytes are in the backend's device memory, where the
+/// collective wrote them, and every byte accessor here is empty.
 #[derive(Debug, Clone, Default)]
 pub struct Gathered {
     bytes: Vec<u8>,
     /// `offsets[r]..offsets[r + 1]` is rank r's slice; length W + 1.
     offsets: Vec<usize>,
+    /// The bytes are in device memory, not in `bytes`.
+    on_device: bool,
 }
 
 impl Gathered {
@@ -31,6 +37,7 @@ impl Gathered {
     /// first ([`crate::SyncGroup`] does), so this is the last line of
     /// defence, not the policy.
     pub fn reset(&mut self, lens: &[u64]) -> Result<()> {
+        self.on_device = false;
         self.bytes.clear();
         self.offsets.clear();
         self.offsets.push(0);
@@ -51,13 +58,42 @@ impl Gathered {
     /// Empties the buffer, keeping its capacity (then [`Gathered::push_rank`]
     /// each rank in order).
     pub fn clear(&mut self) {
+        self.on_device = false;
         self.bytes.clear();
         self.offsets.clear();
         self.offsets.push(0);
     }
 
-    /// Appends the next rank's bytes.
+    /// Records a device exchange of `lens` (every rank's length, already
+    /// bounded by the caller): the offsets only, the bytes being in device
+    /// memory. Errors as [`Gathered::reset`] on a sum that overflows.
+    pub fn set_on_device(&mut self, lens: &[u64]) -> Result<()> {
+        self.clear();
+        let mut at = 0usize;
+        for (rank, &len) in lens.iter().enumerate() {
+            at =
+                usize::try_from(len).ok().and_then(|l| at.checked_add(l)).filter(|&t| t <= isize::MAX as usize).ok_or(
+                    Error::InvalidPeerBuffer {
+                        rank,
+                        source: WireError::AnnouncedTooLarge { announced: len, limit: isize::MAX as u64 },
+                    },
+                )?;
+            self.offsets.push(at);
+        }
+        self.on_device = true;
+        Ok(())
+    }
+
+    /// Whether the bytes are in device memory ([`Gathered::set_on_device`]).
+    pub fn is_on_device(&self) -> bool {
+        self.on_device
+    }
+
+    /// Appends the next rank's bytes (a host exchange from then on).
     pub fn push_rank(&mut self, data: &[u8]) {
+        if self.on_device {
+            self.clear();
+        }
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
@@ -70,12 +106,15 @@ impl Gathered {
         self.offsets.len().saturating_sub(1)
     }
 
-    /// Rank `r`'s bytes.
+    /// Rank `r`'s bytes (empty after a device exchange).
     pub fn rank_bytes(&self, r: usize) -> &[u8] {
+        if self.on_device {
+            return &[];
+        }
         &self.bytes[self.offsets[r]..self.offsets[r + 1]]
     }
 
-    /// All bytes, concatenated.
+    /// All bytes, concatenated (empty after a device exchange).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -85,9 +124,10 @@ impl Gathered {
         &self.offsets
     }
 
-    /// Total bytes received.
+    /// Total bytes received (on the host or, after a device exchange, in
+    /// device memory).
     pub fn total_len(&self) -> usize {
-        self.bytes.len()
+        self.offsets.last().copied().unwrap_or(0)
     }
 
     /// Iterates over `(rank, bytes)`.

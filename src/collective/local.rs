@@ -24,7 +24,7 @@
 //! the group, so peers of a rank that panicked or returned early fail fast
 //! instead of waiting out the timeout.
 
-use super::{Collective, Gathered};
+use super::{Collective, DeviceBytes, DeviceMemory, Gathered};
 use crate::error::{CollectiveError, Error, Result};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -377,6 +377,75 @@ impl Collective for LocalCollective {
     }
 
     fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {
+        self.gather(send, lens, out)
+    }
+
+    /// The CUDA emulation's device memory is this process's memory, which
+    /// the threads of a local group share.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        Some(DeviceMemory::Emulated)
+    }
+
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        // SAFETY: by the caller's contract `send` is `send.len` readable
+        // bytes of this process that nothing writes during the call.
+        let src = unsafe { std::slice::from_raw_parts(send.ptr as usize as *const u8, send.len) };
+        self.gather(src, lens, &mut DeviceSink { recv, at: 0 })
+    }
+}
+
+/// Where [`LocalCollective::gather`] puts every rank's bytes.
+trait GatherSink {
+    /// Refuses the agreed lengths (before any rank's bytes move), or makes
+    /// room for them.
+    fn prepare(&mut self, lens: &[u64]) -> Result<()>;
+    /// The next rank's bytes.
+    fn push(&mut self, bytes: &[u8]);
+}
+
+impl GatherSink for Gathered {
+    fn prepare(&mut self, lens: &[u64]) -> Result<()> {
+        self.reset(lens)
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        self.push_rank(bytes);
+    }
+}
+
+/// The emulation's device memory at `recv`, filled from `at` on.
+struct DeviceSink {
+    recv: DeviceBytes,
+    at: usize,
+}
+
+impl GatherSink for DeviceSink {
+    fn prepare(&mut self, lens: &[u64]) -> Result<()> {
+        let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l));
+        match total {
+            Some(t) if t <= self.recv.len as u64 => Ok(()),
+            _ => Err(Error::LengthMismatch {
+                what: "all_gather_device recv (must hold every rank's bytes)",
+                expected: total.map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX)),
+                actual: self.recv.len,
+            }),
+        }
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        // SAFETY: `prepare` proved the lengths' sum fits in `recv`, which by
+        // `all_gather_device`'s contract is writable, ours alone, and
+        // disjoint from the slots copied from.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (self.recv.ptr as usize as *mut u8).add(self.at), bytes.len())
+        };
+        self.at += bytes.len();
+    }
+}
+
+impl LocalCollective {
+    /// The variable-size all-gather behind both byte exchanges: checks the
+    /// lengths, lets `sink` refuse them (before any rank's bytes move), and
+    /// hands it every rank's bytes in rank order.
+    fn gather(&mut self, send: &[u8], lens: &[u64], sink: &mut impl GatherSink) -> Result<()> {
         let op = Op::AllGatherBytes;
         let world = self.shared.world;
         if lens.len() != world {
@@ -394,7 +463,7 @@ impl Collective for LocalCollective {
         }
         // Bounds the announced lengths before anything is allocated; a rank
         // that cannot breaks the group, so its peers fail fast too.
-        if let Err(err) = out.reset(lens) {
+        if let Err(err) = sink.prepare(lens) {
             return Err(self.reject(err));
         }
         let deadline = self.deadline();
@@ -424,7 +493,7 @@ impl Collective for LocalCollective {
         // Draining: nobody writes the slots until every rank has departed.
         drop(g);
         for slot in &self.shared.slots {
-            out.push_rank(&slot.read().unwrap_or_else(|e| e.into_inner()));
+            sink.push(&slot.read().unwrap_or_else(|e| e.into_inner()));
         }
         self.depart(self.shared.lock());
         Ok(())

@@ -15,12 +15,20 @@
 //! feature, an NCCL collective.
 //! [`SharedCollective`] lets several engines use one collective.
 //!
+//! Device memory: a collective that can exchange a device backend's memory
+//! itself reports it ([`Collective::device_memory`]: NCCL on the backend's
+//! stream, and [`LocalCollective`] for the CUDA emulation), and the engine
+//! then moves the packed buffers from the pack kernel to the apply kernels
+//! without the host ([`device`]); every other pairing, and any collective
+//! wrapped in [`HostStaged`], stages the exchange through the host.
+//!
 //! Announced lengths are untrusted: the engines bound every rank's length
 //! by the selection rule's worst case before calling
 //! [`Collective::all_gather_bytes`], and [`Gathered::reset`] refuses sums
 //! that overflow or cannot be reserved, so a lying peer gets a typed error,
 //! never an allocation failure.
 
+pub mod device;
 pub mod gathered;
 pub mod local;
 #[cfg(feature = "mpi")]
@@ -28,14 +36,17 @@ pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod shared;
+pub mod staged;
 
+pub use device::{DeviceBytes, DeviceMemory, PackedOnDevice};
 pub use gathered::Gathered;
 pub use local::LocalCollective;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiCollective;
 pub use shared::SharedCollective;
+pub use staged::HostStaged;
 
-use crate::error::Result;
+use crate::error::{CollectiveError, Result};
 use std::time::Duration;
 
 /// A group of ranks that can vote and exchange bytes.
@@ -66,6 +77,29 @@ pub trait Collective: Send {
     fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
         let _ = max_bytes_per_rank;
     }
+
+    /// The device memory [`Collective::all_gather_device`] can exchange
+    /// (`None`, the default: host bytes only). See [`device`].
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+
+    /// [`Collective::all_gather_bytes`] in device memory: every rank's
+    /// `send` bytes, concatenated in rank order from `recv.ptr` on. `lens`
+    /// is as there (bounded by the caller); `send.len` must equal
+    /// `lens[rank]` and `recv.len` hold their sum, else
+    /// [`crate::Error::LengthMismatch`]. Returns within the timeout. The
+    /// default is [`CollectiveError::Unsupported`].
+    ///
+    /// # Safety
+    /// `send` and `recv` are live allocations of this collective's
+    /// [`Collective::device_memory`] of at least their lengths, `recv` not
+    /// overlapping `send`, and nothing else writes them until the call
+    /// returns (on a CUDA stream: only work ordered on it).
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        let _ = (send, lens, recv);
+        Err(CollectiveError::Unsupported { what: "exchanging device memory".into() }.into())
+    }
 }
 
 /// A borrowed collective is a collective, so an engine can run on one and
@@ -91,5 +125,12 @@ impl<C: Collective + ?Sized> Collective for &mut C {
     }
     fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
         (**self).reserve_payload(max_bytes_per_rank);
+    }
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        (**self).device_memory()
+    }
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { (**self).all_gather_device(send, lens, recv) }
     }
 }

@@ -44,7 +44,7 @@
 //! waiting (`ncclCommGetAsyncError`) abort the same way and are returned as
 //! [`CollectiveError::Nccl`] with the NCCL result code.
 
-use super::{Collective, Gathered};
+use super::{Collective, DeviceBytes, DeviceMemory, Gathered};
 use crate::error::{BackendError, CollectiveError, Error, Result};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use cudarc::nccl::result::{self as nccl, NcclError};
@@ -237,6 +237,12 @@ impl NcclCollective {
         })
     }
 
+    /// The stream every NCCL call of this rank is issued on (a backend on
+    /// it exchanges in device memory: [`Collective::device_memory`]).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Payloads whose agreed total is at most this many bytes go by grouped
     /// broadcasts, larger ones by a padded all-gather (default 1 MiB).
     pub fn broadcast_limit(&self) -> usize {
@@ -382,6 +388,61 @@ impl Collective for NcclCollective {
         out.clear();
         out.extend(self.host.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))));
         Ok(())
+    }
+
+    /// The GPU of this collective's stream, and the stream: a backend on
+    /// the same stream ([`crate::CudaBackend::on_stream`] with
+    /// [`NcclCollective::stream`]) exchanges its packed buffers in device
+    /// memory.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        Some(DeviceMemory::Cuda { ordinal: self.stream.context().ordinal(), stream: self.stream.cu_stream() as u64 })
+    }
+
+    /// One grouped `ncclBroadcast` per rank, from `send` straight into its
+    /// offset in `recv`, on this collective's stream; then the watchdog
+    /// wait (the one host wait of the exchange). No staging copy.
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        self.check_usable()?;
+        if lens.len() != self.world {
+            return Err(Error::LengthMismatch { what: "lens", expected: self.world, actual: lens.len() });
+        }
+        if send.len as u64 != lens[self.rank] {
+            return Err(Error::LengthMismatch { what: "send", expected: lens[self.rank] as usize, actual: send.len });
+        }
+        let total = lens.iter().try_fold(0u64, |a, &l| a.checked_add(l));
+        if total.is_none_or(|t| t > recv.len as u64) {
+            let expected = total.map_or(usize::MAX, |t| usize::try_from(t).unwrap_or(usize::MAX));
+            return Err(Error::LengthMismatch { what: "recv", expected, actual: recv.len });
+        }
+        nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
+        let mut offset = 0u64;
+        let mut failed = None;
+        for (r, &len) in lens.iter().enumerate() {
+            if len > 0 && failed.is_none() {
+                // SAFETY: by the caller's contract `recv` holds every rank's
+                // bytes (checked above) and `send` this rank's, both device
+                // memory ordered on this stream.
+                let res = unsafe {
+                    nccl::broadcast(
+                        send.ptr as *const _,
+                        (recv.ptr + offset) as *mut _,
+                        len as usize,
+                        sys::ncclDataType_t::ncclUint8,
+                        r as i32,
+                        self.comm,
+                        self.cu_stream(),
+                    )
+                };
+                failed = res.err();
+            }
+            offset += len;
+        }
+        let end = nccl::group_end();
+        if let Some(e) = failed {
+            return Err(nccl_error("ncclBroadcast", e));
+        }
+        end.map_err(|e| nccl_error("ncclGroupEnd", e))?;
+        self.wait("all_gather_device")
     }
 
     fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {

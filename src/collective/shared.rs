@@ -1,6 +1,6 @@
 //! [`SharedCollective`]: one communicator behind several engines.
 
-use super::{Collective, Gathered};
+use super::{Collective, DeviceBytes, DeviceMemory, Gathered};
 use crate::error::Result;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -62,5 +62,12 @@ impl<C: Collective> Collective for SharedCollective<C> {
     }
     fn reserve_payload(&mut self, max_bytes_per_rank: usize) {
         self.lock().reserve_payload(max_bytes_per_rank);
+    }
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        self.lock().device_memory()
+    }
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.lock().all_gather_device(send, lens, recv) }
     }
 }

@@ -81,11 +81,17 @@ impl<S> Bucket<S> {
     }
 
     /// Records this rank's traffic from a validated exchange.
-    pub(crate) fn note_exchange(&mut self, gathered: &Gathered, own_rank: usize) -> Result<()> {
-        let own = gathered.rank_bytes(own_rank);
-        self.entries_sent = wire::peek_count(own)?;
-        self.bytes_sent = own.len() as u64;
-        self.bytes_received = (gathered.total_len() - own.len()) as u64;
+    /// `entries` is this rank's entry count when the bytes are not on the
+    /// host (a device exchange); else it is read from its buffer's header.
+    pub(crate) fn note_exchange(&mut self, gathered: &Gathered, own_rank: usize, entries: Option<u64>) -> Result<()> {
+        let offsets = gathered.offsets();
+        let own = (offsets[own_rank + 1] - offsets[own_rank]) as u64;
+        self.entries_sent = match entries {
+            Some(e) => e,
+            None => wire::peek_count(gathered.rank_bytes(own_rank))?,
+        };
+        self.bytes_sent = own;
+        self.bytes_received = gathered.total_len() as u64 - own;
         self.bytes_exchanged = gathered.total_len() as u64;
         Ok(())
     }

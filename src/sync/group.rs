@@ -331,6 +331,11 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         let single = syncing.len() == 1;
         let limit = syncing.iter().map(|&b| buckets[b].max_bytes as u64).fold(0u64, u64::saturating_add);
 
+        if single && backend.device_memory().is_some_and(|m| collective.device_memory() == Some(m)) {
+            let bucket = &mut buckets[syncing[0]];
+            return exchange_on_device(backend, collective, bucket, syncing[0], lens, gathered, limit, failed_before);
+        }
+
         // Pack. A failure is announced in place of the length, so that every
         // rank learns it from the count exchange and none enters the byte
         // exchange.
@@ -375,7 +380,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             let bucket = &mut buckets[syncing[0]];
             let host = HostPeerCheck::new(&mut bucket.validator, bucket.n as u64, bucket.config.wire_dtype);
             backend.validate_peers(&mut bucket.state, gathered, host)?;
-            bucket.note_exchange(gathered, own)?;
+            bucket.note_exchange(gathered, own, None)?;
             return Ok(());
         }
         for &b in syncing.iter() {
@@ -414,7 +419,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         for &b in syncing.iter() {
             let bucket = &mut buckets[b];
             let gathered = std::mem::take(&mut bucket.gathered);
-            let noted = bucket.note_exchange(&gathered, own);
+            let noted = bucket.note_exchange(&gathered, own, None);
             bucket.gathered = gathered;
             noted?;
         }
@@ -432,6 +437,52 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         }
         Ok(())
     }
+}
+
+/// [`SyncGroup`]'s exchange of one syncing bucket in device memory
+/// ([`crate::collective::device`]): the backend packs on its device, the
+/// lengths are exchanged as on the host path (with the same failure and
+/// bound verdicts), the collective gathers every rank's bytes from the
+/// packed buffer straight into the backend's receive memory, and the
+/// backend validates them there. `gathered` is left holding the offsets.
+#[allow(clippy::too_many_arguments)]
+fn exchange_on_device<B: Backend, C: Collective>(
+    backend: &B,
+    collective: &mut C,
+    bucket: &mut Bucket<B::State>,
+    b: usize,
+    lens: &mut Vec<u64>,
+    gathered: &mut Gathered,
+    limit: u64,
+    failed_before: Option<(usize, Error)>,
+) -> Result<()> {
+    let mut failed = failed_before;
+    let mut packed = None;
+    if failed.is_none() {
+        match backend.pack_on_device(&mut bucket.state) {
+            Ok(p) => packed = Some(p),
+            Err(e) => failed = Some((b, e)),
+        }
+    }
+    let announce = match (&failed, &packed) {
+        (Some((b, _)), _) => vote::failed_pack_len(*b),
+        (None, Some(p)) => p.bytes.len as u64,
+        (None, None) => unreachable!("no failure means a packed buffer"),
+    };
+    collective.all_gather_u64(announce, lens)?;
+    if let Some(err) = length_verdict(lens, limit, failed.map(|(_, e)| e)) {
+        return Err(err);
+    }
+    let packed = packed.expect("no rank failed, this one included");
+    gathered.set_on_device(lens)?;
+    let recv = backend.receive_on_device(&mut bucket.state, gathered.total_len())?;
+    // SAFETY: `packed` is the backend's packed buffer and `recv` its receive
+    // memory, disjoint live allocations of the collective's device memory
+    // (checked equal above) that nothing else touches during the call.
+    unsafe { collective.all_gather_device(packed.bytes, lens, recv) }?;
+    let host = HostPeerCheck::new(&mut bucket.validator, bucket.n as u64, bucket.config.wire_dtype);
+    backend.validate_peers(&mut bucket.state, gathered, host)?;
+    bucket.note_exchange(gathered, collective.rank(), Some(packed.entries))
 }
 
 /// What the count exchange says before any byte moves: a rank whose pack

@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each suite uses a different subset
 
 use chronos_sync::backend::Backend;
-use chronos_sync::collective::{Collective, Gathered, LocalCollective};
+use chronos_sync::collective::{Collective, DeviceBytes, DeviceMemory, Gathered, LocalCollective};
 use chronos_sync::{Result, SparseSync, StepReport, SyncConfig};
 use std::borrow::{Borrow, BorrowMut};
 use std::sync::mpsc;
@@ -205,6 +205,20 @@ impl<C: Collective> Collective for Tap<C> {
     fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {
         *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(send.to_vec());
         self.inner.all_gather_bytes(send, lens, out)
+    }
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        self.inner.device_memory()
+    }
+    unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
+        // The emulation's device memory is this process's: keep a copy as on
+        // the host path (a GPU's is not read here; no GPU test reads it).
+        if self.inner.device_memory() == Some(DeviceMemory::Emulated) {
+            // SAFETY: by the caller's contract `send` is live and unchanging.
+            let bytes = unsafe { std::slice::from_raw_parts(send.ptr as usize as *const u8, send.len) };
+            *self.sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.to_vec());
+        }
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_gather_device(send, lens, recv) }
     }
 }
 

@@ -9,6 +9,7 @@
 //! `-- wgpu` and `-- cuda` sections pick them up.
 
 use chronos_sync::backend::TransferCounts;
+use chronos_sync::collective::{Collective, HostStaged};
 use chronos_sync::wire::layout;
 use chronos_sync::{Backend, LocalCollective, Selection, SparseSync, StepReport, SyncConfig, WireDtype};
 use std::sync::Arc;
@@ -44,6 +45,16 @@ pub struct Measured {
     pub grew: bool,
 }
 
+/// How a measured engine exchanges its packed buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// Over `LocalCollective` as it is: in device memory where the backend's
+    /// is the emulation's.
+    AsOffered,
+    /// Over `HostStaged<LocalCollective>`: always through the host.
+    HostStaged,
+}
+
 /// Runs `WARMUP + MEASURED` steps of a one-rank engine on `backend` (every
 /// step syncing, or none) and returns each measured step. The update is
 /// uploaded before the first snapshot, so a step's counts are the engine's
@@ -55,6 +66,33 @@ pub fn measure<B: Backend>(
     error_feedback: bool,
     syncing: bool,
 ) -> Vec<Measured> {
+    measure_over(backend, counts, selection, error_feedback, syncing, Exchange::HostStaged)
+}
+
+/// [`measure`] with the exchange path chosen.
+pub fn measure_over<B: Backend>(
+    backend: &Arc<B>,
+    counts: fn(&B) -> TransferCounts,
+    selection: Selection,
+    error_feedback: bool,
+    syncing: bool,
+    exchange: Exchange,
+) -> Vec<Measured> {
+    let collective = LocalCollective::group(1, Duration::from_secs(60)).expect("group").remove(0);
+    match exchange {
+        Exchange::AsOffered => run(backend, counts, selection, error_feedback, syncing, collective),
+        Exchange::HostStaged => run(backend, counts, selection, error_feedback, syncing, HostStaged::new(collective)),
+    }
+}
+
+fn run<B: Backend, C: Collective>(
+    backend: &Arc<B>,
+    counts: fn(&B) -> TransferCounts,
+    selection: Selection,
+    error_feedback: bool,
+    syncing: bool,
+    collective: C,
+) -> Vec<Measured> {
     let config = SyncConfig::builder()
         .error_feedback(error_feedback)
         .adaptive(false)
@@ -64,7 +102,6 @@ pub fn measure<B: Backend>(
         .wire_dtype(WireDtype::Bf16)
         .build()
         .expect("valid config");
-    let collective = LocalCollective::group(1, Duration::from_secs(60)).expect("group").remove(0);
     let mut theta = backend.alloc(N).expect("alloc");
     backend.upload(&vec![0.5; N], std::borrow::BorrowMut::borrow_mut(&mut theta)).expect("upload");
     let mut delta = backend.alloc(N).expect("alloc");
@@ -144,11 +181,13 @@ mod wgpu {
     }
 
     /// After warm-up a syncing step over a host collective reads back the
-    /// status, the header and chunk table, and the packed bytes (three
-    /// readbacks), uploads the gathered bytes and their chunk descriptors
-    /// and, when the packed layout changed, the parameter blocks of the
-    /// passes whose dispatches changed (at most two more uploads, a few KiB);
-    /// it waits four times (the three readbacks and the end of apply). It
+    /// status, the header and chunk table, the packed bytes and the peers'
+    /// verdicts of the device validation (four readbacks, the last 32 bytes
+    /// per rank), uploads the gathered bytes, each rank's (offset, length)
+    /// (8 bytes) and the chunk descriptors and, when the packed layout
+    /// changed, the parameter blocks of the passes whose dispatches changed
+    /// (at most two more uploads, a few KiB); it waits five times (the four
+    /// readbacks and the end of apply). It
     /// creates no buffer and no bind group unless its exchange is larger
     /// than any before (then the gathered staging grows, once, and the
     /// bind groups on it are rebuilt).
@@ -158,17 +197,17 @@ mod wgpu {
         for (name, rule, ef) in rules() {
             for Measured { counts: c, report, grew } in measure(&b, WgpuBackend::transfer_counts, rule, ef, true) {
                 print("wgpu", name, ef, true, &c);
-                assert_eq!(c.d2h_copies, 3, "{name}: readbacks");
-                assert_eq!(c.d2h_bytes, 32 + head_bytes() + report.bytes_sent, "{name}: readback bytes");
-                assert_eq!(c.waits, 4, "{name}: waits");
+                assert_eq!(c.d2h_copies, 4, "{name}: readbacks");
+                assert_eq!(c.d2h_bytes, 32 + head_bytes() + report.bytes_sent + 32, "{name}: readback bytes");
+                assert_eq!(c.waits, 5, "{name}: waits");
                 if !grew {
                     assert_eq!(c.buffers_created, 0, "{name}: buffers created");
                     assert_eq!(c.bind_groups_created, 0, "{name}: bind groups created");
                 }
                 assert!(c.buffers_created <= 1, "{name}: {} buffers created", c.buffers_created);
                 // One rank: the gathered bytes are this rank's own packed buffer.
-                let data = report.bytes_sent + report.bytes_received + 16 * chunks();
-                assert!((2..=4).contains(&c.h2d_copies), "{name}: {} uploads", c.h2d_copies);
+                let data = report.bytes_sent + report.bytes_received + 8 + 16 * chunks();
+                assert!((3..=5).contains(&c.h2d_copies), "{name}: {} uploads", c.h2d_copies);
                 assert!(
                     c.h2d_bytes >= data && c.h2d_bytes <= data + 16384,
                     "{name}: {} bytes uploaded for {data} bytes of gathered data and descriptors",
@@ -202,7 +241,33 @@ mod cuda_emu {
         }
     }
 
-    /// A syncing step over a host collective reads back the status and the
+    /// A syncing step exchanging in device memory (`LocalCollective` moves
+    /// the emulation's): the status, the 24-byte pack info and the peers'
+    /// verdicts (32 bytes per rank) come back, three readbacks and three
+    /// waits; the only upload is each rank's (offset, length), 16 bytes. No
+    /// packed byte crosses to the host or back, on every rule.
+    #[test]
+    fn cuda_emu_transfer_budget_device_exchange() {
+        let b = backend();
+        for (name, rule, ef) in rules() {
+            for Measured { counts: c, grew, .. } in
+                measure_over(&b, CudaEmuBackend::transfer_counts, rule, ef, true, Exchange::AsOffered)
+            {
+                print("cuda-emu (device exchange)", name, ef, true, &c);
+                assert_eq!((c.d2h_copies, c.d2h_bytes, c.waits), (3, 32 + 24 + 32, 3), "{name}: readbacks");
+                assert_eq!((c.h2d_copies, c.h2d_bytes), (1, 16), "{name}: uploads");
+                assert!(c.buffers_created <= u64::from(grew), "{name}: {} buffers created", c.buffers_created);
+            }
+            for Measured { counts: c, .. } in
+                measure_over(&b, CudaEmuBackend::transfer_counts, rule, ef, false, Exchange::AsOffered)
+            {
+                let budget = TransferCounts { d2h_copies: 1, d2h_bytes: 32, waits: 1, ..TransferCounts::default() };
+                assert_eq!(c, budget, "{name}: non-syncing");
+            }
+        }
+    }
+
+    /// A syncing step staged through the host (`HostStaged`) reads back the status and the
     /// packed bytes: under the top-k rules in one copy of the rule's largest
     /// buffer, under the others after the 24-byte pack info that gives their
     /// length; then the peers' verdicts from the device validation (32 bytes

@@ -9,7 +9,7 @@ use super::runner::KernelRunner;
 use super::state::{KernelState, chunks};
 use crate::backend::transfer::TransferCounter;
 use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
-use crate::collective::Gathered;
+use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
 use crate::wire::verdict::{VERDICT_WORDS, decode_verdict};
@@ -130,6 +130,73 @@ impl<R: KernelRunner> KernelBackend<R> {
     fn fill(&self, mem: &R::Mem, words: usize, value: u32) -> Result<()> {
         let grid = (words.div_ceil(BLOCK as usize)).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
         self.launch(Kernel::FillU32, grid, &[self.p(mem), Arg::U64(words as u64), Arg::U32(value)])
+    }
+
+    /// The selection and pack kernels of `select_pack`, writing the packed
+    /// buffer and its 24-byte pack info on the device.
+    fn pack_kernels(&self, st: &mut KernelState<R::Mem>) -> Result<()> {
+        let n = st.n;
+        match st.config.selection {
+            Selection::TopK { .. } | Selection::TopKApprox { .. } => {
+                let k = st.config.selection.k(n).unwrap_or(1);
+                let kmax = match st.config.selection {
+                    Selection::TopKApprox { slack, .. } => ((k as f64) * (1.0 + slack)).floor().min(n as f64) as usize,
+                    _ => k,
+                }
+                .max(k);
+                self.cut_search(st, k as u32, kmax as u32)?;
+            }
+            Selection::Threshold { rel } => {
+                let cut = (rel as f32) * (st.committed_status.acc_sq / n as f32).sqrt();
+                self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(cut.to_bits())])?;
+            }
+            _ => self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(0)])?,
+        }
+        let c = chunks(n) as u32;
+        let acc = self.p(&st.acc[st.committed]);
+        let dtype = Arg::U32(u32::from(st.config.wire_dtype.code()));
+        self.launch(Kernel::ChunkCount, c, &[acc, Arg::U64(n as u64), self.p(&st.sel), self.p(&st.counts)])?;
+        self.launch(
+            Kernel::PackLayout,
+            1,
+            &[
+                self.p(&st.counts),
+                Arg::U32(c),
+                Arg::U64(n as u64),
+                dtype,
+                self.p(&st.sel),
+                self.p(&st.desc),
+                self.p(&st.packed),
+                self.p(&st.info),
+            ],
+        )?;
+        self.launch(
+            Kernel::PackChunk,
+            c,
+            &[acc, self.p(&st.sel), self.p(&st.desc), self.p(&st.info), dtype, self.p(&st.packed)],
+        )?;
+        let words = self.runner.size(&st.packed) / 4;
+        let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
+        self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
+        Ok(())
+    }
+
+    /// Reads the pack info: the packed length (checked against the staging
+    /// buffer) and the entry count.
+    fn pack_info(&self, st: &KernelState<R::Mem>) -> Result<(usize, u64)> {
+        let mut info = [0u8; 24];
+        self.read(&st.info, 0, &mut info)?;
+        let word = |i: usize| u64::from_le_bytes(info[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let total = word(0) as usize;
+        if total > self.runner.size(&st.packed) {
+            return Err(BackendError::Driver {
+                backend: self.label,
+                call: "cs_pack_layout",
+                message: format!("packed size {total} exceeds the staging buffer"),
+            }
+            .into());
+        }
+        Ok((total, word(1)))
     }
 
     /// The radix select of docs/selection.md for the top-k rules, entirely on
@@ -259,49 +326,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
     }
 
     fn select_pack<'s>(&self, st: &'s mut Self::State) -> Result<&'s [u8]> {
-        let n = st.n;
-        match st.config.selection {
-            Selection::TopK { .. } | Selection::TopKApprox { .. } => {
-                let k = st.config.selection.k(n).unwrap_or(1);
-                let kmax = match st.config.selection {
-                    Selection::TopKApprox { slack, .. } => ((k as f64) * (1.0 + slack)).floor().min(n as f64) as usize,
-                    _ => k,
-                }
-                .max(k);
-                self.cut_search(st, k as u32, kmax as u32)?;
-            }
-            Selection::Threshold { rel } => {
-                let cut = (rel as f32) * (st.committed_status.acc_sq / n as f32).sqrt();
-                self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(cut.to_bits())])?;
-            }
-            _ => self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(0)])?,
-        }
-        let c = chunks(n) as u32;
-        let acc = self.p(&st.acc[st.committed]);
-        let dtype = Arg::U32(u32::from(st.config.wire_dtype.code()));
-        self.launch(Kernel::ChunkCount, c, &[acc, Arg::U64(n as u64), self.p(&st.sel), self.p(&st.counts)])?;
-        self.launch(
-            Kernel::PackLayout,
-            1,
-            &[
-                self.p(&st.counts),
-                Arg::U32(c),
-                Arg::U64(n as u64),
-                dtype,
-                self.p(&st.sel),
-                self.p(&st.desc),
-                self.p(&st.packed),
-                self.p(&st.info),
-            ],
-        )?;
-        self.launch(
-            Kernel::PackChunk,
-            c,
-            &[acc, self.p(&st.sel), self.p(&st.desc), self.p(&st.info), dtype, self.p(&st.packed)],
-        )?;
-        let words = self.runner.size(&st.packed) / 4;
-        let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
-        self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
+        self.pack_kernels(st)?;
         if let Some(bound) = st.bounded_read {
             // One readback: the rule's largest buffer, cut to the length its
             // header and chunk table give (read with the shared reader, which
@@ -312,7 +337,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             let total = st.own_table.read_prefix(&st.host_packed);
             let lay = st.own_table.layout();
             return match total {
-                Ok(total) if total <= bound as u64 && lay.n == n as u64 && lay.dtype == st.config.wire_dtype => {
+                Ok(total) if total <= bound as u64 && lay.n == st.n as u64 && lay.dtype == st.config.wire_dtype => {
                     st.host_packed.truncate(total as usize);
                     Ok(&st.host_packed)
                 }
@@ -324,20 +349,29 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
                 .into()),
             };
         }
-        let mut info = [0u8; 24];
-        self.read(&st.info, 0, &mut info)?;
-        let total = u64::from_le_bytes(info[..8].try_into().expect("8 bytes")) as usize;
-        if total > self.runner.size(&st.packed) {
-            return Err(BackendError::Driver {
-                backend: self.label,
-                call: "cs_pack_layout",
-                message: format!("packed size {total} exceeds the staging buffer"),
-            }
-            .into());
-        }
+        let (total, _) = self.pack_info(st)?;
         st.host_packed.resize(total, 0);
         self.read(&st.packed, 0, &mut st.host_packed)?;
         Ok(&st.host_packed)
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        Some(self.runner.device_memory())
+    }
+
+    /// The pack kernels, then one readback of the 24-byte pack info (the
+    /// buffer's length and entry count): the packed bytes stay on the device.
+    fn pack_on_device(&self, st: &mut Self::State) -> Result<PackedOnDevice> {
+        self.pack_kernels(st)?;
+        let (total, entries) = self.pack_info(st)?;
+        Ok(PackedOnDevice { bytes: DeviceBytes { ptr: self.runner.ptr(&st.packed), len: total }, entries })
+    }
+
+    fn receive_on_device(&self, st: &mut Self::State, total: usize) -> Result<DeviceBytes> {
+        st.validated = false;
+        grow(self, &mut st.peer_bytes, total)?;
+        let g = st.peer_bytes.as_ref().expect("grow always leaves an allocation");
+        Ok(DeviceBytes { ptr: self.runner.ptr(g), len: self.runner.size(g) })
     }
 
     /// On the device: the gathered bytes and each rank's (offset, length)
@@ -359,7 +393,19 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             st.host_spans.extend_from_slice(&[offsets[r] as u64, (offsets[r + 1] - offsets[r]) as u64]);
         }
         let c = chunks(st.n);
-        grow(self, &mut st.peer_bytes, all.len())?;
+        if gathered.is_on_device() {
+            // The collective wrote the bytes into `peer_bytes`
+            // (`receive_on_device`), which must hold them.
+            if st.peer_bytes.as_ref().is_none_or(|g| self.runner.size(g) < gathered.total_len()) {
+                return Err(BackendError::Unsupported {
+                    backend: self.label,
+                    what: "validating a device exchange larger than the memory receive_on_device gave".into(),
+                }
+                .into());
+            }
+        } else {
+            grow(self, &mut st.peer_bytes, all.len())?;
+        }
         grow(self, &mut st.peer_desc, world * c * DESC_WORDS * 4)?;
         grow(self, &mut st.peer_spans, 16 * world)?;
         grow(self, &mut st.verdicts, 4 * VERDICT_WORDS * world)?;
@@ -368,7 +414,9 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         else {
             unreachable!("grow always leaves an allocation");
         };
-        self.write(g, 0, all)?;
+        if !gathered.is_on_device() {
+            self.write(g, 0, all)?;
+        }
         self.write(sp, 0, bytemuck::cast_slice(&st.host_spans))?;
         let dtype = st.config.wire_dtype;
         self.launch(
@@ -414,6 +462,13 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         let dtype = st.config.wire_dtype;
         let on_device = std::mem::take(&mut st.validated) && st.validated_offsets == gathered.offsets();
+        if gathered.is_on_device() && !on_device {
+            return Err(BackendError::Unsupported {
+                backend: self.label,
+                what: "applying a device exchange that validate_peers did not accept just before".into(),
+            }
+            .into());
+        }
         if !on_device {
             // Not the exchange `validate_peers` just checked: describe the
             // buffers on the host and upload them with their descriptors.

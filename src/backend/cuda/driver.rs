@@ -243,6 +243,10 @@ impl KernelRunner for CudarcRunner {
         self.description.clone()
     }
 
+    fn device_memory(&self) -> crate::collective::DeviceMemory {
+        crate::collective::DeviceMemory::Cuda { ordinal: self.ctx.ordinal(), stream: self.stream.cu_stream() as u64 }
+    }
+
     fn stride_blocks(&self) -> u32 {
         // Enough resident 256-thread blocks to saturate memory bandwidth.
         self.sms * 8

@@ -90,6 +90,10 @@ impl KernelRunner for EmuRunner {
         "CPU emulation of kernels/*.cu".into()
     }
 
+    fn device_memory(&self) -> crate::collective::DeviceMemory {
+        crate::collective::DeviceMemory::Emulated
+    }
+
     fn stride_blocks(&self) -> u32 {
         // Blocks run one after another here; a few keep the grid-stride and
         // two-level reduction paths exercised without slowing tests down.

@@ -3,6 +3,7 @@
 //! emulation of the same `.cu` sources.
 
 use super::kernels::{Arg, Kernel};
+use crate::collective::DeviceMemory;
 use crate::error::Result;
 
 /// Executes the kernels of `kernels/*.cu` in order on one stream.
@@ -18,6 +19,9 @@ pub trait KernelRunner: Send + Sync + 'static {
 
     /// Describes the device, e.g. `"cuda:0 NVIDIA H100 (sm_90)"`.
     fn device_name(&self) -> String;
+    /// The memory the runner's allocations live in and the stream its work
+    /// is ordered on, for a collective that exchanges it.
+    fn device_memory(&self) -> DeviceMemory;
     /// Blocks a grid-stride kernel is given (enough to fill the device).
     fn stride_blocks(&self) -> u32;
     /// A zero-filled allocation of `bytes` bytes (at least 1).

@@ -23,6 +23,18 @@ fn ensure<'a>(
     label: &str,
     bytes: u64,
 ) -> Result<&'a wgpu::Buffer> {
+    ensure_with(ctx, slot, label, bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)
+}
+
+/// Makes sure `slot` holds a buffer of `usage` of at least `bytes` (grown
+/// to the next power of two, so similar sizes stop creating buffers).
+pub(super) fn ensure_with<'a>(
+    ctx: &GpuContext,
+    slot: &'a mut Option<(wgpu::Buffer, u64)>,
+    label: &str,
+    bytes: u64,
+    usage: wgpu::BufferUsages,
+) -> Result<&'a wgpu::Buffer> {
     if bytes > ctx.limits.max_buffer_size {
         return Err(BackendError::Unsupported {
             backend: BACKEND,
@@ -32,7 +44,6 @@ fn ensure<'a>(
     }
     if slot.as_ref().is_none_or(|(_, cap)| *cap < bytes) {
         let cap = bytes.next_power_of_two().min(ctx.limits.max_buffer_size).max(bytes);
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         *slot = Some((ctx.buffer(label, cap, usage), cap));
     }
     Ok(&slot.as_ref().expect("just ensured").0)
@@ -74,11 +85,16 @@ pub(super) fn apply(
             BackendError::Unsupported { backend: BACKEND, what: format!("gathered buffers of {total} bytes") }.into()
         );
     }
+    // After `validate_peers` accepted this very exchange its bytes are
+    // already on the device.
+    let uploaded = std::mem::take(&mut state.validated) && state.validated_offsets == gathered.offsets();
     ensure(ctx, &mut state.gathered, "gathered", total)?;
     ensure(ctx, &mut state.desc, "chunk descriptors", 16 * state.host_desc.len() as u64)?;
     let (gbuf, gcap) = state.gathered.as_ref().expect("ensured");
     let (dbuf, _) = state.desc.as_ref().expect("ensured");
-    ctx.write(gbuf, 0, gathered.as_bytes());
+    if !uploaded {
+        ctx.write(gbuf, 0, gathered.as_bytes());
+    }
     ctx.write(dbuf, 0, bytemuck::cast_slice(&state.host_desc));
 
     // The scratch is zero unless an earlier apply failed before its

@@ -43,6 +43,7 @@ pub(super) struct Kernels {
     pub checksum: Kernel,
     pub scatter: Kernel,
     pub apply_theta: Kernel,
+    pub validate: Kernel,
 }
 
 use Slot::{Params as P, Read as R, Write as W};
@@ -81,6 +82,7 @@ impl Kernels {
                 &[include_str!("../../../shaders/apply_theta.wgsl")],
                 &[P, W, W, W],
             )?,
+            validate: build(ctx, "validate", &[include_str!("../../../shaders/validate.wgsl")], &[P, R, R, W])?,
         })
     }
 }

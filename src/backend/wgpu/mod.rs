@@ -54,6 +54,7 @@ mod recorder;
 mod segments;
 mod select_pack;
 mod state;
+mod validate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,7 +65,7 @@ pub use state::WgpuState;
 use self::buffer::vector_usage;
 use self::context::{BACKEND, GpuContext};
 use self::kernels::Kernels;
-use crate::backend::{Backend, StepStatus, TransferCounts};
+use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
 use crate::collective::Gathered;
 use crate::config::SyncConfig;
 use crate::error::{BackendError, Error, Result};
@@ -321,6 +322,21 @@ impl Backend for WgpuBackend {
             select_pack::select_pack(&self.ctx, &self.kernels, state).map(|_| ())
         })?;
         Ok(&state.packed_host)
+    }
+
+    /// On the device when the exchange fits one storage binding
+    /// (`shaders/validate.wgsl`: one workgroup per rank, the host
+    /// validator's checks in its order): the gathered bytes and each rank's
+    /// (offset, length) are uploaded, and one readback of 32 bytes per rank
+    /// brings the verdicts; the next `apply` of the same exchange uploads
+    /// no bytes. An exchange larger than one binding, or whose length is
+    /// not a multiple of 4 (some buffer in it is invalid), is checked by
+    /// `host`.
+    fn validate_peers(&self, state: &mut WgpuState, gathered: &Gathered, host: HostPeerCheck<'_>) -> Result<()> {
+        self.check_state(state)?;
+        self.ctx.scoped("validate_peers", 0, false, || {
+            validate::validate_peers(&self.ctx, &self.kernels, state, gathered, host)
+        })
     }
 
     fn apply(

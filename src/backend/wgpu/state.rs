@@ -78,10 +78,22 @@ pub struct WgpuState {
     pub(super) peer_tables: Vec<ChunkTable>,
     /// The chunk descriptors `apply` uploads (reused).
     pub(super) host_desc: Vec<[u32; 4]>,
+    /// Device validation of the peers (`validate_peers`): each rank's
+    /// (offset, length) in `gathered`, the verdicts and their readback
+    /// copy, grown to the largest group seen.
+    pub(super) peer_spans: Option<(wgpu::Buffer, u64)>,
+    pub(super) verdicts: Option<(wgpu::Buffer, u64)>,
+    pub(super) verdicts_read: Option<(wgpu::Buffer, u64)>,
+    pub(super) host_spans: Vec<u32>,
+    pub(super) host_verdicts: Vec<u32>,
+    /// Whether `gathered` holds the exchange `validate_peers` last
+    /// accepted (rank offsets in `validated_offsets`), for the next `apply`.
+    pub(super) validated: bool,
+    pub(super) validated_offsets: Vec<usize>,
     /// Parameter blocks and cached bind groups, one ring per submission
-    /// kind (accumulate, select, pack, apply), so that a submission whose
+    /// kind (accumulate, select, pack, apply, validate), so that a submission whose
     /// parameters match its previous ones uploads nothing.
-    pub(super) params: [RefCell<ParamRing>; 4],
+    pub(super) params: [RefCell<ParamRing>; 5],
     /// The selection rule's initial selection words, written once here and
     /// copied on the device into `sel` at every select (no upload per sync).
     pub(super) sel_init: wgpu::Buffer,
@@ -96,6 +108,7 @@ pub(super) enum Phase {
     Select = 1,
     Pack = 2,
     Apply = 3,
+    Validate = 4,
 }
 
 impl WgpuState {
@@ -210,6 +223,13 @@ pub(super) fn create(
             own_table: ChunkTable::for_len(n64),
             peer_tables: Vec::new(),
             host_desc: Vec::with_capacity(chunks as usize),
+            peer_spans: None,
+            verdicts: None,
+            verdicts_read: None,
+            host_spans: Vec::new(),
+            host_verdicts: Vec::new(),
+            validated: false,
+            validated_offsets: Vec::new(),
             params: std::array::from_fn(|_| RefCell::new(ParamRing::new(ctx, slots))),
             sel_init: {
                 let b = ctx.buffer("sel_init", 32, wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
