@@ -19,6 +19,18 @@ fn group_index(wid: vec3<u32>, grid_x: u32) -> u32 {
     return wid.x + wid.y * grid_x;
 }
 
+// MurmurHash3's 32-bit finalizer: the checksum's per-word mixing
+// (src/wire/checksum.rs).
+fn fmix32(x: u32) -> u32 {
+    var h = x;
+    h ^= h >> 16u;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13u;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16u;
+    return h;
+}
+
 var<workgroup> scan_buf: array<u32, 256>;
 
 // Exclusive prefix sum of `v` over the workgroup, in invocation order.

@@ -115,16 +115,6 @@ fn uses_bitmap(k: u32, len: u32) -> bool {
     return list_bytes(k) > bitmap_bytes(len);
 }
 
-fn fmix32(x: u32) -> u32 {
-    var h = x;
-    h ^= h >> 16u;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13u;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16u;
-    return h;
-}
-
 @compute @workgroup_size(256)
 fn validate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = group_index(wid, p.grid_x);

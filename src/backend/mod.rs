@@ -11,8 +11,11 @@
 //! gives its counts). The CPU backend works in host memory: nothing is
 //! copied, and after warm-up no operation allocates (`tests/alloc.rs` checks
 //! it). On wgpu and CUDA, `accumulate` reads back only the 32-byte
-//! [`StepStatus`]; on a syncing step `select_pack` also reads the packed
-//! bytes back to the host and `apply` uploads every rank's gathered bytes.
+//! [`StepStatus`]; on a syncing step staged through the host `select_pack`
+//! also reads the packed bytes back and `validate_peers` uploads every
+//! rank's gathered bytes (and checks them on the device), while with a
+//! collective of the backend's device memory the CUDA backend's packed
+//! bytes never leave the device ([`crate::collective::device`]).
 //! Their host side allocates nothing per step after warm-up either
 //! (`tests/alloc.rs` runs the CUDA emulation and wgpu too; wgpu's own
 //! allocations inside its API calls are counted apart). Both count their host traffic, waits and object creations

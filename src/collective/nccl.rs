@@ -18,6 +18,15 @@
 //! network transfer for sparse buffers, and the price of a backend-agnostic
 //! trait.
 //!
+//! # Device memory, no staging
+//! A CUDA backend on this collective's stream ([`NcclCollective::stream`],
+//! [`crate::CudaBackend::on_stream`]) exchanges its packed buffers with
+//! [`Collective::all_gather_device`] instead: one grouped `ncclBroadcast`
+//! per rank from the backend's packed buffer straight into its receive
+//! memory, ordered on the one stream after the pack kernels and before the
+//! validation and apply kernels, and no byte of the payload on the host
+//! (the vote and the counts still stage their few bytes as above).
+//!
 //! The device staging buffers grow (to the next power of two) when a call
 //! needs more than any before and are never shrunk, so steady-state steps
 //! allocate no device memory; on the host the vote copies its words into a

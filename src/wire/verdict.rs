@@ -71,6 +71,31 @@ pub fn decode_verdict(
     Ok(Err(err))
 }
 
+/// The verdicts of every rank (`VERDICT_WORDS` words each, in rank order)
+/// as the engine reports them: the first failing rank's
+/// [`crate::Error::InvalidPeerBuffer`], or a driver error of `backend`'s
+/// `call` for a verdict no validator writes.
+pub(crate) fn check_verdicts(
+    words: &[u32],
+    n: u64,
+    dtype: WireDtype,
+    backend: &'static str,
+    call: &'static str,
+) -> crate::Result<()> {
+    for (rank, verdict) in words.chunks_exact(VERDICT_WORDS).enumerate() {
+        let verdict: &[u32; VERDICT_WORDS] = verdict.try_into().expect("chunks of VERDICT_WORDS");
+        match decode_verdict(verdict, n, dtype) {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(crate::Error::InvalidPeerBuffer { rank, source }),
+            Err(bad) => {
+                let message = format!("rank {rank}: the device wrote verdict code {}", bad.code);
+                return Err(crate::BackendError::Driver { backend, call, message }.into());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

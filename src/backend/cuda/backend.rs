@@ -12,7 +12,7 @@ use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
 use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
-use crate::wire::verdict::{VERDICT_WORDS, decode_verdict};
+use crate::wire::verdict::{VERDICT_WORDS, check_verdicts};
 
 /// A dense `f32` vector in a runner's device memory: the backend's own
 /// allocation ([`Backend::alloc`]) or the caller's memory
@@ -426,21 +426,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         )?;
         st.host_verdicts.resize(VERDICT_WORDS * world, 0);
         self.read(v, 0, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
-        for (rank, words) in st.host_verdicts.chunks_exact(VERDICT_WORDS).enumerate() {
-            let words: &[u32; VERDICT_WORDS] = words.try_into().expect("chunks of VERDICT_WORDS");
-            match decode_verdict(words, st.n as u64, dtype) {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => return Err(Error::InvalidPeerBuffer { rank, source }),
-                Err(bad) => {
-                    return Err(BackendError::Driver {
-                        backend: self.label,
-                        call: "cs_validate_peers",
-                        message: format!("rank {rank}: the device wrote verdict code {}", bad.code),
-                    }
-                    .into());
-                }
-            }
-        }
+        check_verdicts(&st.host_verdicts, st.n as u64, dtype, self.label, "cs_validate_peers")?;
         st.validated_offsets.clear();
         st.validated_offsets.extend_from_slice(offsets);
         st.validated = true;

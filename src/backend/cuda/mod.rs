@@ -17,16 +17,31 @@
 //! one copy and cuts it to the length the header gives, under the threshold
 //! and dense rules it reads a 24-byte info block (the packed length) first,
 //! then the packed bytes. `select_pack` returns them from host memory.
-//! `apply` uploads the gathered bytes of every
-//! rank and their chunk descriptors (two host-to-device copies), then runs
-//! the rank-ordered scatter on the device.
+//! `validate_peers` uploads the gathered bytes of every rank and each
+//! rank's (offset, length), and `kernels/validate.cu` checks every rank's
+//! buffer on the device (one block per rank, the host validator's checks
+//! in its order, so the same [`crate::WireError`] for the same bytes) and
+//! writes the apply descriptors; one readback of 32 bytes per rank brings
+//! the verdicts. `apply` then runs the rank-ordered scatter on the device
+//! with nothing more to upload.
+//!
+//! Exchange in device memory ([`crate::collective::device`]): with a
+//! collective of the backend's memory (NCCL on the backend's stream; the
+//! in-process collective for the emulation), `pack_on_device` leaves the
+//! packed buffer on the device and reads back only the 24-byte pack info,
+//! the collective gathers every rank's bytes into `receive_on_device`'s
+//! memory, and validation and apply read them there: a syncing step is
+//! three small readbacks (status, pack info, verdicts) and one 16-byte
+//! upload per rank, no packed byte on the host (`transfer.rs` asserts it
+//! on the emulation, `cuda::nccl` on a GPU).
 //!
 //! Device memory is allocated in `create_state`, except the staging for the
-//! gathered bytes and descriptors, which `apply` grows (to the next power of
+//! gathered bytes and descriptors, which grows (to the next power of
 //! two) when an exchange is larger than any before. On the host, the packed
 //! readback reuses a buffer sized for the largest possible packed buffer,
-//! and `apply` reads each rank's chunk table into one reused
-//! [`crate::wire::ChunkTable`] and fills a reused descriptor vector, so the
+//! and the spans, verdicts and (when `apply` is given an exchange that
+//! `validate_peers` did not just accept) the chunk tables and descriptors
+//! live in reused vectors, so the
 //! host orchestration allocates nothing per step after warm-up
 //! (`tests/alloc.rs` holds the emulation to it). The cudarc runner passes
 //! each launch's arguments to `cuLaunchKernel` from a stack array, not

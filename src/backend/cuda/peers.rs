@@ -1,9 +1,10 @@
-//! The chunk descriptors `apply` uploads for the gathered peer buffers,
-//! built from each buffer's header and chunk table as the shared reader
-//! ([`ChunkTable::read_for`]) reads them, which proves that every offset the
-//! apply kernel will read lies inside the rank's bytes. (Full validation —
-//! ordering, padding, checksum — is the decoder's job, which
-//! `SparseSync::step` runs before `apply`.)
+//! The chunk descriptors `apply` uploads for gathered peer buffers that
+//! `validate_peers` did not just check on the device (which writes them
+//! there itself), built from each buffer's header and chunk table as the
+//! shared reader ([`ChunkTable::read_for`]) reads them, which proves that
+//! every offset the apply kernel will read lies inside the rank's bytes.
+//! (Full validation — ordering, padding, checksum — is `validate_peers`'s
+//! job, which the engine runs before `apply`.)
 
 use super::kernels::DESC_WORDS;
 use crate::config::WireDtype;

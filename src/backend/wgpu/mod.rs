@@ -10,26 +10,32 @@
 //!   two readbacks, the header and chunk table (`32 + 4 * ceil(n / 65536)`
 //!   bytes), then the whole packed buffer, which `select_pack` returns from
 //!   host memory.
-//! - Operation 3 uploads the gathered bytes of every rank and a table of
-//!   chunk descriptors (16 bytes per chunk per rank), then applies the rank
+//! - Validation of the peers' buffers (`shaders/validate.wgsl`) uploads the
+//!   gathered bytes of every rank and each rank's (offset, length), checks
+//!   every rank on the device (one workgroup per rank, the host validator's
+//!   checks in its order) and reads back 32 bytes of verdict per rank. An
+//!   exchange larger than one storage binding is validated on the host.
+//! - Operation 3 uploads a table of chunk descriptors (16 bytes per chunk
+//!   per rank; the bytes are already there), then applies the rank
 //!   buffers in rank order with one dispatch per rank (no float atomics),
 //!   then error feedback on this rank's entries.
 //!
 //! So a step reads back the status, and a syncing step additionally reads
-//! back the header and the packed bytes and re-uploads everything gathered.
-//! Counted per step after warm-up ([`WgpuBackend::transfer_counts`], held by
-//! the `wgpu_transfer_budget_*` tests for every rule): a non-syncing step is
-//! one 32-byte readback and one wait, with no upload; a syncing step over a
-//! host collective is three readbacks (status, header and chunk table, the
-//! packed bytes), four waits, and two uploads (the gathered bytes and their
-//! chunk descriptors) plus the parameter blocks of passes whose dispatches
-//! changed with the packed layout. Pipelines are compiled once per backend
+//! back the header and the packed bytes, re-uploads everything gathered and
+//! reads back the verdicts. Counted per step after warm-up
+//! ([`WgpuBackend::transfer_counts`], held by the `wgpu_transfer_budget_*`
+//! tests for every rule): a non-syncing step is one 32-byte readback and
+//! one wait, with no upload; a syncing step over a host collective is four
+//! readbacks (status, header and chunk table, the packed bytes, the
+//! verdicts), five waits, and three uploads (the gathered bytes, the spans,
+//! the chunk descriptors) plus the parameter blocks of passes whose
+//! dispatches changed with the packed layout. Pipelines are compiled once per backend
 //! and the state's buffers are created once in `create_state`, except the
 //! device buffers for the gathered bytes and the chunk descriptors, which
 //! `apply` grows (to the next power of two) when an exchange is larger than
 //! any before, and the parameter rings, which grow when a submission needs
 //! more slots. Each state keeps one parameter ring per kind of submission
-//! (accumulate, select, pack, apply) and uploads a ring only when its
+//! (accumulate, select, pack, apply, validate) and uploads a ring only when its
 //! blocks differ from what it holds; bind groups are cached per (kernel,
 //! bound ranges), and a buffer that fits one storage binding is bound whole
 //! (kernels get its word offsets as parameters), so the same ranges recur

@@ -9,8 +9,8 @@ use super::recorder::{Bind, Recorder};
 use super::state::{Phase, WgpuState};
 use crate::backend::HostPeerCheck;
 use crate::collective::Gathered;
-use crate::error::{BackendError, Error, Result};
-use crate::wire::verdict::{VERDICT_WORDS, decode_verdict};
+use crate::error::Result;
+use crate::wire::verdict::{VERDICT_WORDS, check_verdicts};
 
 /// Runs the validation (see the module doc).
 pub(super) fn validate_peers(
@@ -64,21 +64,7 @@ pub(super) fn validate_peers(
     ctx.read_mapped("wgpu validate_peers", verdicts_read, verdict_bytes, &state.map_slot, |b| {
         words.extend(b.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
     })?;
-    for (rank, words) in state.host_verdicts.chunks_exact(VERDICT_WORDS).enumerate() {
-        let words: &[u32; VERDICT_WORDS] = words.try_into().expect("chunks of VERDICT_WORDS");
-        match decode_verdict(words, state.n, state.dtype) {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(Error::InvalidPeerBuffer { rank, source }),
-            Err(bad) => {
-                return Err(BackendError::Driver {
-                    backend: super::context::BACKEND,
-                    call: "validate_peers",
-                    message: format!("rank {rank}: the device wrote verdict code {}", bad.code),
-                }
-                .into());
-            }
-        }
-    }
+    check_verdicts(&state.host_verdicts, state.n, state.dtype, super::context::BACKEND, "validate_peers")?;
     state.validated_offsets.clear();
     state.validated_offsets.extend_from_slice(offsets);
     state.validated = true;

@@ -6,7 +6,7 @@
 
 use crate::common::{SplitMix64, Synthetic, assert_bitwise_eq, initial_params};
 use chronos_sync::backend::HostPeerCheck;
-use chronos_sync::collective::{Collective, Gathered};
+use chronos_sync::collective::{Collective, DeviceBytes, DeviceMemory, Gathered};
 use chronos_sync::wire::{PackedDelta, Validator, checksum::checksum, layout::Layout};
 use chronos_sync::{Backend, Error, LocalCollective, SparseSync, SyncConfig, WireDtype, WireError};
 use std::borrow::{Borrow, BorrowMut};
@@ -221,6 +221,8 @@ pub fn corrupt_peer_buffers_get_the_host_validators_errors<B: Backend>(backend: 
 /// Forwards to `inner`, but on its `at`-th byte exchange (from 1) hands the
 /// engine rank `victim`'s bytes with one byte flipped (on every rank alike:
 /// a buffer corrupted in transit), keeping a copy of what it handed over.
+/// In the emulation's device memory too, so that path's validation is held
+/// to the same verdict.
 struct Corrupting<C> {
     inner: C,
     calls: u32,
@@ -260,6 +262,32 @@ impl<C: Collective> Collective for Corrupting<C> {
                 out.push_rank(r);
             }
             *self.seen.lock().unwrap() = Some(ranks[self.victim].clone());
+        }
+        Ok(())
+    }
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        // The emulation's device memory is this process's, so a corruption
+        // in transit can be made there too; a GPU's stays host-staged.
+        self.inner.device_memory().filter(|&m| m == DeviceMemory::Emulated)
+    }
+    unsafe fn all_gather_device(
+        &mut self,
+        send: DeviceBytes,
+        lens: &[u64],
+        recv: DeviceBytes,
+    ) -> chronos_sync::Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_gather_device(send, lens, recv) }?;
+        self.calls += 1;
+        if self.calls == self.at {
+            let start: usize = lens[..self.victim].iter().map(|&l| l as usize).sum();
+            let len = lens[self.victim] as usize;
+            // SAFETY: emulated device memory is host memory; the victim's
+            // bytes lie inside `recv` (the inner call checked the lengths),
+            // which nothing else touches until this returns.
+            let v = unsafe { std::slice::from_raw_parts_mut((recv.ptr as usize as *mut u8).add(start), len) };
+            v[len - 3] ^= 0x5a;
+            *self.seen.lock().unwrap() = Some(v.to_vec());
         }
         Ok(())
     }
