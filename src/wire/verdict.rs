@@ -75,6 +75,7 @@ pub fn decode_verdict(
 /// as the engine reports them: the first failing rank's
 /// [`crate::Error::InvalidPeerBuffer`], or a driver error of `backend`'s
 /// `call` for a verdict no validator writes.
+#[cfg(any(feature = "wgpu", feature = "cuda", feature = "cuda-emu"))]
 pub(crate) fn check_verdicts(
     words: &[u32],
     n: u64,
