@@ -29,9 +29,10 @@
 //!
 //! The device staging buffers grow (to the next power of two) when a call
 //! needs more than any before and are never shrunk, so steady-state steps
-//! allocate no device memory; on the host the vote copies its words into a
-//! fresh vector, the payload builds a vector of the lengths, and the padded
-//! path a padded copy of the send buffer, on every call.
+//! allocate no device memory. Nothing else is created per call either: the
+//! vote is staged straight from the caller's words, the padded path sends
+//! the send staging's whole slot instead of a padded copy, and every wait
+//! records the collective's one event.
 //!
 //! # Operations
 //! - vote: `ncclAllReduce` (max, u32) in place;
@@ -42,8 +43,9 @@
 //!   to the agreed maximum, the padding dropped on the host.
 //!
 //! # Timeouts
-//! Every call waits for its work with a watchdog: the stream is polled until
-//! the work completes or [`Collective::timeout`] elapses. On expiry (a rank
+//! Every call waits for its work with a watchdog, the copy of the result
+//! back to the host included: the stream is polled until the work completes
+//! or [`Collective::timeout`] elapses. On expiry (a rank
 //! that never arrived) the communicator is aborted with `ncclCommAbort` —
 //! which makes the blocked kernels return — and the call returns
 //! [`Error::Timeout`] with an empty `missing` list: NCCL does not report
@@ -55,7 +57,7 @@
 
 use super::{Collective, DeviceBytes, DeviceMemory, Gathered};
 use crate::error::{BackendError, CollectiveError, Error, Result};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nccl::result::{self as nccl, NcclError};
 use cudarc::nccl::sys;
 use std::sync::Arc;
@@ -200,6 +202,9 @@ pub struct NcclCollective {
     send: Staging,
     recv: Staging,
     host: Vec<u8>,
+    /// Recorded by every watchdog wait: one event for the collective's
+    /// life, not one per call.
+    done: CudaEvent,
 }
 
 // SAFETY: the communicator is used by one thread at a time (all methods take
@@ -231,6 +236,7 @@ impl NcclCollective {
         }
         nccl_present()?;
         stream.context().bind_to_thread().map_err(driver_error("cuCtxSetCurrent"))?;
+        let done = stream.context().new_event(None).map_err(driver_error("cuEventCreate"))?;
         let comm = init_with_timeout(&stream, id, rank, world, timeout)?;
         Ok(NcclCollective {
             comm,
@@ -243,6 +249,7 @@ impl NcclCollective {
             send: Staging { buf: None },
             recv: Staging { buf: None },
             host: Vec::new(),
+            done,
         })
     }
 
@@ -281,11 +288,11 @@ impl NcclCollective {
     /// The watchdog: waits for the work queued so far, polling the stream and
     /// NCCL's asynchronous error state until done or the timeout expires.
     fn wait(&mut self, op: &'static str) -> Result<()> {
-        let event = self.stream.record_event(None).map_err(driver_error("cuEventRecord"))?;
+        self.done.record(&self.stream).map_err(driver_error("cuEventRecord"))?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            if event.try_is_complete().map_err(driver_error("cuEventQuery"))? {
+            if self.done.try_is_complete().map_err(driver_error("cuEventQuery"))? {
                 return Ok(());
             }
             let mut async_err = sys::ncclResult_t::ncclSuccess;
@@ -314,7 +321,9 @@ impl NcclCollective {
         Ok(ptr)
     }
 
-    fn stage_out(&mut self, bytes: usize) -> Result<()> {
+    /// Copies the first `bytes` of the receive staging into `host`, then
+    /// the watchdog wait (bounded, like every wait of this collective).
+    fn stage_out(&mut self, bytes: usize, op: &'static str) -> Result<()> {
         self.host.resize(bytes, 0);
         if bytes == 0 {
             return Ok(());
@@ -322,7 +331,7 @@ impl NcclCollective {
         let buf = self.recv.buf.as_ref().expect("recv staging allocated before the collective");
         let view = buf.slice(0..bytes);
         self.stream.memcpy_dtoh(&view, &mut self.host).map_err(driver_error("cuMemcpyDtoHAsync"))?;
-        self.stream.synchronize().map_err(driver_error("cuStreamSynchronize"))
+        self.wait(op)
     }
 
     fn cu_stream(&self) -> sys::cudaStream_t {
@@ -354,9 +363,9 @@ impl Collective for NcclCollective {
 
     fn all_reduce_max(&mut self, values: &mut [u32]) -> Result<()> {
         self.check_usable()?;
-        let bytes: Vec<u8> = bytemuck::cast_slice(values).to_vec();
-        let ptr = self.stage_in(&bytes, bytes.len())?;
-        let (_, out) = self.recv.ensure(&self.stream, bytes.len())?;
+        let bytes = std::mem::size_of_val(values);
+        let ptr = self.stage_in(bytemuck::cast_slice(values), bytes)?;
+        let (_, out) = self.recv.ensure(&self.stream, bytes)?;
         // SAFETY: both buffers hold at least values.len() u32 on this stream.
         unsafe {
             nccl::all_reduce(
@@ -371,8 +380,8 @@ impl Collective for NcclCollective {
         }
         .map_err(|e| nccl_error("ncclAllReduce", e))?;
         self.wait("all_reduce_max")?;
-        self.stage_out(bytes.len())?;
-        values.copy_from_slice(bytemuck::cast_slice(&self.host[..bytes.len()]));
+        self.stage_out(bytes, "all_reduce_max")?;
+        values.copy_from_slice(bytemuck::cast_slice(&self.host[..bytes]));
         Ok(())
     }
 
@@ -393,7 +402,7 @@ impl Collective for NcclCollective {
         }
         .map_err(|e| nccl_error("ncclAllGather", e))?;
         self.wait("all_gather_u64")?;
-        self.stage_out(8 * self.world)?;
+        self.stage_out(8 * self.world, "all_gather_u64")?;
         out.clear();
         out.extend(self.host.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))));
         Ok(())
@@ -465,11 +474,11 @@ impl Collective for NcclCollective {
         // Bounds the announced lengths (checked sum, fallible reservation)
         // before anything below sizes a buffer from them.
         out.reset(lens)?;
-        let lens_usize: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
-        let total: usize = lens_usize.iter().sum();
-        let max = lens_usize.iter().copied().max().unwrap_or(0);
+        // `reset` checked that the lengths' sum fits a usize, so each does.
+        let total = lens.iter().map(|&l| l as usize).sum::<usize>();
+        let max = lens.iter().copied().max().unwrap_or(0) as usize;
         if max.checked_mul(self.world).is_none_or(|b| b > isize::MAX as usize) {
-            let rank = lens_usize.iter().position(|&l| l == max).unwrap_or(0);
+            let rank = lens.iter().position(|&l| l as usize == max).unwrap_or(0);
             return Err(Error::InvalidPeerBuffer {
                 rank,
                 source: crate::error::WireError::AnnouncedTooLarge {
@@ -485,7 +494,8 @@ impl Collective for NcclCollective {
             nccl::group_start().map_err(|e| nccl_error("ncclGroupStart", e))?;
             let mut offset = 0u64;
             let mut failed = None;
-            for (r, &len) in lens_usize.iter().enumerate() {
+            for (r, &len) in lens.iter().enumerate() {
+                let len = len as usize;
                 if len > 0 && failed.is_none() {
                     // SAFETY: dst holds `total` bytes, src holds lens[rank] on the root.
                     let res = unsafe {
@@ -509,17 +519,19 @@ impl Collective for NcclCollective {
             }
             end.map_err(|e| nccl_error("ncclGroupEnd", e))?;
             self.wait("all_gather_bytes")?;
-            self.stage_out(total)?;
+            self.stage_out(total, "all_gather_bytes")?;
             let mut at = 0;
-            for &len in &lens_usize {
+            for &len in lens {
+                let len = len as usize;
                 out.push_rank(&self.host[at..at + len]);
                 at += len;
             }
         } else {
-            // Padded all-gather: every rank sends `max` bytes.
-            let mut padded = send.to_vec();
-            padded.resize(max, 0);
-            let src = self.stage_in(&padded, max)?;
+            // Padded all-gather: every rank sends `max` bytes, its own bytes
+            // first; the rest of its slot is whatever the staging held
+            // (receivers read only each rank's agreed length), so nothing
+            // is copied or allocated to pad it.
+            let src = self.stage_in(send, max)?;
             let (_, dst) = self.recv.ensure(&self.stream, max * self.world)?;
             // SAFETY: send holds `max` bytes, recv `max * world`.
             unsafe {
@@ -534,9 +546,9 @@ impl Collective for NcclCollective {
             }
             .map_err(|e| nccl_error("ncclAllGather", e))?;
             self.wait("all_gather_bytes")?;
-            self.stage_out(max * self.world)?;
-            for (r, &len) in lens_usize.iter().enumerate() {
-                out.push_rank(&self.host[r * max..r * max + len]);
+            self.stage_out(max * self.world, "all_gather_bytes")?;
+            for (r, &len) in lens.iter().enumerate() {
+                out.push_rank(&self.host[r * max..r * max + len as usize]);
             }
         }
         Ok(())
