@@ -24,7 +24,8 @@ const TILES_PER_CHUNK: u32 = 64u;
 @group(0) @binding(2) var<storage, read> tiles: array<vec2<u32>>;
 // Per tile: (entries of this chunk before the tile, ties before the tile).
 @group(0) @binding(3) var<storage, read_write> tile_info: array<vec2<u32>>;
-// Per chunk: (count, byte offset of its index section, entries before it, 1 if bitmap).
+// Per chunk: (count, byte offset of its index section, entries before it, 1 if bitmap);
+// one more entry after the last chunk: (values offset, values bytes, 0, 0).
 @group(0) @binding(4) var<storage, read_write> chunk_info: array<vec4<u32>>;
 // Header and chunk table of the packed buffer.
 @group(0) @binding(5) var<storage, read_write> head: array<u32>;
@@ -90,6 +91,15 @@ fn scan(@builtin(local_invocation_index) lid: u32) {
         head[8u + c] = ci.x;
         entries += ci.x;
         at += ci.y;
+    }
+    // After the last chunk's entry: (values offset, values bytes), which
+    // the bounded pack's checksum reads on the device (checksum.wgsl).
+    if (c0 < c1 && c1 == p.num_chunks) {
+        var value_size = 2u;
+        if (p.dtype_code == 0u) {
+            value_size = 4u;
+        }
+        chunk_info[p.num_chunks] = vec4<u32>(at, ((entries * value_size + 3u) / 4u) * 4u, 0u, 0u);
     }
     if (lid == 0u) {
         head[0] = 0x44505343u; // "CSPD" little-endian

@@ -110,14 +110,18 @@ impl Layout {
 }
 
 /// An upper bound on the bytes of any buffer for `n` elements of `dtype`
-/// holding at most `max_entries` entries (for preallocating receive space;
-/// saturating at `u64::MAX`).
+/// holding at most `max_entries` entries (for preallocating receive space
+/// and bounding readbacks; saturating at `u64::MAX`). With `max_entries =
+/// n` it is exactly the size of the dense buffer, the largest there is.
 pub const fn max_packed_bytes(n: u64, dtype: WireDtype, max_entries: u64) -> u64 {
     let chunks = num_chunks(n);
     // A chunk's index section is at most its list (<= 2 * count + 2 bytes)
-    // and at most its bitmap (<= len / 8 + 4 bytes).
+    // and at most its bitmap: every chunk a bitmap is exact (full chunks of
+    // 8 KiB, the last one rounded up to a word), so a dense buffer's bound
+    // is its size.
     let as_lists = max_entries.saturating_mul(2).saturating_add(2 * chunks);
-    let as_bitmaps = n / 8 + 4 * chunks;
+    let full = n / CHUNK_ELEMS as u64;
+    let as_bitmaps = full * bitmap_bytes(CHUNK_ELEMS as u32) + bitmap_bytes((n % CHUNK_ELEMS as u64) as u32);
     let index = if as_lists < as_bitmaps { as_lists } else { as_bitmaps };
     index_base(n).saturating_add(index).saturating_add(values_bytes(max_entries, dtype))
 }
@@ -125,6 +129,34 @@ pub const fn max_packed_bytes(n: u64, dtype: WireDtype, max_entries: u64) -> u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every entry present the bound is the dense buffer's size, the
+    /// largest any count can produce; with fewer entries it still holds
+    /// every layout.
+    #[test]
+    fn max_packed_bytes_is_exact_for_dense_and_bounds_the_rest() {
+        for n in [1u64, 31, 32, 33, 65_535, 65_536, 65_537, 140_000, 3 * 65_536] {
+            for dtype in [WireDtype::F32, WireDtype::F16, WireDtype::Bf16] {
+                let full: Vec<u32> = (0..num_chunks(n)).map(|c| chunk_len(n, c)).collect();
+                assert_eq!(max_packed_bytes(n, dtype, n), Layout::new(n, dtype, &full).total_bytes, "n {n}");
+                for entries in [1u64, n / 100 + 1, n / 3 + 1] {
+                    // The counts that maximize the index sections: as many
+                    // entries as possible in as many chunks as possible.
+                    let mut left = entries;
+                    let counts: Vec<u32> = full
+                        .iter()
+                        .map(|&len| {
+                            let per = entries.div_ceil(full.len() as u64).min(u64::from(len)).min(left);
+                            left -= per;
+                            per as u32
+                        })
+                        .collect();
+                    let total = Layout::new(n, dtype, &counts).total_bytes;
+                    assert!(max_packed_bytes(n, dtype, entries) >= total, "n {n} entries {entries}");
+                }
+            }
+        }
+    }
 
     /// The size helpers are total: out-of-range arguments give saturated
     /// or zero sizes in every profile, never an overflow.

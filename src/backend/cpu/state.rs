@@ -195,11 +195,8 @@ pub(super) fn zeroed<T: Clone>(value: T, len: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// The largest packed buffer `n` elements can produce: every chunk at its
-/// largest index section (a list is only used when it is not larger than the
-/// bitmap) and every value sent.
+/// The largest packed buffer `n` elements can produce: every value sent,
+/// every chunk a bitmap ([`layout::max_packed_bytes`] for `n` entries).
 fn max_packed_bytes(n: u64, dtype: WireDtype) -> usize {
-    let chunks = layout::num_chunks(n);
-    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n, c))).sum();
-    (layout::index_base(n) + index + layout::values_bytes(n, dtype)) as usize
+    layout::max_packed_bytes(n, dtype, n) as usize
 }

@@ -361,9 +361,16 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
 
     /// The pack kernels, then one readback of the 24-byte pack info (the
     /// buffer's length and entry count): the packed bytes stay on the device.
+    /// Under the dense rule both are known without it (every entry, every
+    /// chunk a bitmap: the bounded size is the size), so nothing is read
+    /// back; a device that wrote another layout fails the validation of
+    /// its own buffer like any peer's.
     fn pack_on_device(&self, st: &mut Self::State) -> Result<PackedOnDevice> {
         self.pack_kernels(st)?;
-        let (total, entries) = self.pack_info(st)?;
+        let (total, entries) = match (st.config.selection, st.bounded_read) {
+            (Selection::Dense, Some(total)) => (total, st.n as u64),
+            _ => self.pack_info(st)?,
+        };
         Ok(PackedOnDevice { bytes: DeviceBytes { ptr: self.runner.ptr(&st.packed), len: total }, entries })
     }
 

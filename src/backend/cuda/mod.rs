@@ -12,11 +12,11 @@
 //! Per step the fused pass reads `acc`, `delta`, `theta` once (128-bit loads)
 //! and writes the spare accumulator once; its only readback is the 32-byte
 //! [`crate::StepStatus`]. A sync then runs the radix select, the compaction
-//! and the checksum on the device; under the top-k rules (a fixed entry
-//! count, so a tight bound on the packed size) it reads back that bound in
-//! one copy and cuts it to the length the header gives, under the threshold
-//! and dense rules it reads a 24-byte info block (the packed length) first,
-//! then the packed bytes. `select_pack` returns them from host memory.
+//! and the checksum on the device; under the top-k and dense rules (a
+//! fixed entry count, so a tight bound on the packed size) it reads back
+//! that bound in one copy and cuts it to the length the header gives, under
+//! the threshold rule it reads a 24-byte info block (the packed length)
+//! first, then the packed bytes. `select_pack` returns them from host memory.
 //! `validate_peers` uploads the gathered bytes of every rank and each
 //! rank's (offset, length), and `kernels/validate.cu` checks every rank's
 //! buffer on the device (one block per rank, the host validator's checks

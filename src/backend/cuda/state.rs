@@ -40,10 +40,11 @@ pub struct KernelState<M> {
     pub(super) packed: M,
     pub(super) info: M,
     pub(super) host_packed: Vec<u8>,
-    /// For the top-k rules, whose entry count is fixed: the largest packed
-    /// buffer they can write, which `select_pack` reads back in one copy
-    /// (taking the length from the header) instead of reading the packed
-    /// length first. `None` for the rules whose buffers range up to dense.
+    /// For the top-k rules, whose entry count is fixed, and dense (every
+    /// entry): the largest packed buffer they can write, which
+    /// `select_pack` reads back in one copy (taking the length from the
+    /// header) instead of reading the packed length first. `None` for the
+    /// threshold rule, whose buffers range from empty up to dense.
     pub(super) bounded_read: Option<usize>,
     /// This state's own packed header and chunk table, read back by
     /// `select_pack` under `bounded_read`.
@@ -71,14 +72,10 @@ pub struct KernelState<M> {
     pub(super) validated_offsets: Vec<usize>,
 }
 
-/// Largest packed buffer for `n` elements of `dtype`: every chunk at its
-/// largest index section (a list is used only while it is not larger than
-/// the bitmap) and every value present.
+/// Largest packed buffer for `n` elements of `dtype`: every value present,
+/// every chunk a bitmap ([`layout::max_packed_bytes`] for `n` entries).
 pub fn max_packed_bytes(n: usize, dtype: WireDtype) -> usize {
-    let n64 = n as u64;
-    let chunks = layout::num_chunks(n64);
-    let index: u64 = (0..chunks).map(|c| layout::bitmap_bytes(layout::chunk_len(n64, c))).sum();
-    (layout::index_base(n64) + index + layout::values_bytes(n64, dtype)) as usize
+    layout::max_packed_bytes(n as u64, dtype, n as u64) as usize
 }
 
 /// Number of wire chunks for `n` elements.
@@ -122,12 +119,12 @@ impl<M: Send> KernelState<M> {
             info: alloc(8 * 4)?,
             host_packed: Vec::with_capacity(packed_cap),
             bounded_read: match config.selection {
-                Selection::TopK { .. } | Selection::TopKApprox { .. } => {
+                Selection::TopK { .. } | Selection::TopKApprox { .. } | Selection::Dense => {
                     let entries = config.selection.max_entries(n) as u64;
                     let bound = layout::max_packed_bytes(n as u64, config.wire_dtype, entries);
                     Some(usize::try_from(bound).map_or(packed_cap, |b| b.min(packed_cap)))
                 }
-                Selection::Threshold { .. } | Selection::Dense => None,
+                Selection::Threshold { .. } => None,
             },
             own_table: ChunkTable::for_len(n as u64),
             sum: alloc(4 * n)?,

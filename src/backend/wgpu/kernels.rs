@@ -74,7 +74,7 @@ impl Kernels {
             tile_count: build(ctx, "tile_count", &[include_str!("../../../shaders/tile_count.wgsl")], &[P, R, R, W])?,
             scan: build(ctx, "scan", &[include_str!("../../../shaders/scan.wgsl")], &[P, R, R, W, W, W])?,
             pack_write: build(ctx, "pack_write", &[QUANTIZE, pack_src], &[P, R, R, R, R, W, W])?,
-            checksum: build(ctx, "checksum", &[include_str!("../../../shaders/checksum.wgsl")], &[P, R, W])?,
+            checksum: build(ctx, "checksum", &[include_str!("../../../shaders/checksum.wgsl")], &[P, R, R, W])?,
             scatter: build(ctx, "scatter", &[QUANTIZE, scatter_src], &[P, R, R, R, W, W])?,
             apply_theta: build(
                 ctx,

@@ -5,11 +5,14 @@
 //! - Operation 1 is one fused pass plus a one-workgroup finish; the host reads
 //!   back the 32-byte [`StepStatus`] and nothing else.
 //! - Operation 2 runs the radix cut search, an order-preserving compaction
-//!   (tile counts, a scan, the write) and the checksum on the device. Host
-//!   traffic per sync: one 32-byte upload (the initial selection state) and
-//!   two readbacks, the header and chunk table (`32 + 4 * ceil(n / 65536)`
-//!   bytes), then the whole packed buffer, which `select_pack` returns from
-//!   host memory.
+//!   (tile counts, a scan, the write) and the checksum on the device, and
+//!   `select_pack` returns the packed buffer from host memory. Under the
+//!   top-k and dense rules (a fixed entry count) whose packing buffers fit
+//!   one storage binding, that is one readback of the rule's largest buffer
+//!   (`wire::layout::max_packed_bytes`, rounded up to a word), cut to the
+//!   length the header and chunk table give; under the threshold rule two,
+//!   the header and chunk table (`32 + 4 * ceil(n / 65536)` bytes), then
+//!   exactly the packed buffer.
 //! - Validation of the peers' buffers (`shaders/validate.wgsl`) uploads the
 //!   gathered bytes of every rank and each rank's (offset, length), checks
 //!   every rank on the device (one workgroup per rank, the host validator's
@@ -21,15 +24,17 @@
 //!   then error feedback on this rank's entries.
 //!
 //! So a step reads back the status, and a syncing step additionally reads
-//! back the header and the packed bytes, re-uploads everything gathered and
-//! reads back the verdicts. Counted per step after warm-up
+//! back the packed bytes, re-uploads everything gathered and reads back the
+//! verdicts. Counted per step after warm-up
 //! ([`WgpuBackend::transfer_counts`], held by the `wgpu_transfer_budget_*`
 //! tests for every rule): a non-syncing step is one 32-byte readback and
-//! one wait, with no upload; a syncing step over a host collective is four
-//! readbacks (status, header and chunk table, the packed bytes, the
-//! verdicts), five waits, and three uploads (the gathered bytes, the spans,
-//! the chunk descriptors) plus the parameter blocks of passes whose
-//! dispatches changed with the packed layout. Pipelines are compiled once per backend
+//! one wait, with no upload; a syncing step over a host collective is three
+//! readbacks (status, the bounded packed buffer, the verdicts), four waits
+//! and three uploads (the gathered bytes, the spans, the chunk descriptors)
+//! under the top-k and dense rules, and under the threshold rule four
+//! readbacks (the header and chunk table before the packed bytes), five
+//! waits, and the parameter blocks of passes whose dispatches changed with
+//! the packed layout. Pipelines are compiled once per backend
 //! and the state's buffers are created once in `create_state`, except the
 //! device buffers for the gathered bytes and the chunk descriptors, which
 //! `apply` grows (to the next power of two) when an exchange is larger than

@@ -1,14 +1,24 @@
 //! Operation 2: selection (docs/selection.md) and packing (docs/wire-format.md)
 //! on the device. Phase 1 runs the cut search, the tile counts and the scan,
-//! which writes the header and chunk table; the host reads those few bytes
-//! back and lays the buffer out with the shared reader ([`crate::wire::ChunkTable`], the
-//! same arithmetic the device used). Phase 2 binds exactly the ranges each segment writes, packs
-//! indices and values, reduces the checksum, and copies the buffer back.
+//! which writes the header and chunk table. Phase 2 packs indices and
+//! values, reduces the checksum, and copies the buffer back.
+//!
+//! Under the top-k and dense rules, when the packing buffers fit one storage binding
+//! ([`PackBounds`]), both phases are recorded without a host round trip
+//! between them: phase 2 binds whole buffers, clears the largest sections
+//! the rule can write and sizes the checksum from the scan's output on the
+//! device, and one readback of that bound brings the header, the table and
+//! the sections, which the host joins after reading the layout with the
+//! shared reader ([`crate::wire::ChunkTable`]). Otherwise (threshold, or
+//! buffers larger than a binding) the host first reads the header
+//! and chunk table back, lays the buffer out with the shared reader (the
+//! same arithmetic the device used) and binds exactly the ranges each
+//! segment writes.
 
 use super::context::{BACKEND, GpuContext};
 use super::kernels::Kernels;
 use super::recorder::{Bind, Recorder};
-use super::state::{FUSED_TILE, PACK_TILE, Phase, Rule, WgpuState};
+use super::state::{FUSED_TILE, PACK_TILE, PackBounds, Phase, Rule, WgpuState};
 use crate::error::{BackendError, Result};
 use crate::wire::layout::{self, CHUNK_ELEMS};
 
@@ -24,7 +34,12 @@ pub(super) fn initial_selection(rule: Rule) -> [u32; 8] {
 
 /// Runs both phases and returns the packed bytes.
 pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut WgpuState) -> Result<&'s [u8]> {
-    phase_select(ctx, k, state)?;
+    if let Some(bounds) = state.bounds {
+        phase_select(ctx, k, state, false)?;
+        phase_pack_bounded(ctx, k, state, bounds)?;
+        return read_bounded(ctx, state, bounds);
+    }
+    phase_select(ctx, k, state, true)?;
     read_chunk_table(ctx, state)?;
     phase_pack(ctx, k, state)?;
     let total = state.own_table.layout().total_bytes;
@@ -34,7 +49,9 @@ pub(super) fn select_pack<'s>(ctx: &GpuContext, k: &Kernels, state: &'s mut Wgpu
     Ok(&state.packed_host)
 }
 
-fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
+/// Phase 1; `copy_head`: also copy the header and chunk table to their
+/// readback buffer.
+fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, copy_head: bool) -> Result<()> {
     let acc = &state.acc[state.committed];
     let n = state.n;
     let mut rec = Recorder::new(ctx, state.ring(Phase::Select));
@@ -106,8 +123,96 @@ fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<
             Bind::range(&state.pk_idx, 0, head),
         ],
     );
-    rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
+    if copy_head {
+        rec.copy(&state.pk_idx, 0, &state.head_read, 0, head);
+    }
     rec.submit()
+}
+
+/// Phase 2 on the device's layout alone (see the module doc): nothing in
+/// it depends on this step's layout, so its parameter blocks and bind
+/// groups are the same at every sync. `packed_read` receives the bounded
+/// index side at 0 and the bounded values side at `bounds.idx`.
+fn phase_pack_bounded(ctx: &GpuContext, k: &Kernels, state: &WgpuState, bounds: PackBounds) -> Result<()> {
+    let acc = &state.acc[state.committed];
+    let head = state.head_bytes();
+    let mut rec = Recorder::new(ctx, state.ring(Phase::Pack));
+    // Sub-word writes are atomicOr into zeroed words.
+    rec.clear(&state.pk_idx, head, bounds.idx - head);
+    rec.clear(&state.pk_val, 0, bounds.val);
+    for &(base, len) in &state.segs.list {
+        let mut p = [0u32; 16];
+        p[2] = len as u32;
+        p[3] = base as u32;
+        p[4] = (base / PACK_TILE) as u32;
+        p[7] = u32::from(state.dtype.code());
+        rec.dispatch(
+            &k.pack_write,
+            len.div_ceil(PACK_TILE) as u32,
+            p,
+            &[
+                Bind::range(acc, 4 * base, 4 * len),
+                Bind::all(&state.sel),
+                Bind::all(&state.tile_info),
+                Bind::all(&state.chunk_info),
+                Bind::all(&state.pk_idx),
+                Bind::all(&state.pk_val),
+            ],
+        );
+    }
+    rec.clear(&state.checksum, 0, 4);
+    for (mode, buf, bytes) in [(1u32, &state.pk_idx, bounds.idx), (2, &state.pk_val, bounds.val)] {
+        let mut p = [0u32; 16];
+        p[4] = mode;
+        p[5] = state.chunks() as u32;
+        rec.dispatch(
+            &k.checksum,
+            (bytes / 4).div_ceil(FUSED_TILE) as u32,
+            p,
+            &[Bind::all(buf), Bind::all(&state.chunk_info), Bind::all(&state.checksum)],
+        );
+    }
+    rec.copy(&state.pk_idx, 0, &state.packed_read, 0, bounds.idx);
+    rec.copy(&state.pk_val, 0, &state.packed_read, bounds.idx, bounds.val);
+    rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
+    rec.submit()
+}
+
+/// The one readback of a bounded pack: reads the header and chunk table
+/// with the shared reader (into `own_table`), then joins the index side's
+/// first `values offset` bytes and the values side's bytes into
+/// `packed_host`. A layout that does not fit the bounds, or is not for this
+/// state's `n` and dtype, is a driver error.
+fn read_bounded<'s>(ctx: &GpuContext, state: &'s mut WgpuState, bounds: PackBounds) -> Result<&'s [u8]> {
+    let WgpuState { own_table, packed_host, packed_read, map_slot, .. } = state;
+    packed_host.clear();
+    let mut read = Ok(0);
+    ctx.read_mapped("wgpu select_pack", packed_read, bounds.idx + bounds.val, map_slot, |bytes| {
+        let (idx, val) = bytes.split_at(bounds.idx as usize);
+        read = own_table.read_prefix(idx);
+        if let Ok(total) = read {
+            let values_at = own_table.layout().values_offset();
+            let value_bytes = total.saturating_sub(values_at);
+            if values_at <= bounds.idx && value_bytes <= bounds.val {
+                packed_host.extend_from_slice(&idx[..values_at as usize]);
+                packed_host.extend_from_slice(&val[..value_bytes as usize]);
+            }
+        }
+    })?;
+    let (n, dtype) = (own_table.layout().n, own_table.layout().dtype);
+    match read {
+        Ok(total) if total == packed_host.len() as u64 && n == state.n && dtype == state.dtype => {
+            Ok(&state.packed_host)
+        }
+        other => Err(BackendError::Driver {
+            backend: BACKEND,
+            call: "select_pack scan",
+            message: format!(
+                "device produced a layout outside the rule's bounds or inconsistent ({other:?}, n {n}, {dtype:?}, {bounds:?})"
+            ),
+        }
+        .into()),
+    }
 }
 
 /// Reads the header and chunk table written by the scan into
@@ -205,7 +310,11 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()
                 p,
                 // The kernel reads `words` words; binding the whole segment
                 // window keeps the range (and its bind group) the same every step.
-                &[Bind::range(buf, at, step.min(buf.size() - at)), Bind::all(&state.checksum)],
+                &[
+                    Bind::range(buf, at, step.min(buf.size() - at)),
+                    Bind::all(&state.chunk_info),
+                    Bind::all(&state.checksum),
+                ],
             );
             at += bytes;
         }

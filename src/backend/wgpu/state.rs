@@ -28,12 +28,26 @@ pub(super) enum Rule {
     Dense,
 }
 
+/// The largest header-and-index and values sections a top-k or the dense
+/// rule can write (`max_packed_bytes` for its most entries, split at the values
+/// section and rounded up to a word, clamped to the buffers), when both
+/// packing buffers fit one storage binding: then the pack runs on the
+/// device's layout alone and one readback of `idx + val` bytes brings the
+/// buffer (`select_pack::select_pack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PackBounds {
+    pub(super) idx: u64,
+    pub(super) val: u64,
+}
+
 /// Per-instance device state of a [`super::WgpuBackend`].
 pub struct WgpuState {
     pub(super) owner: u64,
     pub(super) n: u64,
     pub(super) dtype: WireDtype,
     pub(super) rule: Rule,
+    /// Set for the top-k and dense rules when the packing buffers fit one binding.
+    pub(super) bounds: Option<PackBounds>,
     pub(super) error_feedback: bool,
     pub(super) segs: Segments,
     /// Double-buffered accumulator; `acc[committed]` is the committed one.
@@ -127,11 +141,6 @@ impl WgpuState {
     }
 }
 
-/// Largest index-section bytes over all possible chunk counts: every chunk a bitmap.
-fn max_index_bytes(n: u64) -> u64 {
-    (0..layout::num_chunks(n)).map(|c| layout::bitmap_bytes(layout::chunk_len(n, c))).sum()
-}
-
 /// Allocates a state for `n` elements (`config` already validated).
 pub(super) fn create(
     ctx: &GpuContext,
@@ -155,8 +164,9 @@ pub(super) fn create(
     let seg_elems = seg_limit.map_or(max_seg, |s| s.min(max_seg));
     let segs = Segments::new(n64, seg_elems);
     let dtype = config.wire_dtype;
-    let idx_bytes = layout::index_base(n64) + max_index_bytes(n64);
+    // Every chunk a bitmap and every value present: the largest buffer.
     let val_bytes = layout::values_bytes(n64, dtype);
+    let idx_bytes = layout::max_packed_bytes(n64, dtype, n64) - val_bytes;
     let packed_bytes = idx_bytes + val_bytes;
     if packed_bytes > u64::from(u32::MAX)
         || 4 * n64 > ctx.limits.max_buffer_size
@@ -181,6 +191,18 @@ pub(super) fn create(
         Selection::Threshold { rel } => Rule::Threshold { rel: rel as f32 },
         _ => Rule::Dense,
     };
+    let fits = idx_bytes <= ctx.max_binding() && val_bytes <= ctx.max_binding();
+    // The threshold rule's buffers range up to dense: it keeps the layout
+    // readback rather than reading back a dense-sized bound every sync.
+    let bounds = match config.selection {
+        Selection::TopK { .. } | Selection::TopKApprox { .. } | Selection::Dense if fits => {
+            let entries = config.selection.max_entries(n) as u64;
+            let val = layout::values_bytes(entries, dtype).min(val_bytes);
+            let all = layout::max_packed_bytes(n64, dtype, entries);
+            Some(PackBounds { idx: all.saturating_sub(val).next_multiple_of(4).min(idx_bytes), val })
+        }
+        _ => None,
+    };
     let chunks = layout::num_chunks(n64);
     let fused_groups = n64.div_ceil(FUSED_TILE);
     let tiles = n64.div_ceil(PACK_TILE);
@@ -195,6 +217,7 @@ pub(super) fn create(
             n: n64,
             dtype,
             rule,
+            bounds,
             error_feedback: config.error_feedback,
             segs: segs.clone(),
             acc: [ctx.buffer("acc0", 4 * n64, vector_usage()), ctx.buffer("acc1", 4 * n64, vector_usage())],
@@ -208,7 +231,8 @@ pub(super) fn create(
             sel: ctx.buffer("sel", 32, store),
             tiles: ctx.buffer("tiles", 8 * tiles, store),
             tile_info: ctx.buffer("tile_info", 8 * tiles, store),
-            chunk_info: ctx.buffer("chunk_info", 16 * chunks, store),
+            // One entry more: the scan's section sizes (shaders/scan.wgsl).
+            chunk_info: ctx.buffer("chunk_info", 16 * (chunks + 1), store),
             pk_idx: ctx.buffer("pk_idx", idx_bytes, store),
             pk_val: ctx.buffer("pk_val", val_bytes, store),
             checksum: ctx.buffer("checksum", 4, store),
