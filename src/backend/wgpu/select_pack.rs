@@ -134,31 +134,15 @@ fn phase_select(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState, copy_head:
 /// groups are the same at every sync. `packed_read` receives the bounded
 /// index side at 0 and the bounded values side at `bounds.idx`.
 fn phase_pack_bounded(ctx: &GpuContext, k: &Kernels, state: &WgpuState, bounds: PackBounds) -> Result<()> {
-    let acc = &state.acc[state.committed];
     let head = state.head_bytes();
     let mut rec = Recorder::new(ctx, state.ring(Phase::Pack));
     // Sub-word writes are atomicOr into zeroed words.
     rec.clear(&state.pk_idx, head, bounds.idx - head);
     rec.clear(&state.pk_val, 0, bounds.val);
     for &(base, len) in &state.segs.list {
-        let mut p = [0u32; 16];
-        p[2] = len as u32;
-        p[3] = base as u32;
-        p[4] = (base / PACK_TILE) as u32;
-        p[7] = u32::from(state.dtype.code());
-        rec.dispatch(
-            &k.pack_write,
-            len.div_ceil(PACK_TILE) as u32,
-            p,
-            &[
-                Bind::range(acc, 4 * base, 4 * len),
-                Bind::all(&state.sel),
-                Bind::all(&state.tile_info),
-                Bind::all(&state.chunk_info),
-                Bind::all(&state.pk_idx),
-                Bind::all(&state.pk_val),
-            ],
-        );
+        let idx = (0, state.pk_idx.size());
+        let val = (0, state.pk_val.size());
+        dispatch_pack_write(&mut rec, k, state, (base, len), idx, val);
     }
     rec.clear(&state.checksum, 0, 4);
     for (mode, buf, bytes) in [(1u32, &state.pk_idx, bounds.idx), (2, &state.pk_val, bounds.val)] {
@@ -251,7 +235,6 @@ pub(super) fn window(ctx: &GpuContext, start: u64, end: u64, cap: u64) -> (u64, 
 
 fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()> {
     let lay = state.own_table.layout();
-    let acc = &state.acc[state.committed];
     let head = state.head_bytes();
     let values_off = lay.values_offset();
     let vbytes = lay.total_bytes - values_off;
@@ -270,28 +253,9 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()
         if e1 == e0 {
             continue;
         }
-        let (idx_off, idx_size) = window(ctx, lay.index_offsets[c0], lay.index_offsets[c1], idx_cap);
-        let (val_off, val_size) = window(ctx, e0 * size, e1 * size, val_cap);
-        let mut p = [0u32; 16];
-        p[2] = len as u32;
-        p[3] = base as u32;
-        p[4] = (base / PACK_TILE) as u32;
-        p[5] = (idx_off / 4) as u32;
-        p[6] = (val_off / 4) as u32;
-        p[7] = u32::from(state.dtype.code());
-        rec.dispatch(
-            &k.pack_write,
-            len.div_ceil(PACK_TILE) as u32,
-            p,
-            &[
-                Bind::range(acc, 4 * base, 4 * len),
-                Bind::all(&state.sel),
-                Bind::all(&state.tile_info),
-                Bind::all(&state.chunk_info),
-                Bind::range(&state.pk_idx, idx_off, idx_size),
-                Bind::range(&state.pk_val, val_off, val_size),
-            ],
-        );
+        let idx = window(ctx, lay.index_offsets[c0], lay.index_offsets[c1], idx_cap);
+        let val = window(ctx, e0 * size, e1 * size, val_cap);
+        dispatch_pack_write(&mut rec, k, state, (base, len), idx, val);
     }
     rec.clear(&state.checksum, 0, 4);
     // Checksum windows: at most one segment's worth of bytes per binding.
@@ -323,4 +287,37 @@ fn phase_pack(ctx: &GpuContext, k: &Kernels, state: &mut WgpuState) -> Result<()
     rec.copy(&state.pk_val, 0, &state.packed_read, values_off, vbytes);
     rec.copy(&state.checksum, 0, &state.packed_read, layout::CHECKSUM_OFFSET as u64, 4);
     rec.submit()
+}
+
+/// One segment's `pack_write` dispatch: the segment `(base, len)` of the
+/// committed accumulator, writing through the `(offset, size)` windows
+/// `idx` of the index buffer and `val` of the values buffer.
+fn dispatch_pack_write(
+    rec: &mut Recorder<'_>,
+    k: &Kernels,
+    state: &WgpuState,
+    (base, len): (u64, u64),
+    (idx_off, idx_size): (u64, u64),
+    (val_off, val_size): (u64, u64),
+) {
+    let mut p = [0u32; 16];
+    p[2] = len as u32;
+    p[3] = base as u32;
+    p[4] = (base / PACK_TILE) as u32;
+    p[5] = (idx_off / 4) as u32;
+    p[6] = (val_off / 4) as u32;
+    p[7] = u32::from(state.dtype.code());
+    rec.dispatch(
+        &k.pack_write,
+        len.div_ceil(PACK_TILE) as u32,
+        p,
+        &[
+            Bind::range(&state.acc[state.committed], 4 * base, 4 * len),
+            Bind::all(&state.sel),
+            Bind::all(&state.tile_info),
+            Bind::all(&state.chunk_info),
+            Bind::range(&state.pk_idx, idx_off, idx_size),
+            Bind::range(&state.pk_val, val_off, val_size),
+        ],
+    );
 }
