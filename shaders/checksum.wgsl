@@ -9,10 +9,10 @@ struct ChecksumParams {
     words: u32,
     // Position in the packed buffer of this binding's first word (mode 0).
     word_base: u32,
-    // 0: `words` and `word_base` as given; the layout stays on the device
-    // (the bounded pack) and `info[slot]` = (values offset, values bytes)
-    // gives them: 1, the binding is the header and index sections; 2, the
-    // values section.
+    // Where `words` and `word_base` come from. 0: as given above. 1 and 2
+    // (the bounded pack, whose layout stays on the device): from
+    // `info[slot]` = (values offset, values bytes); 1 when the binding is the
+    // header and index sections, 2 when it is the values section.
     mode: u32,
     slot: u32,
     pad0: u32,
