@@ -107,10 +107,13 @@ fn ridge_hypergradient_matches_closed_form_to_1e6() {
 }
 
 mod system_run {
+    use chronos_sync::coordinator::OuterOptimizer;
     use chronos_sync_cli::workload::data::SplitSpec;
     use chronos_sync_cli::workload::metrics::RunMetrics;
     use chronos_sync_cli::workload::problem::{Problem, ProblemSpec, baselines};
-    use chronos_sync_cli::workload::system::{OuterMode, SystemConfig, Variant, WarmStart, run};
+    use chronos_sync_cli::workload::system::{
+        OuterMode, OuterRule, SystemConfig, Variant, WarmStart, coordinator_config, run,
+    };
     use chronos_sync_cli::workload::variants;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,7 +190,8 @@ mod system_run {
             assert_eq!(m.rejected, 0, "{}", m.name);
             assert_eq!(m.staleness.keys().copied().collect::<Vec<_>>(), vec![0], "{}", m.name);
             assert_eq!(m.outer_steps, 15, "{}", m.name);
-            assert!(m.mu_final != cfg.mu, "{}: log mu never moved", m.name);
+            assert!(m.mu_rounds != cfg.mu, "{}: log mu never moved", m.name);
+            assert_eq!(Some(m.mu_final), cfg.final_mu, "{}", m.name);
         }
         assert_eq!(dense.syncs, dense.steps);
         // Momentum factor masking clears exactly the entries sent, under the
@@ -207,7 +211,8 @@ mod system_run {
         assert!(best.bytes_total * 10 <= dense.bytes_total, "{} vs {}", best.bytes_total, dense.bytes_total);
         // Accuracy band: the sparse runs stay close to dense, and all beat
         // training on the noisy labels.
-        let noisy = baselines(&problem, cfg.mu, 150)[0].test_accuracy;
+        // At the final fit's mu, as the command compares them.
+        let noisy = baselines(&problem, cfg.final_mu.unwrap_or(cfg.mu), 150)[0].test_accuracy;
         for m in [seed, best] {
             assert!(
                 (m.test_accuracy - dense.test_accuracy).abs() <= 0.03,
@@ -308,10 +313,11 @@ mod system_run {
             inner_steps: 4,
             final_steps: 5,
             timescales: false,
+            final_mu: None,
             ..SystemConfig::default()
         };
         let m = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap();
-        assert_eq!(m.mu_final, cfg.mu);
+        assert_eq!((m.mu_rounds, m.mu_final), (cfg.mu, cfg.mu));
         assert_eq!(m.timescale_updates, vec![(0, 1, 6)]);
     }
 
@@ -329,6 +335,7 @@ mod system_run {
         let strong = SystemConfig { final_mu: Some(1e-2), ..cfg.clone() };
         let m = run(&problem, &strong, &variant, Arc::new(|| {})).unwrap();
         assert_eq!(m.mu_final, 1e-2);
+        assert_eq!(m.mu_rounds.to_bits(), plain.mu_rounds.to_bits());
         assert_ne!(plain.mu_final, 1e-2);
         let rounds = |m: &RunMetrics| m.trace[..6].iter().map(|t| t.val_loss.to_bits()).collect::<Vec<_>>();
         assert_eq!(rounds(&m), rounds(&plain), "the rounds do not see final_mu");
@@ -354,11 +361,37 @@ mod system_run {
             SystemConfig { mu_every: 0, ..SystemConfig::default() },
             SystemConfig { mu_lr: -1.0, ..SystemConfig::default() },
             SystemConfig { warm_start: WarmStart::Memory { k: 0 }, ..SystemConfig::default() },
+            SystemConfig { outer_rule: OuterRule::Sgd { momentum: 1.0 }, ..SystemConfig::default() },
+            SystemConfig { outer_rule: OuterRule::Sgd { momentum: f32::NAN }, ..SystemConfig::default() },
         ] {
             let err = run(&problem, &cfg, &variants::dense(), Arc::new(|| {})).unwrap_err();
             assert!(matches!(err, chronos_sync::Error::InvalidConfig { .. }), "{err}");
         }
         assert!(Problem::digits(&ProblemSpec { bandwidth: -1.0, ..ProblemSpec::default() }).is_err());
+    }
+
+    /// Each commit carries only its worker's shard of the example weights
+    /// and an outer step applies the weighted mean of its commits, so SGD's
+    /// rate is scaled by commits per step / workers: a round moves a weight
+    /// as far under bounded asynchrony as under synchronous steps. Adam is
+    /// scale-free and keeps the rate as given.
+    #[test]
+    fn sgd_outer_rate_is_per_round_under_every_outer_mode() {
+        let spec = ProblemSpec { features: 0, ..ProblemSpec::default() };
+        let problem = Problem::digits(&spec).unwrap();
+        let cfg = SystemConfig { workers: 4, outer_lr: 100.0, ..SystemConfig::default() };
+        let mut sync = variants::dense();
+        sync.outer = OuterMode::Synchronous;
+        let asynchronous = variants::seed();
+        let OuterMode::BoundedAsync { min_commits, .. } = asynchronous.outer else {
+            panic!("the seed is asynchronous")
+        };
+        assert_eq!(min_commits, 2);
+        let rate = |cfg: &SystemConfig, v: &Variant| coordinator_config(&problem, cfg, v).unwrap().optimizer;
+        assert_eq!(rate(&cfg, &sync), OuterOptimizer::Sgd { lr: 100.0, momentum: 0.9 });
+        assert_eq!(rate(&cfg, &asynchronous), OuterOptimizer::Sgd { lr: 50.0, momentum: 0.9 });
+        let adam = SystemConfig { outer_rule: OuterRule::Adam, outer_lr: 0.3, ..cfg };
+        assert_eq!(rate(&adam, &asynchronous), OuterOptimizer::adam(0.3));
     }
 }
 
@@ -389,7 +422,9 @@ mod command_line {
             "--mu",
             "--inner-lr",
             "--momentum",
+            "--outer-optimizer",
             "--outer-lr",
+            "--outer-momentum",
             "--cg-iters",
             "--cg-tol",
             "--warm-start",

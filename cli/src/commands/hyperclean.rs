@@ -9,7 +9,7 @@ use crate::workload::data::SplitSpec;
 use crate::workload::problem::{Problem, ProblemSpec, baselines};
 use crate::workload::repeat::RepeatSummary;
 use crate::workload::report::{ProblemSummary, Report, Targets, comm_model_text, render_table, write_json, write_svg};
-use crate::workload::system::{self, FinalWeights, OuterMode, RunMetrics, SystemConfig, Variant, WarmStart};
+use crate::workload::system::{self, FinalWeights, OuterMode, OuterRule, RunMetrics, SystemConfig, Variant, WarmStart};
 use crate::workload::variants;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -34,11 +34,15 @@ use std::time::Duration;
                   labels, validation-only and noisy+validation included, and go at least half way from \
                   noisy-label training to the clean-label oracle): (1) the final fit restarts from a zero \
                   model (--final-restart), because with the weak L2 term (mu ~ 1e-4) whatever the rounds' \
-                  model fitted to the flipped labels would otherwise survive it; (2) it drops the examples \
-                  with lambda < 0 and keeps the others at weight 1 (--final-weights threshold): sigmoid \
-                  weights leave every flipped example a small weight that a weakly regularized model still \
-                  fits, and the learned lambdas flag corrupted labels with about 0.97 precision, so few clean \
-                  examples are lost; (3) it also trains on the validation set (--final-with-val), split \
+                  model fitted to the flipped labels would otherwise survive it; (2) it weights each training \
+                  example by sigmoid(lambda) (--final-weights sigmoid), the weights the outer problem \
+                  optimized: the example weights follow SGD (--outer-optimizer sgd), whose steps are proportional to the hypergradient, so a flipped \
+                  example the model memorized (its hypergradient vanishes) stays near weight 1/2 while the \
+                  clean ones climb towards 1 and the detected flipped ones fall towards 0 (Adam's \
+                  per-weight normalized steps lift such examples among the clean ones instead); the rounds \
+                  run at a ten times stronger L2 term (--mu 1e-3) than the final fit and the baselines \
+                  (--final-mu 1e-4), which keeps the model from memorizing the flipped labels in the first \
+                  place; (3) it also trains on the validation set (--final-with-val), split \
                   across the ranks like the training set: its labels are clean, and once the outer problem \
                   is done it no longer needs them held out (the fair baseline that sees the same data with \
                   all weights 1 is in the table); (4) the final fit runs 300 synced steps and the inner \
@@ -89,7 +93,7 @@ pub struct Args {
     pub final_steps: u64,
     /// How the final fit weights the training examples: sigmoid(lambda) (the
     /// weights the outer problem optimized) or threshold (1 when lambda >= 0, else 0).
-    #[arg(long, value_enum, default_value_t = FinalWeightsArg::Threshold)]
+    #[arg(long, value_enum, default_value_t = FinalWeightsArg::Sigmoid)]
     pub final_weights: FinalWeightsArg,
     /// Whether the final fit starts from a zero model (true) or continues from the rounds' model.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -97,14 +101,16 @@ pub struct Args {
     /// Whether the final fit also trains on the validation set (weight 1, split across the ranks).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub final_with_val: bool,
-    /// L2 regularization of the inner problem.
-    #[arg(long, default_value_t = 1e-4, value_parser = positive_f64)]
+    /// L2 regularization of the inner problem during the rounds (its initial
+    /// value with --timescales on). Stronger than --final-mu: it keeps the
+    /// model from memorizing flipped labels, whose hypergradient would vanish.
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64)]
     pub mu: f64,
-    /// L2 regularization of the final fit and of the baselines, when it
-    /// differs from the rounds' (the learned or fixed mu). A stronger --mu
-    /// during the rounds keeps the model from memorizing flipped labels.
-    #[arg(long, value_parser = positive_f64)]
-    pub final_mu: Option<f64>,
+    /// L2 regularization of the final fit and of the baselines, or `learned`:
+    /// the final fit keeps the rounds' mu (learned with --timescales on) and
+    /// the baselines use --mu.
+    #[arg(long, default_value = "1e-4", value_parser = final_mu_arg)]
+    pub final_mu: FinalMuArg,
     /// Learn log mu as a second kind of outer parameter on a slower timescale
     /// (on), or keep mu fixed at --mu (off).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
@@ -112,12 +118,15 @@ pub struct Args {
     /// Outer rounds between two updates of log mu (with --timescales on).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub mu_every: u64,
-    /// Adam learning rate of log mu (with --timescales on).
+    /// Learning rate of log mu (with --timescales on), under
+    /// --outer-optimizer's rule with momentum 0.97.
     #[arg(long, default_value_t = 0.1, value_parser = positive_f64)]
     pub mu_lr: f64,
     /// Validation loss whose first crossing (rank 0's trace) is reported as
-    /// "outer steps to target".
-    #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
+    /// "outer steps to target". The rounds' model is fitted at --mu and the
+    /// final one at --final-mu, so the rounds' loss stays above the final
+    /// one's (about 0.5 against 0.17 at the defaults).
+    #[arg(long, default_value_t = 0.6, value_parser = positive_f64)]
     pub target_val_loss: f64,
     /// Inner learning rate.
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
@@ -129,9 +138,18 @@ pub struct Args {
     /// update has been sent (momentum factor masking, as in Deep Gradient Compression).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub momentum_masking: bool,
-    /// Outer (Adam) learning rate of the example weights.
-    #[arg(long, default_value_t = 0.3, value_parser = positive_f64)]
-    pub outer_lr: f64,
+    /// Update rule of the example weights: sgd (heavy-ball, steps proportional
+    /// to the hypergradient) or adam (per-weight normalized steps, which lift
+    /// memorized flipped examples whose hypergradient has vanished).
+    #[arg(long, value_enum, default_value_t = OuterRuleArg::Sgd)]
+    pub outer_optimizer: OuterRuleArg,
+    /// Learning rate of the example weights [default: 100 with sgd (the
+    /// hypergradients are about 1e-3 to 1e-5 per example), 0.3 with adam].
+    #[arg(long, value_parser = positive_f64)]
+    pub outer_lr: Option<f64>,
+    /// Heavy-ball momentum of --outer-optimizer sgd, in [0, 1).
+    #[arg(long, default_value_t = 0.9, value_parser = momentum_f64)]
+    pub outer_momentum: f64,
     /// Most conjugate-gradient iterations per hypergradient.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub cg_iters: u64,
@@ -236,6 +254,23 @@ pub enum WarmStartArg {
     Memory,
 }
 
+/// `--outer-optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OuterRuleArg {
+    /// SGD with heavy-ball momentum (--outer-momentum).
+    Sgd,
+    /// Adam.
+    Adam,
+}
+
+/// `--final-mu`: a positive value, or `learned` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FinalMuArg(pub Option<f64>);
+
+fn final_mu_arg(s: &str) -> Result<FinalMuArg, String> {
+    if s == "learned" { Ok(FinalMuArg(None)) } else { positive_f64(s).map(|v| FinalMuArg(Some(v))) }
+}
+
 /// `--final-weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinalWeightsArg {
@@ -312,14 +347,21 @@ pub fn system_config(args: &Args) -> SystemConfig {
         final_with_val: args.final_with_val,
         final_restart: args.final_restart,
         mu: args.mu,
-        final_mu: args.final_mu,
+        final_mu: args.final_mu.0,
         timescales: args.timescales == OnOff::On,
         mu_every: args.mu_every,
         mu_lr: args.mu_lr as f32,
         inner_lr: args.inner_lr,
         momentum: args.momentum,
         momentum_masking: args.momentum_masking,
-        outer_lr: args.outer_lr as f32,
+        outer_rule: match args.outer_optimizer {
+            OuterRuleArg::Sgd => OuterRule::Sgd { momentum: args.outer_momentum as f32 },
+            OuterRuleArg::Adam => OuterRule::Adam,
+        },
+        outer_lr: args.outer_lr.unwrap_or(match args.outer_optimizer {
+            OuterRuleArg::Sgd => 100.0,
+            OuterRuleArg::Adam => 0.3,
+        }) as f32,
         cg_iters: args.cg_iters as usize,
         cg_tol: args.cg_tol,
         warm_start: match args.warm_start {
@@ -438,4 +480,38 @@ fn run_variant(
     tick: impl Fn() + Send + Sync + 'static,
 ) -> Result<RunMetrics, chronos_sync::Error> {
     system::run(problem, cfg, variant, Arc::new(tick))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(argv: &[&str]) -> SystemConfig {
+        let cli = Cli::try_parse_from(std::iter::once("hyperclean").chain(argv.iter().copied())).unwrap();
+        system_config(&cli.args)
+    }
+
+    #[test]
+    fn outer_rule_and_final_mu_flags_reach_the_configuration() {
+        let d = config(&[]);
+        assert_eq!(d.outer_rule, OuterRule::Sgd { momentum: 0.9 });
+        assert_eq!((d.outer_lr, d.mu, d.final_mu), (100.0, 1e-3, Some(1e-4)));
+        assert_eq!(d.final_weights, FinalWeights::Sigmoid);
+        let adam = config(&["--outer-optimizer", "adam", "--final-mu", "learned"]);
+        assert_eq!((adam.outer_rule, adam.outer_lr, adam.final_mu), (OuterRule::Adam, 0.3, None));
+        let sgd = config(&["--outer-lr", "7", "--outer-momentum", "0.5", "--final-mu", "2e-4"]);
+        assert_eq!((sgd.outer_rule, sgd.outer_lr, sgd.final_mu), (OuterRule::Sgd { momentum: 0.5 }, 7.0, Some(2e-4)));
+        for bad in
+            [&["--final-mu", "0"][..], &["--final-mu", "lerned"], &["--outer-momentum", "1"], &["--outer-lr", "-1"]]
+        {
+            assert!(Cli::try_parse_from(std::iter::once("hyperclean").chain(bad.iter().copied())).is_err(), "{bad:?}");
+        }
+    }
 }

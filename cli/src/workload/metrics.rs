@@ -78,6 +78,9 @@ pub struct RankOutput {
     pub trace: Vec<TracePoint>,
     /// The L2 strength of the final fit.
     pub mu_final: f64,
+    /// The inner L2 strength at the end of the rounds (learned when `log mu`
+    /// is an outer parameter).
+    pub mu_rounds: f64,
     /// Momentum entries cleared by momentum factor masking.
     pub momentum_cleared: u64,
 }
@@ -145,9 +148,12 @@ pub struct RunMetrics {
     pub momentum_cleared: u64,
     /// Rank 0's accuracy / validation-loss trace, by elapsed time and inner step.
     pub trace: Vec<TracePoint>,
-    /// The inner L2 strength of the final fit (learned when `log mu` is an
-    /// outer parameter).
+    /// The inner L2 strength of the final fit (`final_mu`, else the
+    /// rounds' last).
     pub mu_final: f64,
+    /// The inner L2 strength at the end of the rounds (learned when `log mu`
+    /// is an outer parameter).
+    pub mu_rounds: f64,
     /// Updates of each outer-parameter segment: `(first index, every, updates)`
     /// (the `lambda`s, and `log mu` on its own timescale when learned).
     pub timescale_updates: Vec<(usize, u64, u64)>,
@@ -253,6 +259,7 @@ pub fn summarize(
     let n = problem.train.len();
     let flag: Vec<bool> = outer.iter().take(n).map(|&l| l < 0.0).collect();
     m.mu_final = outputs[0].mu_final;
+    m.mu_rounds = outputs[0].mu_rounds;
     m.timescale_updates = coordinator.timescale_status().iter().map(|t| (t.range.start, t.every, t.updates)).collect();
     m.detection = Detection::score(&flag, &problem.flipped);
     m.trace = outputs[0].trace.clone();

@@ -181,7 +181,7 @@ pub fn render_table(r: &Report) -> String {
             }
         }),
     ));
-    rows.push(("final mu".into(), col(&|m| format!("{:.3e}", m.mu_final))));
+    rows.push(("mu (end of rounds / final fit)".into(), col(&|m| format!("{:.2e} / {:.2e}", m.mu_rounds, m.mu_final))));
     rows.push((
         "outer steps to target val loss".into(),
         col(&|m| match m.outer_steps_to_target {

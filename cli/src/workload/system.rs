@@ -80,6 +80,27 @@ impl FinalWeights {
     }
 }
 
+/// The update rule of the example weights `lambda` (the coordinator's outer
+/// optimizer; `log mu` has its own timescale group).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OuterRule {
+    /// Adam: every `lambda_i` moves at about the learning rate whatever the
+    /// size of its hypergradient. Why it is not the default: the
+    /// hypergradient of a flipped example the inner model has memorized
+    /// shrinks towards zero (about 100x over the rounds here), and Adam's
+    /// per-coordinate normalization turns that vanishing, noisy signal back
+    /// into full-size steps, so such examples drift up among the clean ones.
+    Adam,
+    /// SGD with heavy-ball momentum: steps proportional to the hypergradient,
+    /// so an example whose signal vanished stays near `lambda = 0` (weight
+    /// 1/2) while those the validation loss clearly wants climb; the learning
+    /// rate must match the hypergradient's scale (about `1/n` per example).
+    Sgd {
+        /// Heavy-ball momentum in `[0, 1)`.
+        momentum: f32,
+    },
+}
+
 /// Where each hypergradient's conjugate-gradient solve `H v = grad F` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WarmStart {
@@ -129,7 +150,7 @@ pub struct SystemConfig {
     pub timescales: bool,
     /// Outer rounds between two updates of `log mu` (>= 1).
     pub mu_every: u64,
-    /// Adam learning rate of `log mu`.
+    /// Learning rate of `log mu`, under `outer_rule` (momentum 0.97).
     pub mu_lr: f32,
     /// Inner learning rate.
     pub inner_lr: f64,
@@ -138,7 +159,12 @@ pub struct SystemConfig {
     /// Momentum factor masking under sparse selections: an entry's momentum
     /// is cleared once its accumulated update has been sent (see the worker).
     pub momentum_masking: bool,
-    /// Outer (Adam) learning rate.
+    /// Update rule of the example weights.
+    pub outer_rule: OuterRule,
+    /// Learning rate of the example weights under `outer_rule`, per
+    /// synchronous outer step. Under bounded asynchrony an SGD step combines
+    /// fewer commits (`min_commits` of `workers`), and its rate is scaled by
+    /// `min_commits / workers` so that a round moves each weight as far.
     pub outer_lr: f32,
     /// Most conjugate-gradient iterations per hypergradient.
     pub cg_iters: usize,
@@ -163,18 +189,19 @@ impl Default for SystemConfig {
             rounds: 40,
             inner_steps: 8,
             final_steps: 300,
-            final_weights: FinalWeights::Threshold,
+            final_weights: FinalWeights::Sigmoid,
             final_restart: true,
             final_with_val: true,
-            mu: 1e-4,
-            final_mu: None,
+            mu: 1e-3,
+            final_mu: Some(1e-4),
             timescales: true,
             mu_every: 5,
             mu_lr: 0.1,
             inner_lr: 1.0,
             momentum: 0.97,
             momentum_masking: true,
-            outer_lr: 0.3,
+            outer_rule: OuterRule::Sgd { momentum: 0.9 },
+            outer_lr: 100.0,
             cg_iters: 30,
             cg_tol: 1e-2,
             warm_start: WarmStart::Memory { k: 3 },
@@ -217,6 +244,11 @@ impl SystemConfig {
         }
         if !(self.outer_lr.is_finite() && self.outer_lr > 0.0) {
             return bad("outer_lr", format!("must be finite and > 0, got {}", self.outer_lr));
+        }
+        if let OuterRule::Sgd { momentum } = self.outer_rule {
+            if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
+                return bad("outer_rule", format!("SGD momentum must be in [0, 1), got {momentum}"));
+            }
         }
         if self.cg_iters == 0 {
             return bad("cg_iters", "must be >= 1".into());
@@ -263,10 +295,10 @@ impl<T: OuterStore + ?Sized> OuterStore for Arc<T> {
 }
 
 /// The coordinator settings for a run: the variant's outer mode (staleness,
-/// versions in flight, commits per outer step), Adam at `cfg.outer_lr`,
+/// versions in flight, commits per outer step), `cfg.outer_rule` at `cfg.outer_lr`,
 /// `cfg.timeout` for checkouts and leases, and with `cfg.timescales` the
-/// timescale group of `log mu` (index `n`, every `cfg.mu_every` rounds, Adam
-/// at `cfg.mu_lr`). Errors: an invalid `cfg`.
+/// timescale group of `log mu` (index `n`, every `cfg.mu_every` rounds, the
+/// same rule at `cfg.mu_lr`, momentum 0.97). Errors: an invalid `cfg`.
 pub fn coordinator_config(problem: &Problem, cfg: &SystemConfig, variant: &Variant) -> Result<CoordinatorConfig> {
     let n = problem.train.len();
     cfg.validate(n)?;
@@ -278,7 +310,21 @@ pub fn coordinator_config(problem: &Problem, cfg: &SystemConfig, variant: &Varia
             .max_in_flight(max_in_flight)
             .min_commits(min_commits.clamp(1, w)),
     }
-    .optimizer(OuterOptimizer::adam(cfg.outer_lr))
+    .optimizer(match cfg.outer_rule {
+        OuterRule::Adam => OuterOptimizer::adam(cfg.outer_lr),
+        OuterRule::Sgd { momentum } => {
+            // An outer step applies the weighted mean of its commits, and each
+            // commit carries only its worker's shard of lambda: with m of W
+            // commits per step a shard moves lr * g / m per round instead of
+            // lr * g / W. Scaling by m / W keeps a round's movement the same
+            // under every outer mode (Adam is scale-free and needs nothing).
+            let per_step = match variant.outer {
+                OuterMode::Synchronous => w,
+                OuterMode::BoundedAsync { min_commits, .. } => min_commits.clamp(1, w),
+            };
+            OuterOptimizer::Sgd { lr: cfg.outer_lr * per_step as f32 / w as f32, momentum }
+        }
+    })
     .checkout_timeout(cfg.timeout)
     .lease_ttl(cfg.timeout);
     let builder = if cfg.timescales {

@@ -271,7 +271,8 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
     barrier.all_reduce_max(&mut [0u32])?;
     let final_state = coordinator.current_state()?;
     let final_outer = final_state.params;
-    let mu = cfg.final_mu.unwrap_or_else(|| inner_mu(&final_outer, n, cfg));
+    let mu_rounds = inner_mu(&final_outer, n, cfg);
+    let mu = cfg.final_mu.unwrap_or(mu_rounds);
     let mut weights: Vec<f64> = final_outer[range].iter().map(|&l| cfg.final_weights.weight(f64::from(l))).collect();
     let fit_set = if cfg.final_with_val {
         // The validation labels are clean: once the outer problem no longer
@@ -304,6 +305,7 @@ pub fn run_rank<C: Collective, K: OuterStore + ?Sized>(
         out.theta = Some(st.theta.clone());
     }
     out.mu_final = mu;
+    out.mu_rounds = mu_rounds;
     out.steps = std::mem::take(&mut st.steps);
     out.sync_s = st.sync_s;
     out.momentum_cleared = st.mask.as_ref().map_or(0, |m| m.cleared);
