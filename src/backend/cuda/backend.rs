@@ -334,8 +334,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             // driver error).
             st.host_packed.resize(bound, 0);
             self.read(&st.packed, 0, &mut st.host_packed)?;
-            let total = st.own_table.read_prefix(&st.host_packed);
-            let lay = st.own_table.layout();
+            let total = st.table.read_prefix(&st.host_packed);
+            let lay = st.table.layout();
             return match total {
                 Ok(total) if total <= bound as u64 && lay.n == st.n as u64 && lay.dtype == st.config.wire_dtype => {
                     st.host_packed.truncate(total as usize);
@@ -467,7 +467,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             // buffers on the host and upload them with their descriptors.
             st.host_desc.clear();
             for (r, bytes) in gathered.iter() {
-                describe(&mut st.peer_table, bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
+                describe(&mut st.table, bytes, gathered.offsets()[r] as u64, st.n, dtype, &mut st.host_desc)
                     .map_err(|source| Error::InvalidPeerBuffer { rank: r, source })?;
             }
             let all = gathered.as_bytes();

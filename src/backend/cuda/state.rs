@@ -46,9 +46,11 @@ pub struct KernelState<M> {
     /// header) instead of reading the packed length first. `None` for the
     /// threshold rule, whose buffers range from empty up to dense.
     pub(super) bounded_read: Option<usize>,
-    /// This state's own packed header and chunk table, read back by
-    /// `select_pack` under `bounded_read`.
-    pub(super) own_table: ChunkTable,
+    /// One packed buffer's header and chunk table, read on the host (sized
+    /// for `n`): this state's own, read back by `select_pack` under
+    /// `bounded_read`, and each peer's in turn when `apply` describes the
+    /// buffers on the host. The two uses never overlap, so they share it.
+    pub(super) table: ChunkTable,
     /// Apply workspaces: per-element f32 sum and presence mark, kept zero.
     pub(super) sum: M,
     pub(super) mark: M,
@@ -56,9 +58,6 @@ pub struct KernelState<M> {
     pub(super) peer_bytes: Option<M>,
     pub(super) peer_desc: Option<M>,
     pub(super) host_desc: Vec<u32>,
-    /// The peers' headers and chunk tables, read one rank at a time by
-    /// `apply` when it describes the buffers on the host (sized for `n`).
-    pub(super) peer_table: ChunkTable,
     /// Device validation (`validate_peers`): each rank's (offset, length)
     /// in the uploaded bytes, and one verdict per rank, grown on demand.
     pub(super) peer_spans: Option<M>,
@@ -126,13 +125,12 @@ impl<M: Send> KernelState<M> {
                 }
                 Selection::Threshold { .. } => None,
             },
-            own_table: ChunkTable::for_len(n as u64),
+            table: ChunkTable::for_len(n as u64),
             sum: alloc(4 * n)?,
             mark: alloc(4 * n)?,
             peer_bytes: None,
             peer_desc: None,
             host_desc: Vec::with_capacity(DESC_WORDS * c),
-            peer_table: ChunkTable::for_len(n as u64),
             peer_spans: None,
             verdicts: None,
             host_spans: Vec::new(),
