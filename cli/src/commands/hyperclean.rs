@@ -36,14 +36,14 @@ use std::time::Duration;
                   model (--final-restart), because with the weak L2 term (mu ~ 1e-4) whatever the rounds' \
                   model fitted to the flipped labels would otherwise survive it; (2) it weights each training \
                   example by sigmoid(lambda) (--final-weights sigmoid), the weights the outer problem \
-                  optimized: the example weights follow SGD (--outer-optimizer sgd), whose steps are proportional to the hypergradient, so a flipped \
-                  example the model memorized (its hypergradient vanishes) stays near weight 1/2 while the \
-                  clean ones climb towards 1 and the detected flipped ones fall towards 0 (Adam's \
-                  per-weight normalized steps lift such examples among the clean ones instead); the rounds \
-                  run at a ten times stronger L2 term (--mu 1e-3) than the final fit and the baselines \
-                  (--final-mu 1e-4), which keeps the model from memorizing the flipped labels in the first \
-                  place; (3) it also trains on the validation set (--final-with-val), split \
-                  across the ranks like the training set: its labels are clean, and once the outer problem \
+                  optimized: the example weights follow SGD (--outer-optimizer sgd), whose steps are \
+                  proportional to the hypergradient, so a flipped example the model memorized (its \
+                  hypergradient vanishes) stays near weight 1/2 while the clean ones climb towards 1 and the \
+                  detected flipped ones fall towards 0 (Adam's per-weight normalized steps lift such \
+                  examples among the clean ones instead); the rounds run at a ten times stronger L2 term \
+                  (--mu 1e-3) than the final fit and the baselines (--final-mu 1e-4), which keeps the model \
+                  from memorizing the flipped labels in the first place; (3) it also trains on the \
+                  validation set (--final-with-val), split across the ranks like the training set: its labels are clean, and once the outer problem \
                   is done it no longer needs them held out (the fair baseline that sees the same data with \
                   all weights 1 is in the table); (4) the final fit runs 300 synced steps and the inner \
                   momentum is 0.97 (was 0.9), closer to the accelerated rate this condition number wants, so \
