@@ -7,6 +7,9 @@
 //   mode 1 (finish): for marked i, theta[i] += weight * sum[i] (one f32
 //                    multiply, one f32 add, never fused); sum and mark reset
 //   mode 2 (feedback, own rank only): acc[i] -= v_own,i
+// Every launch first checks the exchange's device verdicts (cs_verdicts_ok;
+// `gate_ranks` 0 when the host validated it) and does nothing unless every
+// rank's buffer was accepted.
 #ifndef CS_COMMON_CUH
 #include "common.cuh"
 #endif
@@ -34,8 +37,10 @@ __device__ __forceinline__ float cs_load_value(const unsigned char* g, cs_u64 at
 
 extern "C" __global__ void cs_apply_entries(const unsigned char* __restrict__ g, const unsigned* __restrict__ desc,
                                             unsigned dtype, unsigned mode, float* sum, unsigned* mark,
-                                            float* theta, float* acc, float weight) {
+                                            float* theta, float* acc, float weight,
+                                            const unsigned* __restrict__ verdicts, unsigned gate_ranks) {
     __shared__ unsigned uscan[CS_WARPS + 1];
+    if (!cs_verdicts_ok(verdicts, gate_ranks)) return;
     const unsigned* d = desc + (cs_u64)blockIdx.x * CS_DESC_WORDS;
     const unsigned cnt = d[0];
     if (cnt == 0u) return;
@@ -74,4 +79,13 @@ extern "C" __global__ void cs_apply_entries(const unsigned char* __restrict__ g,
             ++r;
         }
     }
+}
+
+// Error feedback off: the whole accumulator is zeroed after a sync, under
+// the same verdict gate as the apply launches.
+extern "C" __global__ void cs_zero_if_valid(float* __restrict__ acc, cs_u64 n,
+                                            const unsigned* __restrict__ verdicts, unsigned gate_ranks) {
+    if (!cs_verdicts_ok(verdicts, gate_ranks)) return;
+    const cs_u64 stride = (cs_u64)gridDim.x * blockDim.x;
+    for (cs_u64 i = (cs_u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) acc[i] = 0.0f;
 }

@@ -23,10 +23,27 @@
 #define CS_SEL_PREFIX 4
 #define CS_SEL_QUOTA 5
 #define CS_SEL_COUNT 6
+// 1 when the pack gate (cs_pack_gate) found nothing to pack: every pack
+// kernel returns at once, so an untriggered step pays a few empty launches.
+#define CS_SEL_SKIP 7
 // Words of the per-chunk descriptor (pack and apply).
 #define CS_DESC_WORDS 8
 
 typedef unsigned long long cs_u64;
+
+// Words of one rank's verdict from cs_validate_peers (src/wire/verdict.rs);
+// the first is 0 when that rank's buffer is valid.
+#define CS_VERDICT_WORDS 8
+
+// Whether the `ranks` verdicts at `verdicts` all accept their buffers (true
+// for ranks == 0: an exchange the host validated). The apply kernels of an
+// exchange validated on the device and not read back yet check it
+// themselves, so an invalid buffer changes nothing on any rank.
+__device__ __forceinline__ bool cs_verdicts_ok(const unsigned* verdicts, unsigned ranks) {
+    for (unsigned r = 0u; r < ranks; ++r)
+        if (verdicts[r * CS_VERDICT_WORDS] != 0u) return false;
+    return true;
+}
 
 // The radix-select key: the bit pattern of |x| (docs/selection.md).
 __device__ __forceinline__ unsigned cs_key(float x) { return __float_as_uint(x) & 0x7fffffffu; }

@@ -2,18 +2,40 @@
 // docs/selection.md on the committed accumulator, then order-preserving
 // compaction straight into the packed wire buffer (docs/wire-format.md) and
 // its checksum. Kernels run in this order on one stream:
-//   cs_cut_search(1) -> cs_hist_level(2) -> cs_cut_search(2) -> cs_hist_level(3)
+//   cs_pack_gate -> cs_cut_search(1) -> cs_hist_level(2) -> cs_cut_search(2) -> cs_hist_level(3)
 //   -> cs_cut_search(3)   (or cs_select_fixed for Threshold / Dense)
 //   -> cs_chunk_count -> cs_pack_layout -> cs_pack_chunk -> cs_checksum
 // The selection state `sel` (CS_SEL_* words) carries the decision between
 // kernels, so the host never reads anything back until the buffer is done.
+// cs_pack_gate runs first: the fused pass packs speculatively, right after
+// the status, whenever its own significance test triggered (a triggered rank
+// always syncs, the vote being a max), and the gate turns the rest of the
+// chain into empty launches when it did not.
 #ifndef CS_COMMON_CUH
 #include "common.cuh"
 #endif
 
-// Threshold and Dense rules: select every key >= cut.
-extern "C" __global__ void cs_select_fixed(unsigned* __restrict__ sel, unsigned cut) {
+// One thread: whether the chain below packs. `always` (a pack after the
+// vote) or the status word `triggered` (status[5], written by
+// cs_fused_finish) clears CS_SEL_SKIP; otherwise it is set.
+extern "C" __global__ void cs_pack_gate(const unsigned* __restrict__ status, unsigned always,
+                                        unsigned* __restrict__ sel) {
+    if (threadIdx.x == 0u && blockIdx.x == 0u) sel[CS_SEL_SKIP] = (always != 0u || status[5] != 0u) ? 0u : 1u;
+}
+
+// Threshold and Dense rules: select every key >= cut. With `from_status`
+// the cut is the Threshold rule's rel * sqrt(A / n), A read from the status
+// (the same f32 operations, correctly rounded, as the host's
+// `rel * (A / n).sqrt()`); otherwise it is `cut`.
+extern "C" __global__ void cs_select_fixed(unsigned* __restrict__ sel, unsigned cut,
+                                           const unsigned* __restrict__ status, float rel, cs_u64 n,
+                                           unsigned from_status) {
+    if (sel[CS_SEL_SKIP] != 0u) return;
     if (threadIdx.x == 0u && blockIdx.x == 0u) {
+        if (from_status != 0u) {
+            const float mean_sq = __fdiv_rn(__uint_as_float(status[0]), (float)n);
+            cut = __float_as_uint(__fmul_rn(rel, __fsqrt_rn(mean_sq)));
+        }
         sel[CS_SEL_DONE] = 1u;
         sel[CS_SEL_MODE] = 0u;
         sel[CS_SEL_CUT] = cut;
@@ -34,6 +56,7 @@ extern "C" __global__ void cs_cut_search(const unsigned* __restrict__ hist, unsi
                                          unsigned* __restrict__ next_hist) {
     __shared__ unsigned sums[CS_BLOCK];
     __shared__ unsigned found[4];
+    if (sel[CS_SEL_SKIP] != 0u) return;
     unsigned above = 0u, prefix = 0u;
     if (level != 1u) {
         if (sel[CS_SEL_DONE] != 0u) return;
@@ -110,7 +133,7 @@ extern "C" __global__ void cs_cut_search(const unsigned* __restrict__ hist, unsi
 extern "C" __global__ void cs_hist_level(const float* __restrict__ acc, cs_u64 n, unsigned level,
                                          const unsigned* __restrict__ sel, unsigned* __restrict__ hist_out) {
     __shared__ unsigned hist[CS_BINS];
-    if (sel[CS_SEL_DONE] != 0u) return;
+    if (sel[CS_SEL_DONE] != 0u || sel[CS_SEL_SKIP] != 0u) return;
     const unsigned prefix = sel[CS_SEL_PREFIX];
     const unsigned hi = level == 2u ? 20u : 9u;
     const unsigned shift = level == 2u ? 9u : 0u;
@@ -152,6 +175,7 @@ __device__ __forceinline__ unsigned cs_chunk_len(cs_u64 n, unsigned c) {
 extern "C" __global__ void cs_chunk_count(const float* __restrict__ acc, cs_u64 n,
                                           const unsigned* __restrict__ sel, unsigned* __restrict__ counts) {
     __shared__ cs_u64 lscratch[CS_WARPS];
+    if (sel[CS_SEL_SKIP] != 0u) return;
     const unsigned mode = sel[CS_SEL_MODE], cut = sel[CS_SEL_CUT];
     const unsigned len = cs_chunk_len(n, blockIdx.x);
     const float* base = acc + (cs_u64)blockIdx.x * CS_CHUNK;
@@ -191,6 +215,7 @@ extern "C" __global__ void cs_pack_layout(const unsigned* __restrict__ counts, u
                                           cs_u64* __restrict__ info) {
     __shared__ unsigned uscan[CS_WARPS + 1];
     __shared__ cs_u64 lscan[CS_WARPS + 1];
+    if (sel[CS_SEL_SKIP] != 0u) return;
     const unsigned quota_all = sel[CS_SEL_MODE] == 1u ? sel[CS_SEL_QUOTA] : 0u;
     unsigned ties_carry = 0u, count_carry = 0u;
     cs_u64 bytes_carry = 32ull + 4ull * nchunks;
@@ -298,6 +323,7 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
     __shared__ unsigned strict_at[CS_TILES * CS_BLOCK];
     __shared__ unsigned ties_at[CS_TILES * CS_BLOCK];
     __shared__ cs_u64 lscan[CS_WARPS + 1];
+    if (sel[CS_SEL_SKIP] != 0u) return;
     const unsigned* d = desc + (cs_u64)blockIdx.x * CS_DESC_WORDS;
     const unsigned cnt = d[0];
     if (cnt == 0u) return;
@@ -382,8 +408,10 @@ extern "C" __global__ void cs_pack_chunk(const float* __restrict__ acc, const un
 
 // The checksum (docs/wire-format.md): a wrapping sum of per-word hashes, so
 // blocks add their partial sums into the header field with integer atomics.
-extern "C" __global__ void cs_checksum(unsigned* __restrict__ out, const cs_u64* __restrict__ info) {
+extern "C" __global__ void cs_checksum(unsigned* __restrict__ out, const cs_u64* __restrict__ info,
+                                       const unsigned* __restrict__ sel) {
     __shared__ unsigned uscratch[CS_WARPS];
+    if (sel[CS_SEL_SKIP] != 0u) return;
     const cs_u64 words = info[0] / 4ull;
     const cs_u64 stride = (cs_u64)gridDim.x * CS_BLOCK;
     unsigned sum = 0u;

@@ -18,7 +18,8 @@ float F(unsigned long long a) { return __uint_as_float(static_cast<unsigned>(a))
 
 const char* const NAMES[] = {"cs_fill_u32",    "cs_fused_pass", "cs_fused_finish", "cs_select_fixed",
                              "cs_cut_search",  "cs_hist_level", "cs_chunk_count",  "cs_pack_layout",
-                             "cs_pack_chunk",  "cs_checksum",   "cs_apply_entries", "cs_validate_peers"};
+                             "cs_pack_chunk",  "cs_checksum",   "cs_apply_entries", "cs_validate_peers",
+                             "cs_pack_gate",   "cs_zero_if_valid"};
 constexpr unsigned COUNT = sizeof(NAMES) / sizeof(NAMES[0]);
 }  // namespace
 
@@ -30,7 +31,7 @@ extern "C" const char* cs_emu_kernel_name(unsigned id) { return id < COUNT ? NAM
 // success, 2 for a bad block size, 3 for an unknown id or argument count.
 extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const unsigned long long* a,
                              unsigned nargs) {
-    static const unsigned ARGC[] = {3, 9, 6, 2, 6, 5, 4, 8, 6, 2, 9, 6};
+    static const unsigned ARGC[] = {3, 9, 6, 6, 6, 5, 4, 8, 6, 3, 11, 6, 3, 4};
     if (id >= COUNT || nargs != ARGC[id]) return 3;
     switch (id) {
         case 0:
@@ -46,7 +47,9 @@ extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const u
                                 F(a[4]), P<unsigned>(a[5]));
             });
         case 3:
-            return cs_emu::launch(grid, block, [&] { cs_select_fixed(P<unsigned>(a[0]), U(a[1])); });
+            return cs_emu::launch(grid, block, [&] {
+                cs_select_fixed(P<unsigned>(a[0]), U(a[1]), P<const unsigned>(a[2]), F(a[3]), a[4], U(a[5]));
+            });
         case 4:
             return cs_emu::launch(grid, block, [&] {
                 cs_cut_search(P<const unsigned>(a[0]), U(a[1]), U(a[2]), U(a[3]), P<unsigned>(a[4]),
@@ -71,16 +74,27 @@ extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const u
                               P<const cs_u64>(a[3]), U(a[4]), P<unsigned char>(a[5]));
             });
         case 9:
-            return cs_emu::launch(grid, block, [&] { cs_checksum(P<unsigned>(a[0]), P<const cs_u64>(a[1])); });
+            return cs_emu::launch(grid, block, [&] {
+                cs_checksum(P<unsigned>(a[0]), P<const cs_u64>(a[1]), P<const unsigned>(a[2]));
+            });
         case 10:
             return cs_emu::launch(grid, block, [&] {
                 cs_apply_entries(P<const unsigned char>(a[0]), P<const unsigned>(a[1]), U(a[2]), U(a[3]),
-                                 P<float>(a[4]), P<unsigned>(a[5]), P<float>(a[6]), P<float>(a[7]), F(a[8]));
+                                 P<float>(a[4]), P<unsigned>(a[5]), P<float>(a[6]), P<float>(a[7]), F(a[8]),
+                                 P<const unsigned>(a[9]), U(a[10]));
             });
         case 11:
             return cs_emu::launch(grid, block, [&] {
                 cs_validate_peers(P<const unsigned char>(a[0]), P<const cs_u64>(a[1]), a[2], U(a[3]),
                                   P<unsigned>(a[4]), P<unsigned>(a[5]));
+            });
+        case 12:
+            return cs_emu::launch(grid, block, [&] {
+                cs_pack_gate(P<const unsigned>(a[0]), U(a[1]), P<unsigned>(a[2]));
+            });
+        case 13:
+            return cs_emu::launch(grid, block, [&] {
+                cs_zero_if_valid(P<float>(a[0]), a[1], P<const unsigned>(a[2]), U(a[3]));
             });
         default:
             return 3;

@@ -10,12 +10,14 @@
 //! Host traffic and allocation differ by backend (each backend's module doc
 //! gives its counts). The CPU backend works in host memory: nothing is
 //! copied, and after warm-up no operation allocates (`tests/alloc.rs` checks
-//! it). On wgpu and CUDA, `accumulate` reads back only the 32-byte
-//! [`StepStatus`]; on a syncing step staged through the host `select_pack`
-//! also reads the packed bytes back and `validate_peers` uploads every
-//! rank's gathered bytes (and checks them on the device), while with a
-//! collective of the backend's device memory the CUDA backend's packed
-//! bytes never leave the device ([`crate::collective::device`]).
+//! it). On wgpu and CUDA, `accumulate` reads back only a small block (the
+//! 32-byte [`StepStatus`]; on CUDA 64 bytes with the pack info of a
+//! speculative pack, and the verdicts of the last device exchange); on a
+//! syncing step staged through the host `select_pack` also reads the packed
+//! bytes back and `validate_peers` uploads every rank's gathered bytes (and
+//! checks them on the device), while with a collective of the backend's
+//! device memory the CUDA backend's packed bytes never leave the device
+//! ([`crate::collective::device`]) and a syncing step is that one readback.
 //! Their host side allocates nothing per step after warm-up either
 //! (`tests/alloc.rs` runs the CUDA emulation and wgpu too; wgpu's own
 //! allocations inside its API calls are counted apart). Both count their host traffic, waits and object creations
@@ -100,6 +102,9 @@ macro_rules! forward_backend {
         }
         fn receive_on_device(&self, state: &mut Self::State, total: usize) -> Result<DeviceBytes> {
             (**self).receive_on_device(state, total)
+        }
+        fn deferred_verdict(&self, state: &Self::State) -> Result<()> {
+            (**self).deferred_verdict(state)
         }
         fn apply(
             &self,
@@ -230,9 +235,28 @@ pub trait Backend: Send + Sync {
     /// errors for the same bytes, and may keep what it uploaded (bytes and
     /// chunk descriptors) for an `apply` with the same `gathered` that
     /// follows.
+    ///
+    /// An exchange in device memory ([`Gathered::is_on_device`]) may be
+    /// checked asynchronously: the backend returns `Ok` before its verdicts
+    /// are on the host, the following [`Backend::apply`] then changes
+    /// nothing (parameters or accumulator) unless every buffer was valid,
+    /// and [`Backend::deferred_verdict`] returns the error. The CUDA
+    /// backend does so, to read the verdicts with the next step's status.
     fn validate_peers(&self, state: &mut Self::State, gathered: &Gathered, host: HostPeerCheck<'_>) -> Result<()> {
         let _ = state;
         host.run(gathered)
+    }
+
+    /// The verdicts of the last exchange [`Backend::validate_peers`] checked
+    /// asynchronously: the error it would have returned
+    /// ([`crate::Error::InvalidPeerBuffer`] for the first invalid rank), or
+    /// `Ok` when every buffer was valid or nothing was deferred (the
+    /// default). The same for every rank of an exchange, which validate the
+    /// same bytes. Reads the verdicts back unless an `accumulate` since has
+    /// brought them with its status.
+    fn deferred_verdict(&self, state: &Self::State) -> Result<()> {
+        let _ = state;
+        Ok(())
     }
 
     /// Operation 3: `theta_i += weight * sum_r v_r,i` over the validated rank

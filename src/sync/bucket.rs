@@ -33,6 +33,20 @@ pub(crate) struct Bucket<S> {
     pub(crate) bytes_exchanged: u64,
     /// The budget controller, when the configuration has a budget.
     pub(crate) budget: Option<BudgetController>,
+    /// Set by a sync whose exchange the backend may have validated
+    /// asynchronously ([`crate::Backend::deferred_verdict`]): what the
+    /// counters were before it, restored if the verdict comes back invalid.
+    pub(crate) retraction: Option<Retraction>,
+}
+
+/// A bucket's counters as they were before a sync, for when its deferred
+/// verdict turns it into a step taken without a sync.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retraction {
+    /// Steps since the last sync, the synced step included.
+    pub(crate) since: u64,
+    /// The budget controller before it saw the sync.
+    pub(crate) budget: Option<BudgetController>,
 }
 
 impl<S> Bucket<S> {
@@ -58,6 +72,7 @@ impl<S> Bucket<S> {
             bytes_received: 0,
             bytes_exchanged: 0,
             budget,
+            retraction: None,
         }
     }
 

@@ -11,7 +11,7 @@ use super::single::SparseSync;
 use crate::backend::Backend;
 use crate::checkpoint::{BucketState, BudgetState, Checkpoint};
 use crate::collective::Collective;
-use crate::error::{CheckpointError, Result};
+use crate::error::{CheckpointError, Error, Result};
 
 impl<B: Backend, C: Collective> SyncGroup<B, C> {
     /// This rank's whole sync state as checkpoint bytes: for every bucket
@@ -27,14 +27,21 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             .map(|b| {
                 let mut accumulator = vec![0.0; b.n];
                 self.backend.read_accumulator(&b.state, &mut accumulator)?;
+                // A sync whose deferred verdict is invalid did not happen:
+                // save the counters the next step will restore.
+                let (since, budget) = match b.retraction.map(|r| (r, self.backend.deferred_verdict(&b.state))) {
+                    Some((r, Err(Error::InvalidPeerBuffer { .. }))) => (r.since, r.budget),
+                    Some((_, Err(e))) => return Err(e),
+                    _ => (b.since, b.budget),
+                };
                 Ok(BucketState {
                     n: b.n as u64,
                     dtype: b.config.wire_dtype,
                     config_fingerprint: b.config.fingerprint(),
                     steps: b.t,
-                    since_sync: b.since,
+                    since_sync: since,
                     accumulator,
-                    budget: b.budget.map(|c| BudgetState { tau: c.tau, mean_bytes: c.mean_bytes, syncs: c.syncs }),
+                    budget: budget.map(|c| BudgetState { tau: c.tau, mean_bytes: c.mean_bytes, syncs: c.syncs }),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -95,6 +102,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
             }
             bucket.t = s.steps;
             bucket.since = s.since_sync;
+            bucket.retraction = None;
             bucket.budget = s.budget.map(|c| BudgetController { tau: c.tau, mean_bytes: c.mean_bytes, syncs: c.syncs });
         }
         self.diverged = false;

@@ -1,7 +1,7 @@
 //! [`SyncGroup`]: the buckets of one rank's model on one backend and one
 //! collective, stepped together with one vote and one exchange.
 
-use super::bucket::Bucket;
+use super::bucket::{Bucket, Retraction};
 use super::report::{GroupReport, StepReport};
 use super::vote;
 use crate::backend::{Backend, HostPeerCheck};
@@ -186,6 +186,15 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
     ///   accumulators and is sent at a later sync), the parameters are
     ///   unchanged, and the step counts as taken without a sync.
     ///
+    /// - an exchange in device memory that the backend validates
+    ///   asynchronously ([`Backend::validate_peers`]; the CUDA backend, so
+    ///   that a step reads back one small block) returns `Ok` even with an
+    ///   invalid peer buffer: its apply kernels change nothing on any rank,
+    ///   and the next step, before its vote and before anything of it is
+    ///   taken, returns the [`Error::InvalidPeerBuffer`] with the synced
+    ///   step turned into one taken without a sync, as above (its report
+    ///   from then said `synced`). [`SyncGroup::settle`] asks at once.
+    ///
     /// A collective failure (a timeout, a broken group) returns at once on
     /// the rank that sees it; a timeout during the exchange keeps the
     /// committed accumulation as above. A backend failure while applying
@@ -198,8 +207,11 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         let nb = self.buckets.len();
 
         // 1. Local work. Nothing below returns before the vote: a failure is
-        // recorded and voted, so every rank leaves this step together.
+        // recorded and voted, so every rank leaves this step together. The
+        // one exception is the last sync's deferred verdict, the same on
+        // every rank (read with this step's status where the backend can).
         let local = self.accumulate_all(steps);
+        self.settle_deferred()?;
         self.vote.iter_mut().for_each(|v| *v = 0);
         match &local {
             Some((cause, bucket, _)) => self.vote[nb + rank] = vote::encode(*cause, *bucket),
@@ -269,6 +281,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         for &b in &self.syncing {
             let r = &mut self.reports[b];
             let bucket = &mut self.buckets[b];
+            bucket.retraction = Some(Retraction { since: bucket.since, budget: bucket.budget });
             bucket.since = 0;
             r.synced = true;
             r.entries_sent = bucket.entries_sent;
@@ -281,6 +294,35 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         }
         self.steer_thresholds(world);
         Ok(report)
+    }
+
+    /// Settles the last sync: every bucket that synced in it asks the
+    /// backend for the verdicts of an exchange validated asynchronously
+    /// ([`Backend::deferred_verdict`]). For an invalid one the step becomes
+    /// one taken without a sync, as if the error had been returned then
+    /// (its `since` counter and budget controller restored; the apply
+    /// kernels changed nothing), and the first error, by bucket, is
+    /// returned. Each sync is settled once.
+    ///
+    /// [`SyncGroup::step`] does this before its vote, so an invalid buffer
+    /// in a device exchange is reported by the next step; call it after
+    /// the last step of a run to learn that step's verdict. Every rank gets
+    /// the same answer (they validated the same bytes).
+    pub fn settle(&mut self) -> Result<()> {
+        self.settle_deferred()
+    }
+
+    fn settle_deferred(&mut self) -> Result<()> {
+        let mut first = None;
+        for bucket in &mut self.buckets {
+            let Some(retraction) = bucket.retraction.take() else { continue };
+            if let Err(e) = self.backend.deferred_verdict(&bucket.state) {
+                bucket.since = retraction.since;
+                bucket.budget = retraction.budget;
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// After a successful step only (a failed one changes no controller):

@@ -86,9 +86,18 @@ impl<B: Backend, C: Collective> SparseSync<B, C> {
     /// and the next step runs normally; a pack failure, an over-long
     /// announcement or an invalid peer buffer keep this step's accumulation
     /// (nothing is lost, it is sent later), leave `params` untouched and
-    /// count the step as taken without a sync.
+    /// count the step as taken without a sync. An exchange in device memory
+    /// on the CUDA backend is validated asynchronously: an invalid buffer
+    /// there leaves `params` untouched as well, and is reported by the next
+    /// step (or [`SparseSync::settle`]) instead.
     pub fn step(&mut self, delta: &B::Vector, params: &mut B::Vector) -> Result<StepReport> {
         self.group.step(&mut [BucketStep { delta, params }])?;
         Ok(self.group.reports()[0])
+    }
+
+    /// The verdict of the last sync when its exchange was validated
+    /// asynchronously (see [`SyncGroup::settle`]); `Ok` otherwise.
+    pub fn settle(&mut self) -> Result<()> {
+        self.group.settle()
     }
 }

@@ -6,7 +6,7 @@
 use super::kernels::{Arg, BINS, BLOCK, DESC_WORDS, Kernel};
 use super::peers::describe;
 use super::runner::KernelRunner;
-use super::state::{KernelState, chunks};
+use super::state::{CONTROL_BYTES, Deferred, INFO_OFFSET, KernelState, Speculative, chunks};
 use crate::backend::transfer::TransferCounter;
 use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
 use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
@@ -132,10 +132,30 @@ impl<R: KernelRunner> KernelBackend<R> {
         self.launch(Kernel::FillU32, grid, &[self.p(mem), Arg::U64(words as u64), Arg::U32(value)])
     }
 
-    /// The selection and pack kernels of `select_pack`, writing the packed
-    /// buffer and its 24-byte pack info on the device.
-    fn pack_kernels(&self, st: &mut KernelState<R::Mem>) -> Result<()> {
+    /// The selection and pack kernels, on accumulator `slot`, writing the
+    /// packed buffer and its pack info on the device. `after_vote`: pack
+    /// unconditionally (the vote said sync); otherwise this is the fused
+    /// pass's speculative pack, gated on the device by the status it just
+    /// wrote (`cs_pack_gate`): it packs only when this rank's own test
+    /// triggered, and its Threshold cut comes from that status.
+    fn pack_kernels(&self, st: &KernelState<R::Mem>, slot: usize, after_vote: bool) -> Result<()> {
         let n = st.n;
+        let status = self.p(&st.control);
+        self.launch(Kernel::PackGate, 1, &[status, Arg::U32(u32::from(after_vote)), self.p(&st.sel)])?;
+        let fixed = |cut: u32, rel: f32, from_status: bool| {
+            self.launch(
+                Kernel::SelectFixed,
+                1,
+                &[
+                    self.p(&st.sel),
+                    Arg::U32(cut),
+                    status,
+                    Arg::F32(rel),
+                    Arg::U64(n as u64),
+                    Arg::U32(u32::from(from_status)),
+                ],
+            )
+        };
         match st.config.selection {
             Selection::TopK { .. } | Selection::TopKApprox { .. } => {
                 let k = st.config.selection.k(n).unwrap_or(1);
@@ -144,16 +164,18 @@ impl<R: KernelRunner> KernelBackend<R> {
                     _ => k,
                 }
                 .max(k);
-                self.cut_search(st, k as u32, kmax as u32)?;
+                self.cut_search(st, slot, k as u32, kmax as u32)?;
             }
-            Selection::Threshold { rel } => {
+            Selection::Threshold { rel } if after_vote => {
                 let cut = (rel as f32) * (st.committed_status.acc_sq / n as f32).sqrt();
-                self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(cut.to_bits())])?;
+                fixed(cut.to_bits(), rel as f32, false)?;
             }
-            _ => self.launch(Kernel::SelectFixed, 1, &[self.p(&st.sel), Arg::U32(0)])?,
+            Selection::Threshold { rel } => fixed(0, rel as f32, true)?,
+            _ => fixed(0, 0.0, false)?,
         }
         let c = chunks(n) as u32;
-        let acc = self.p(&st.acc[st.committed]);
+        let acc = self.p(&st.acc[slot]);
+        let info = Arg::Ptr(self.runner.ptr(&st.control) + INFO_OFFSET as u64);
         let dtype = Arg::U32(u32::from(st.config.wire_dtype.code()));
         self.launch(Kernel::ChunkCount, c, &[acc, Arg::U64(n as u64), self.p(&st.sel), self.p(&st.counts)])?;
         self.launch(
@@ -167,27 +189,21 @@ impl<R: KernelRunner> KernelBackend<R> {
                 self.p(&st.sel),
                 self.p(&st.desc),
                 self.p(&st.packed),
-                self.p(&st.info),
+                info,
             ],
         )?;
-        self.launch(
-            Kernel::PackChunk,
-            c,
-            &[acc, self.p(&st.sel), self.p(&st.desc), self.p(&st.info), dtype, self.p(&st.packed)],
-        )?;
+        self.launch(Kernel::PackChunk, c, &[acc, self.p(&st.sel), self.p(&st.desc), info, dtype, self.p(&st.packed)])?;
         let words = self.runner.size(&st.packed) / 4;
         let grid = words.div_ceil(BLOCK as usize).clamp(1, self.runner.stride_blocks().max(1) as usize) as u32;
-        self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), self.p(&st.info)])?;
+        self.launch(Kernel::Checksum, grid, &[self.p(&st.packed), info, self.p(&st.sel)])?;
         Ok(())
     }
 
-    /// Reads the pack info: the packed length (checked against the staging
-    /// buffer) and the entry count.
-    fn pack_info(&self, st: &KernelState<R::Mem>) -> Result<(usize, u64)> {
-        let mut info = [0u8; 24];
-        self.read(&st.info, 0, &mut info)?;
+    /// Parses the pack info (the packed length, checked against the staging
+    /// buffer, and the entry count) from the control block's bytes.
+    fn parse_pack_info(&self, st: &KernelState<R::Mem>, info: &[u8]) -> Result<(usize, u64)> {
         let word = |i: usize| u64::from_le_bytes(info[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-        let total = word(0) as usize;
+        let total = usize::try_from(word(0)).unwrap_or(usize::MAX);
         if total > self.runner.size(&st.packed) {
             return Err(BackendError::Driver {
                 backend: self.label,
@@ -199,10 +215,31 @@ impl<R: KernelRunner> KernelBackend<R> {
         Ok((total, word(1)))
     }
 
+    /// Reads the pack info of a pack after the vote (24 bytes).
+    fn pack_info(&self, st: &KernelState<R::Mem>) -> Result<(usize, u64)> {
+        let mut info = [0u8; 24];
+        self.read(&st.control, INFO_OFFSET, &mut info)?;
+        self.parse_pack_info(st, &info)
+    }
+
+    /// The packed buffer of the committed accumulator: the fused pass's
+    /// speculative one when it is for that accumulator (its length and entry
+    /// count already on the host), else packed now (`None`: read the info
+    /// when needed).
+    fn pack_committed(&self, st: &mut KernelState<R::Mem>) -> Result<Option<(usize, u64)>> {
+        match st.speculative.take() {
+            Some(spec) if spec.slot == st.committed => Ok(Some((spec.total, spec.entries))),
+            _ => {
+                self.pack_kernels(st, st.committed, true)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// The radix select of docs/selection.md for the top-k rules, entirely on
     /// the device (the level-1 histogram comes from the fused pass).
-    fn cut_search(&self, st: &KernelState<R::Mem>, k: u32, kmax: u32) -> Result<()> {
-        let acc = &st.acc[st.committed];
+    fn cut_search(&self, st: &KernelState<R::Mem>, slot: usize, k: u32, kmax: u32) -> Result<()> {
+        let acc = &st.acc[slot];
         let n = Arg::U64(st.n as u64);
         let grid = self.stride_grid(st.n);
         let cut = |hist: &R::Mem, level: u32, next: &R::Mem| {
@@ -215,7 +252,7 @@ impl<R: KernelRunner> KernelBackend<R> {
         let hist = |level: u32, out: &R::Mem| {
             self.launch(Kernel::HistLevel, grid, &[self.p(acc), n, Arg::U32(level), self.p(&st.sel), self.p(out)])
         };
-        cut(&st.hist1[st.committed], 1, &st.hist2)?;
+        cut(&st.hist1[slot], 1, &st.hist2)?;
         hist(2, &st.hist2)?;
         cut(&st.hist2, 2, &st.hist3)?;
         hist(3, &st.hist3)?;
@@ -269,6 +306,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
     fn write_accumulator(&self, state: &mut Self::State, src: &[f32]) -> Result<()> {
         check_len("accumulator", state.n, src.len())?;
         let committed = state.committed;
+        state.speculative = None;
+        state.deferred = Deferred::None;
         self.write(&mut state.acc[committed], 0, bytemuck::cast_slice(src))
     }
 
@@ -307,12 +346,32 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
                 self.p(&st.part_nonfinite),
                 Arg::U32(st.grid),
                 Arg::F32(tau),
-                self.p(&st.status),
+                self.p(&st.control),
             ],
         )?;
-        let mut raw = [0u8; std::mem::size_of::<StepStatus>()];
-        self.read(&st.status, 0, &mut raw)?;
-        let status: StepStatus = bytemuck::pod_read_unaligned(&raw);
+        st.speculative = None;
+        self.pack_kernels(st, spare, false)?;
+        // One readback: the status, the speculative pack's info, and the
+        // verdicts of a device exchange that nobody has read yet.
+        let unread = match st.deferred {
+            Deferred::Unread(ranks) => ranks,
+            _ => 0,
+        };
+        st.host_control.resize(CONTROL_BYTES + 4 * VERDICT_WORDS * unread, 0);
+        self.read(&st.control, 0, &mut st.host_control)?;
+        let raw = &st.host_control;
+        let status: StepStatus = bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<StepStatus>()]);
+        if unread > 0 {
+            st.host_verdicts.clear();
+            st.host_verdicts.extend(
+                raw[CONTROL_BYTES..].chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))),
+            );
+            st.deferred = Deferred::Read;
+        }
+        if status.triggered != 0 {
+            let (total, entries) = self.parse_pack_info(st, &st.host_control[INFO_OFFSET..INFO_OFFSET + 24])?;
+            st.speculative = Some(Speculative { slot: spare, total, entries });
+        }
         st.pending = Some(status);
         Ok(status)
     }
@@ -326,7 +385,12 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
     }
 
     fn select_pack<'s>(&self, st: &'s mut Self::State) -> Result<&'s [u8]> {
-        self.pack_kernels(st)?;
+        let known = self.pack_committed(st)?;
+        if let (Some((total, _)), None) = (known, st.bounded_read) {
+            st.host_packed.resize(total, 0);
+            self.read(&st.packed, 0, &mut st.host_packed)?;
+            return Ok(&st.host_packed);
+        }
         if let Some(bound) = st.bounded_read {
             // One readback: the rule's largest buffer, cut to the length its
             // header and chunk table give (read with the shared reader, which
@@ -359,17 +423,19 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         Some(self.runner.device_memory())
     }
 
-    /// The pack kernels, then one readback of the 24-byte pack info (the
-    /// buffer's length and entry count): the packed bytes stay on the device.
-    /// Under the dense rule both are known without it (every entry, every
-    /// chunk a bitmap: the bounded size is the size), so nothing is read
-    /// back; a device that wrote another layout fails the validation of
-    /// its own buffer like any peer's.
+    /// The buffer the fused pass packed speculatively, with nothing to read
+    /// (its length and entry count came with the status). Without one (this
+    /// rank's test did not trigger), the pack kernels, then one readback of
+    /// the 24-byte pack info, except under the dense rule, whose length and
+    /// count are known (every entry, every chunk a bitmap: the bounded size
+    /// is the size; a device that wrote another layout fails the validation
+    /// of its own buffer like any peer's). The packed bytes stay on the
+    /// device.
     fn pack_on_device(&self, st: &mut Self::State) -> Result<PackedOnDevice> {
-        self.pack_kernels(st)?;
-        let (total, entries) = match (st.config.selection, st.bounded_read) {
-            (Selection::Dense, Some(total)) => (total, st.n as u64),
-            _ => self.pack_info(st)?,
+        let (total, entries) = match (self.pack_committed(st)?, st.config.selection, st.bounded_read) {
+            (Some(known), _, _) => known,
+            (None, Selection::Dense, Some(total)) => (total, st.n as u64),
+            (None, _, _) => self.pack_info(st)?,
         };
         Ok(PackedOnDevice { bytes: DeviceBytes { ptr: self.runner.ptr(&st.packed), len: total }, entries })
     }
@@ -381,14 +447,20 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         Ok(DeviceBytes { ptr: self.runner.ptr(g), len: self.runner.size(g) })
     }
 
-    /// On the device: the gathered bytes and each rank's (offset, length)
-    /// are uploaded, `cs_validate_peers` checks every rank in one launch
-    /// (one block per rank, the host validator's checks in its order) and
-    /// writes the apply descriptors, and one readback of 32 bytes per rank
-    /// brings the verdicts. `host` is not used. The next `apply` with the
-    /// same `gathered` uploads nothing.
+    /// On the device: the gathered bytes (unless the collective wrote them
+    /// there) and each rank's (offset, length) are uploaded, and
+    /// `cs_validate_peers` checks every rank in one launch (one block per
+    /// rank, the host validator's checks in its order) and writes the apply
+    /// descriptors and one verdict per rank after the control words. For
+    /// host bytes one readback of 32 bytes per rank brings the verdicts
+    /// now. For a device exchange nothing is read back: the apply kernels
+    /// check the verdicts on the device, the next `accumulate` reads them
+    /// with the status, and [`Backend::deferred_verdict`] reports them.
+    /// `host` is not used. The next `apply` with the same `gathered`
+    /// uploads nothing.
     fn validate_peers(&self, st: &mut Self::State, gathered: &Gathered, _host: HostPeerCheck<'_>) -> Result<()> {
         st.validated = false;
+        st.deferred = Deferred::None;
         let world = gathered.ranks();
         if world == 0 {
             return Ok(());
@@ -415,9 +487,12 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         grow(self, &mut st.peer_desc, world * c * DESC_WORDS * 4)?;
         grow(self, &mut st.peer_spans, 16 * world)?;
-        grow(self, &mut st.verdicts, 4 * VERDICT_WORDS * world)?;
-        let (Some(g), Some(d), Some(sp), Some(v)) =
-            (st.peer_bytes.as_mut(), st.peer_desc.as_ref(), st.peer_spans.as_mut(), st.verdicts.as_ref())
+        let control = CONTROL_BYTES + 4 * VERDICT_WORDS * world;
+        if self.runner.size(&st.control) < control {
+            // Once per world size: the status is rewritten every step.
+            st.control = self.alloc_mem(control.next_power_of_two())?;
+        }
+        let (Some(g), Some(d), Some(sp)) = (st.peer_bytes.as_mut(), st.peer_desc.as_ref(), st.peer_spans.as_mut())
         else {
             unreachable!("grow always leaves an allocation");
         };
@@ -426,18 +501,38 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         self.write(sp, 0, bytemuck::cast_slice(&st.host_spans))?;
         let dtype = st.config.wire_dtype;
+        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + CONTROL_BYTES as u64);
         self.launch(
             Kernel::ValidatePeers,
             world as u32,
-            &[self.p(g), self.p(sp), Arg::U64(st.n as u64), Arg::U32(u32::from(dtype.code())), self.p(d), self.p(v)],
+            &[self.p(g), self.p(sp), Arg::U64(st.n as u64), Arg::U32(u32::from(dtype.code())), self.p(d), verdicts],
         )?;
-        st.host_verdicts.resize(VERDICT_WORDS * world, 0);
-        self.read(v, 0, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
-        check_verdicts(&st.host_verdicts, st.n as u64, dtype, self.label, "cs_validate_peers")?;
+        if gathered.is_on_device() {
+            st.deferred = Deferred::Unread(world);
+        } else {
+            st.host_verdicts.resize(VERDICT_WORDS * world, 0);
+            self.read(&st.control, CONTROL_BYTES, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
+            check_verdicts(&st.host_verdicts, st.n as u64, dtype, self.label, "cs_validate_peers")?;
+        }
         st.validated_offsets.clear();
         st.validated_offsets.extend_from_slice(offsets);
         st.validated = true;
         Ok(())
+    }
+
+    /// The verdicts of the last device exchange: from the host copy the
+    /// last `accumulate` read with the status, else read back now.
+    fn deferred_verdict(&self, st: &Self::State) -> Result<()> {
+        let (n, dtype) = (st.n as u64, st.config.wire_dtype);
+        match st.deferred {
+            Deferred::None => Ok(()),
+            Deferred::Read => check_verdicts(&st.host_verdicts, n, dtype, self.label, "cs_validate_peers"),
+            Deferred::Unread(ranks) => {
+                let mut words = vec![0u32; VERDICT_WORDS * ranks];
+                self.read(&st.control, CONTROL_BYTES, bytemuck::cast_slice_mut(&mut words))?;
+                check_verdicts(&words, n, dtype, self.label, "cs_validate_peers")
+            }
+        }
     }
 
     fn apply(
@@ -449,6 +544,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         weight: f32,
     ) -> Result<()> {
         check_len("theta", st.n, theta.len)?;
+        // Error feedback changes the committed accumulator below.
+        st.speculative = None;
         let world = gathered.ranks();
         if own_rank >= world {
             return Err(CollectiveError::InvalidRank { rank: own_rank, world }.into());
@@ -484,6 +581,13 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             unreachable!("validate_peers or the upload above left both allocations");
         };
         let c = chunks(st.n);
+        // A device exchange's verdicts are still on the device: every launch
+        // below checks them there.
+        let gate_ranks = match st.deferred {
+            Deferred::Unread(ranks) if on_device => ranks as u32,
+            _ => 0,
+        };
+        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + CONTROL_BYTES as u64);
         let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
         let run = |mode: u32, r: usize, acc: &R::Mem| {
             self.launch(
@@ -499,6 +603,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
                     self.p(&theta.mem),
                     self.p(acc),
                     Arg::F32(weight),
+                    verdicts,
+                    Arg::U32(gate_ranks),
                 ],
             )
         };
@@ -512,7 +618,12 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         if st.config.error_feedback {
             run(2, own_rank, acc)?;
         } else {
-            self.fill(acc, st.n, 0)?;
+            let grid = self.stride_grid(st.n);
+            self.launch(
+                Kernel::ZeroIfValid,
+                grid,
+                &[self.p(acc), Arg::U64(st.n as u64), verdicts, Arg::U32(gate_ranks)],
+            )?;
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ pub enum Kernel {
     FusedPass = 1,
     /// `cs_fused_finish(part_acc, part_theta, part_nf, blocks: u32, tau: f32, status)`.
     FusedFinish = 2,
-    /// `cs_select_fixed(sel, cut: u32)`.
+    /// `cs_select_fixed(sel, cut: u32, status, rel: f32, n: u64, from_status: u32)`.
     SelectFixed = 3,
     /// `cs_cut_search(hist, level: u32, k: u32, kmax: u32, sel, next_hist)`.
     CutSearch = 4,
@@ -77,17 +77,21 @@ pub enum Kernel {
     PackLayout = 7,
     /// `cs_pack_chunk(acc, sel, desc, info, dtype: u32, out)`.
     PackChunk = 8,
-    /// `cs_checksum(out, info)`.
+    /// `cs_checksum(out, info, sel)`.
     Checksum = 9,
-    /// `cs_apply_entries(g, desc, dtype: u32, mode: u32, sum, mark, theta, acc, weight: f32)`.
+    /// `cs_apply_entries(g, desc, dtype: u32, mode: u32, sum, mark, theta, acc, weight: f32, verdicts, gate_ranks: u32)`.
     ApplyEntries = 10,
     /// `cs_validate_peers(g, spans, n: u64, dtype: u32, desc, verdicts)`.
     ValidatePeers = 11,
+    /// `cs_pack_gate(status, always: u32, sel)`.
+    PackGate = 12,
+    /// `cs_zero_if_valid(acc, n: u64, verdicts, gate_ranks: u32)`.
+    ZeroIfValid = 13,
 }
 
 impl Kernel {
     /// Every kernel, in id order.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::FillU32,
         Kernel::FusedPass,
         Kernel::FusedFinish,
@@ -100,6 +104,8 @@ impl Kernel {
         Kernel::Checksum,
         Kernel::ApplyEntries,
         Kernel::ValidatePeers,
+        Kernel::PackGate,
+        Kernel::ZeroIfValid,
     ];
 
     /// The `extern "C"` symbol.
@@ -117,6 +123,8 @@ impl Kernel {
             Kernel::Checksum => "cs_checksum",
             Kernel::ApplyEntries => "cs_apply_entries",
             Kernel::ValidatePeers => "cs_validate_peers",
+            Kernel::PackGate => "cs_pack_gate",
+            Kernel::ZeroIfValid => "cs_zero_if_valid",
         }
     }
 
@@ -124,7 +132,7 @@ impl Kernel {
     pub fn module(self) -> Module {
         match self {
             Kernel::FillU32 | Kernel::FusedPass | Kernel::FusedFinish => Module::Fused,
-            Kernel::ApplyEntries => Module::Apply,
+            Kernel::ApplyEntries | Kernel::ZeroIfValid => Module::Apply,
             Kernel::ValidatePeers => Module::Validate,
             _ => Module::SelectPack,
         }
@@ -157,7 +165,7 @@ impl Arg {
     }
 }
 
-/// Most arguments any kernel of `kernels/*.cu` takes (9 today), with room.
+/// Most arguments any kernel of `kernels/*.cu` takes (11 today), with room.
 pub const MAX_ARGS: usize = 16;
 
 /// `args` as slots ([`Arg::slot`]) in a stack array, so a launch allocates

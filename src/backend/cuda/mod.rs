@@ -10,30 +10,39 @@
 //!   which is how CI without a GPU runs the conformance suite on them.
 //!
 //! Per step the fused pass reads `acc`, `delta`, `theta` once (128-bit loads)
-//! and writes the spare accumulator once; its only readback is the 32-byte
-//! [`crate::StepStatus`]. A sync then runs the radix select, the compaction
-//! and the checksum on the device; under the top-k and dense rules (a
-//! fixed entry count, so a tight bound on the packed size) it reads back
-//! that bound in one copy and cuts it to the length the header gives, under
-//! the threshold rule it reads a 24-byte info block (the packed length)
-//! first, then the packed bytes. `select_pack` returns them from host memory.
-//! `validate_peers` uploads the gathered bytes of every rank and each
-//! rank's (offset, length), and `kernels/validate.cu` checks every rank's
-//! buffer on the device (one block per rank, the host validator's checks
-//! in its order, so the same [`crate::WireError`] for the same bytes) and
-//! writes the apply descriptors; one readback of 32 bytes per rank brings
-//! the verdicts. `apply` then runs the rank-ordered scatter on the device
-//! with nothing more to upload.
+//! and writes the spare accumulator once, then runs the pack kernels on it
+//! speculatively: `cs_pack_gate` lets them work only when this rank's own
+//! significance test triggered (a triggered rank always syncs: the vote is
+//! a max), so an untriggered step pays a few empty launches. Its only
+//! readback is the 64-byte control block: the [`crate::StepStatus`] and the
+//! pack info (packed length, entry count). A sync then uses the packed
+//! buffer as it is (a rank that did not trigger but must sync, forced or
+//! outvoted, packs after the vote and reads the 24-byte info). Host-staged,
+//! `select_pack` reads back the packed bytes (under the top-k and dense
+//! rules the rule's bound in one copy, cut to the length the header
+//! gives; under the threshold rule exactly the length the control block
+//! gave) and returns them from host memory; `validate_peers` uploads the
+//! gathered bytes of every rank and each rank's (offset, length), and
+//! `kernels/validate.cu` checks every rank's buffer on the device (one
+//! block per rank, the host validator's checks in its order, so the same
+//! [`crate::WireError`] for the same bytes) and writes the apply
+//! descriptors; one readback of 32 bytes per rank brings the verdicts.
+//! `apply` then runs the rank-ordered scatter on the device with nothing
+//! more to upload.
 //!
 //! Exchange in device memory ([`crate::collective::device`]): with a
 //! collective of the backend's memory (NCCL on the backend's stream; the
-//! in-process collective for the emulation), `pack_on_device` leaves the
-//! packed buffer on the device and reads back only the 24-byte pack info,
-//! the collective gathers every rank's bytes into `receive_on_device`'s
-//! memory, and validation and apply read them there: a syncing step is
-//! three small readbacks (status, pack info, verdicts) and one 16-byte
-//! upload per rank, no packed byte on the host (`transfer.rs` asserts it
-//! on the emulation, `cuda::nccl` on a GPU).
+//! in-process collective for the emulation), `pack_on_device` hands over
+//! the speculative packed buffer with nothing to read, the collective
+//! gathers every rank's bytes into `receive_on_device`'s memory, and the
+//! validation writes its verdicts after the control words without reading
+//! them: the apply kernels check them on the device (an invalid buffer
+//! changes nothing on any rank), and the next step's control-block readback
+//! brings them to the host, where [`crate::Backend::deferred_verdict`]
+//! reports them ([`crate::SyncGroup::settle`]). So a syncing step is one
+//! readback of 64 + 32 bytes per rank and one 16-byte upload per rank, no
+//! packed byte on the host (`transfer.rs` asserts it on the emulation,
+//! `cuda::nccl` bounds it on a GPU).
 //!
 //! Device memory is allocated in `create_state`, except the staging for the
 //! gathered bytes and descriptors, which grows (to the next power of

@@ -33,12 +33,26 @@ pub struct KernelState<M> {
     pub(super) part_acc: M,
     pub(super) part_theta: M,
     pub(super) part_nonfinite: M,
-    pub(super) status: M,
+    /// The step's control block, read back in one copy: the 32-byte
+    /// [`StepStatus`] at 0, the pack info (packed length, entry count,
+    /// values offset: three `u64`) at [`INFO_OFFSET`], and from
+    /// [`CONTROL_BYTES`] on the device validation's verdicts, one per rank
+    /// (grown to the world size by the first validation).
+    pub(super) control: M,
+    /// The control block as read back (status, pack info and, while
+    /// `deferred` is `Unread`, the verdicts), reused every step.
+    pub(super) host_control: Vec<u8>,
+    /// Where the verdicts of the last device validation are.
+    pub(super) deferred: Deferred,
     pub(super) sel: M,
     pub(super) counts: M,
     pub(super) desc: M,
     pub(super) packed: M,
-    pub(super) info: M,
+    /// The packed buffer the fused pass wrote speculatively (its own test
+    /// triggered) from accumulator slot `slot`: valid for the committed
+    /// accumulator once that slot is committed, until it is used, the
+    /// accumulator changes, or the next `accumulate`.
+    pub(super) speculative: Option<Speculative>,
     pub(super) host_packed: Vec<u8>,
     /// For the top-k rules, whose entry count is fixed, and dense (every
     /// entry): the largest packed buffer they can write, which
@@ -59,9 +73,8 @@ pub struct KernelState<M> {
     pub(super) peer_desc: Option<M>,
     pub(super) host_desc: Vec<u32>,
     /// Device validation (`validate_peers`): each rank's (offset, length)
-    /// in the uploaded bytes, and one verdict per rank, grown on demand.
+    /// in the uploaded bytes, grown on demand, and the verdicts as read.
     pub(super) peer_spans: Option<M>,
-    pub(super) verdicts: Option<M>,
     pub(super) host_spans: Vec<u64>,
     pub(super) host_verdicts: Vec<u32>,
     /// Whether the exchange `validate_peers` last accepted (its rank
@@ -69,6 +82,36 @@ pub struct KernelState<M> {
     /// device for the next `apply`; cleared once used or after a failure.
     pub(super) validated: bool,
     pub(super) validated_offsets: Vec<usize>,
+}
+
+/// Byte offset of the pack info in the control block.
+pub(super) const INFO_OFFSET: usize = 32;
+/// Bytes of the control block read back per step: the status and the pack
+/// info (24 bytes, padded).
+pub(super) const CONTROL_BYTES: usize = 64;
+
+/// The verdicts of the last exchange validated on the device, whose
+/// reading was deferred (a device exchange: the apply kernels check them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deferred {
+    /// None outstanding: no device exchange since the last reset, or its
+    /// verdicts were read when it was validated.
+    None,
+    /// On the device after the control words, for this many ranks: the next
+    /// `accumulate` reads them with the status.
+    Unread(usize),
+    /// Read back into `host_verdicts`.
+    Read,
+}
+
+/// A packed buffer already written on the device by the fused pass.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Speculative {
+    /// The accumulator slot it was packed from.
+    pub(super) slot: usize,
+    /// Its length in bytes and its entry count (the pack info).
+    pub(super) total: usize,
+    pub(super) entries: u64,
 }
 
 /// Largest packed buffer for `n` elements of `dtype`: every value present,
@@ -110,12 +153,14 @@ impl<M: Send> KernelState<M> {
             part_acc: alloc(4 * grid as usize)?,
             part_theta: alloc(4 * grid as usize)?,
             part_nonfinite: alloc(4 * grid as usize)?,
-            status: alloc(std::mem::size_of::<StepStatus>())?,
+            control: alloc(CONTROL_BYTES)?,
+            host_control: Vec::with_capacity(CONTROL_BYTES),
+            deferred: Deferred::None,
             sel: alloc(4 * SEL_WORDS)?,
             counts: alloc(8 * c)?,
             desc: alloc(4 * DESC_WORDS * c)?,
             packed: alloc(packed_cap)?,
-            info: alloc(8 * 4)?,
+            speculative: None,
             host_packed: Vec::with_capacity(packed_cap),
             bounded_read: match config.selection {
                 Selection::TopK { .. } | Selection::TopKApprox { .. } | Selection::Dense => {
@@ -132,7 +177,6 @@ impl<M: Send> KernelState<M> {
             peer_desc: None,
             host_desc: Vec::with_capacity(DESC_WORDS * c),
             peer_spans: None,
-            verdicts: None,
             host_spans: Vec::new(),
             host_verdicts: Vec::new(),
             validated: false,

@@ -296,8 +296,23 @@ impl<C: Collective> Collective for Corrupting<C> {
 /// Three ranks; at the second sync every rank receives rank 1's buffer with
 /// one byte flipped. Every rank fails that step with `InvalidPeerBuffer`
 /// naming rank 1 and the host validator's error for those bytes, its
-/// parameters untouched; the next step syncs and the replicas agree.
+/// parameters untouched and the step counted as taken without a sync; the
+/// next step syncs and the replicas agree.
+///
+/// A backend that validates a device exchange asynchronously (the CUDA
+/// emulation over `LocalCollective`) returns `Ok` from the corrupted step
+/// and the error from the next call: run once with `settle` after the
+/// corrupted step, and once without, where the next step must report it
+/// before taking anything. All three runs end with the same parameters.
 pub fn corrupted_in_transit_fails_every_rank_alike<B: Backend>(backend: &Arc<B>) {
+    let settled = corrupted_in_transit_run(backend, true);
+    let next_step = corrupted_in_transit_run(backend, false);
+    for (r, (a, b)) in settled.iter().zip(&next_step).enumerate() {
+        assert_bitwise_eq(&format!("rank {r}: reported by settle vs by the next step"), a, b);
+    }
+}
+
+fn corrupted_in_transit_run<B: Backend>(backend: &Arc<B>, settle: bool) -> Vec<Vec<f32>> {
     let (world, n) = (3usize, 70_000usize);
     let config = SyncConfig::builder().adaptive(false).threshold(0.0).wire_dtype(WireDtype::Bf16).build().unwrap();
     let theta0 = initial_params(3, n, 1.0);
@@ -316,24 +331,48 @@ pub fn corrupted_in_transit_fails_every_rank_alike<B: Backend>(backend: &Arc<B>)
                     let mut theta = backend.alloc(n).unwrap();
                     backend.upload(theta0, theta.borrow_mut()).unwrap();
                     let mut delta = backend.alloc(n).unwrap();
-                    let mut step = |t: u64, theta: &mut B::Buffer| {
+                    let mut step = |sync: &mut SparseSync<Arc<B>, _>, t: u64, theta: &mut B::Buffer| {
                         backend.upload(&updates.delta(rank, t, n), delta.borrow_mut()).unwrap();
                         sync.step(delta.borrow(), theta.borrow_mut())
                     };
-                    step(1, &mut theta).unwrap();
+                    step(&mut sync, 1, &mut theta).unwrap();
                     let mut before = vec![0.0; n];
                     backend.download(theta.borrow(), &mut before).unwrap();
-                    let err = step(2, &mut theta).expect_err("a corrupted buffer must fail the step");
+                    // The exchange is in device memory exactly when the
+                    // backend's is the emulation's (see `Corrupting`), and
+                    // the emulated CUDA backend validates it asynchronously.
+                    let deferred = backend.device_memory() == Some(DeviceMemory::Emulated);
+                    let err = match step(&mut sync, 2, &mut theta) {
+                        Err(e) => {
+                            assert!(!deferred, "rank {rank}: a device exchange is validated asynchronously");
+                            e
+                        }
+                        // Validated asynchronously: reported by the next call.
+                        Ok(report) => {
+                            assert!(deferred, "rank {rank}: a host exchange is validated at once");
+                            assert!(report.synced, "rank {rank}: the step synced as far as it knew");
+                            // A checkpoint now already holds the counters the
+                            // verdict will restore.
+                            let early = sync.checkpoint().unwrap();
+                            let next = if settle { sync.settle() } else { step(&mut sync, 3, &mut theta).map(|_| ()) };
+                            let err = next.expect_err("a corrupted buffer must be reported");
+                            assert!(sync.checkpoint().unwrap() == early, "rank {rank}: checkpoint before the verdict");
+                            err
+                        }
+                    };
                     let bytes = seen.lock().unwrap().clone().expect("the exchange was corrupted");
                     let want = Validator::for_len(n as u64).validate(&bytes, n as u64, WireDtype::Bf16).unwrap_err();
                     match err {
                         Error::InvalidPeerBuffer { rank: 1, source } => assert_eq!(source, want, "rank {rank}"),
                         other => panic!("rank {rank}: expected InvalidPeerBuffer from rank 1, got {other:?}"),
                     }
+                    assert_eq!((sync.steps(), sync.steps_since_sync()), (2, 1), "rank {rank}: step 2 taken, no sync");
+                    sync.settle().expect("each sync is settled once");
                     let mut after = vec![0.0; n];
                     backend.download(theta.borrow(), &mut after).unwrap();
                     assert_bitwise_eq("params untouched by the failed step", &after, &before);
-                    step(3, &mut theta).unwrap();
+                    step(&mut sync, 3, &mut theta).unwrap();
+                    sync.settle().expect("the retried exchange is valid");
                     backend.download(theta.borrow(), &mut after).unwrap();
                     after
                 })
@@ -344,4 +383,5 @@ pub fn corrupted_in_transit_fails_every_rank_alike<B: Backend>(backend: &Arc<B>)
     for (r, t) in finals.iter().enumerate() {
         assert_bitwise_eq(&format!("rank {r} vs 0"), t, &finals[0]);
     }
+    finals
 }

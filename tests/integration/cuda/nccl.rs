@@ -140,8 +140,11 @@ fn nccl_device_exchange_matches_the_cpu_backend() {
                     let report = sync.step(&delta, &mut theta).unwrap();
                     let spent = backend.transfer_counts().since(&before);
                     assert!(report.synced, "step {step}");
-                    // Status, pack info and verdicts; spans: no packed bytes.
-                    assert!(spent.d2h_bytes <= 32 + 24 + 32 * world as u64, "step {step}: {spent:?}");
+                    // The control block (status and the speculative pack's
+                    // info), the info of a pack after the vote (a rank whose
+                    // own test did not trigger), verdicts; spans: no packed
+                    // bytes.
+                    assert!(spent.d2h_bytes <= 64 + 24 + 32 * world as u64, "step {step}: {spent:?}");
                     assert!(spent.h2d_bytes <= 16 * world as u64, "step {step}: {spent:?}");
                 }
                 let mut got = vec![0.0f32; n];
