@@ -7,20 +7,49 @@
 //   -> cs_chunk_count -> cs_pack_layout -> cs_pack_chunk -> cs_checksum
 // The selection state `sel` (CS_SEL_* words) carries the decision between
 // kernels, so the host never reads anything back until the buffer is done.
-// cs_pack_gate runs first: the fused pass packs speculatively, right after
-// the status, whenever its own significance test triggered (a triggered rank
-// always syncs, the vote being a max), and the gate turns the rest of the
-// chain into empty launches when it did not.
+// cs_pack_gate runs first and turns the rest of the chain into empty
+// launches when there is nothing to pack: the fused pass packs
+// speculatively, right after the status, whenever its own significance test
+// triggered (a triggered rank always syncs, the vote being a max), and after
+// a vote reduced on the device the pack runs when the vote says sync.
 #ifndef CS_COMMON_CUH
 #include "common.cuh"
 #endif
 
-// One thread: whether the chain below packs. `always` (a pack after the
-// vote) or the status word `triggered` (status[5], written by
-// cs_fused_finish) clears CS_SEL_SKIP; otherwise it is set.
-extern "C" __global__ void cs_pack_gate(const unsigned* __restrict__ status, unsigned always,
-                                        unsigned* __restrict__ sel) {
-    if (threadIdx.x == 0u && blockIdx.x == 0u) sel[CS_SEL_SKIP] = (always != 0u || status[5] != 0u) ? 0u : 1u;
+// One thread: whether the chain below packs. Mode 0, the fused pass's
+// speculative pack: when the status word `triggered` (status[5], written by
+// cs_fused_finish) is set. Mode 1, a pack after the host's vote: always.
+// Mode 2, a pack after a vote reduced on the device (cs_vote_word, then the
+// collective): when the vote's word for the bucket (vote[0]) is set and no
+// rank's failure word (vote[1..=world]) is. CS_SEL_SKIP is cleared to pack.
+extern "C" __global__ void cs_pack_gate(const unsigned* __restrict__ status, unsigned mode,
+                                        unsigned* __restrict__ sel, const unsigned* __restrict__ vote,
+                                        unsigned world) {
+    if (threadIdx.x != 0u || blockIdx.x != 0u) return;
+    bool pack = mode == 1u || (mode == 0u && status[5] != 0u);
+    if (mode == 2u) {
+        pack = vote[0] != 0u;
+        for (unsigned r = 0u; r < world; ++r)
+            if (vote[1u + r] != 0u) pack = false;
+    }
+    sel[CS_SEL_SKIP] = pack ? 0u : 1u;
+}
+
+// One thread: this rank's words of a vote reduced on the device
+// (src/sync/vote.rs, one bucket): vote[0] = triggered or forced, vote[1 + r]
+// = rank r's failure code, only this rank's set, all others zero (so a max
+// over the ranks gathers every rank's code). `host_code` is a failure the
+// host found before the fused pass (the status is then not read); else a
+// non-finite input gives `nonfinite_code`.
+extern "C" __global__ void cs_vote_word(const unsigned* __restrict__ status, unsigned forced, unsigned rank,
+                                        unsigned world, unsigned host_code, unsigned nonfinite_code,
+                                        unsigned* __restrict__ vote) {
+    if (threadIdx.x != 0u || blockIdx.x != 0u) return;
+    unsigned code = host_code;
+    if (code == 0u && status[4] != 0u) code = nonfinite_code;
+    for (unsigned r = 0u; r < world; ++r) vote[1u + r] = 0u;
+    vote[0] = (code == 0u && (status[5] != 0u || forced != 0u)) ? 1u : 0u;
+    vote[1u + rank] = code;
 }
 
 // Threshold and Dense rules: select every key >= cut. With `from_status`

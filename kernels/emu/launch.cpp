@@ -19,7 +19,7 @@ float F(unsigned long long a) { return __uint_as_float(static_cast<unsigned>(a))
 const char* const NAMES[] = {"cs_fill_u32",    "cs_fused_pass", "cs_fused_finish", "cs_select_fixed",
                              "cs_cut_search",  "cs_hist_level", "cs_chunk_count",  "cs_pack_layout",
                              "cs_pack_chunk",  "cs_checksum",   "cs_apply_entries", "cs_validate_peers",
-                             "cs_pack_gate",   "cs_zero_if_valid"};
+                             "cs_pack_gate",   "cs_zero_if_valid", "cs_vote_word"};
 constexpr unsigned COUNT = sizeof(NAMES) / sizeof(NAMES[0]);
 }  // namespace
 
@@ -31,7 +31,7 @@ extern "C" const char* cs_emu_kernel_name(unsigned id) { return id < COUNT ? NAM
 // success, 2 for a bad block size, 3 for an unknown id or argument count.
 extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const unsigned long long* a,
                              unsigned nargs) {
-    static const unsigned ARGC[] = {3, 9, 6, 6, 6, 5, 4, 8, 6, 3, 11, 6, 3, 4};
+    static const unsigned ARGC[] = {3, 9, 6, 6, 6, 5, 4, 8, 6, 3, 11, 6, 5, 4, 7};
     if (id >= COUNT || nargs != ARGC[id]) return 3;
     switch (id) {
         case 0:
@@ -90,11 +90,15 @@ extern "C" int cs_emu_launch(unsigned id, unsigned grid, unsigned block, const u
             });
         case 12:
             return cs_emu::launch(grid, block, [&] {
-                cs_pack_gate(P<const unsigned>(a[0]), U(a[1]), P<unsigned>(a[2]));
+                cs_pack_gate(P<const unsigned>(a[0]), U(a[1]), P<unsigned>(a[2]), P<const unsigned>(a[3]), U(a[4]));
             });
         case 13:
             return cs_emu::launch(grid, block, [&] {
                 cs_zero_if_valid(P<float>(a[0]), a[1], P<const unsigned>(a[2]), U(a[3]));
+            });
+        case 14:
+            return cs_emu::launch(grid, block, [&] {
+                cs_vote_word(P<const unsigned>(a[0]), U(a[1]), U(a[2]), U(a[3]), U(a[4]), U(a[5]), P<unsigned>(a[6]));
             });
         default:
             return 3;

@@ -41,7 +41,7 @@ pub use cpu::CpuBackend;
 pub use status::StepStatus;
 pub use transfer::TransferCounts;
 
-use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
+use crate::collective::{DeviceBytes, DeviceLens, DeviceMemory, DeviceVote, Gathered, PackedOnDevice};
 use crate::config::{SyncConfig, WireDtype};
 use crate::error::Result;
 use crate::wire::Validator;
@@ -106,6 +106,20 @@ macro_rules! forward_backend {
         fn deferred_verdict(&self, state: &Self::State) -> Result<()> {
             (**self).deferred_verdict(state)
         }
+        fn accumulate_and_vote(
+            &self,
+            state: &mut Self::State,
+            step: Option<(&Self::Vector, &Self::Vector, f32)>,
+            vote: DeviceVote,
+        ) -> Result<DeviceBytes> {
+            (**self).accumulate_and_vote(state, step, vote)
+        }
+        fn pack_after_device_vote(&self, state: &mut Self::State) -> Result<DeviceLens> {
+            (**self).pack_after_device_vote(state)
+        }
+        fn read_device_vote(&self, state: &mut Self::State, vote: &mut [u32], lens: &mut [u64]) -> Result<StepStatus> {
+            (**self).read_device_vote(state, vote, lens)
+        }
         fn apply(
             &self,
             state: &mut Self::State,
@@ -123,9 +137,14 @@ macro_rules! forward_backend {
 ///
 /// Call order per step (driven by [`crate::SparseSync`] and
 /// [`crate::SyncGroup`]): `accumulate` → (vote) → `commit_accumulate` →
-/// [`select_pack` → (exchange) → `apply`]. Until `commit_accumulate`, the
-/// accumulator is untouched, so an erroring step leaves the state exactly as
-/// it was.
+/// [`select_pack` → (exchange) → `validate_peers` → `apply`]. Until
+/// `commit_accumulate`, the accumulator is untouched, so an erroring step
+/// leaves the state exactly as it was. With a collective of the backend's
+/// device memory ([`crate::collective::device`]) the exchange is
+/// `pack_on_device` → (exchange) → `receive_on_device`'s memory, and an
+/// engine of one bucket replaces `accumulate` and the vote with
+/// `accumulate_and_vote` → (vote) → `pack_after_device_vote` → (counts)
+/// → `read_device_vote`.
 ///
 /// One backend serves any number of engines: every operation takes `&self`,
 /// and `&B` and `Arc<B>` are backends too, so the buckets of a model share one
@@ -257,6 +276,50 @@ pub trait Backend: Send + Sync {
     fn deferred_verdict(&self, state: &Self::State) -> Result<()> {
         let _ = state;
         Ok(())
+    }
+
+    /// The first part of a step whose vote and count exchange stay in
+    /// device memory (an engine of one bucket whose collective shares the
+    /// backend's [`Backend::device_memory`]): with `step` (delta, theta,
+    /// tau) the fused pass of [`Backend::accumulate`], reading nothing
+    /// back; then this rank's vote words ([`DeviceVote`]: the bucket's
+    /// word, then one failure word per rank) in device memory, returned for
+    /// [`crate::collective::Collective::all_reduce_max_device`]. Without
+    /// `step` (the host found a failure, `vote.code`) only the words. The
+    /// committed accumulator is unchanged. Default:
+    /// [`crate::BackendError::Unsupported`].
+    fn accumulate_and_vote(
+        &self,
+        state: &mut Self::State,
+        step: Option<(&Self::Vector, &Self::Vector, f32)>,
+        vote: DeviceVote,
+    ) -> Result<DeviceBytes> {
+        let _ = (state, step, vote);
+        Err(crate::BackendError::Unsupported { backend: "this backend", what: "voting in device memory".into() }.into())
+    }
+
+    /// After the reduced vote: select and pack the new accumulator when the
+    /// vote, read on the device, says sync and no rank failed (else
+    /// nothing), and return where its packed length is and where every
+    /// rank's goes, for [`crate::collective::Collective::all_gather_u64_device`].
+    /// Default: [`crate::BackendError::Unsupported`].
+    fn pack_after_device_vote(&self, state: &mut Self::State) -> Result<DeviceLens> {
+        let _ = state;
+        Err(crate::BackendError::Unsupported { backend: "this backend", what: "packing after a device vote".into() }
+            .into())
+    }
+
+    /// The one readback of such a step: the status of the fused pass, the
+    /// reduced vote into `vote` (`1 + world` words) and every rank's packed
+    /// length into `lens` (`world`; meaningful when the vote says sync),
+    /// and the verdicts of an earlier device validation not read yet (for
+    /// [`Backend::deferred_verdict`]). When the vote says sync the packed
+    /// buffer is the one [`Backend::pack_on_device`] returns after
+    /// [`Backend::commit_accumulate`]. Default:
+    /// [`crate::BackendError::Unsupported`].
+    fn read_device_vote(&self, state: &mut Self::State, vote: &mut [u32], lens: &mut [u64]) -> Result<StepStatus> {
+        let _ = (state, vote, lens);
+        Err(crate::BackendError::Unsupported { backend: "this backend", what: "reading a device vote".into() }.into())
     }
 
     /// Operation 3: `theta_i += weight * sum_r v_r,i` over the validated rank

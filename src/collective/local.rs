@@ -162,6 +162,8 @@ impl Shared {
 pub struct LocalCollective {
     shared: Arc<Shared>,
     rank: usize,
+    /// `[8; world]`: the lengths of a count exchange in device memory.
+    eights: Vec<u64>,
 }
 
 impl LocalCollective {
@@ -194,7 +196,9 @@ impl LocalCollective {
             changed: Condvar::new(),
             slots: (0..world).map(|_| RwLock::new(Vec::new())).collect(),
         });
-        Ok((0..world).map(|rank| LocalCollective { shared: Arc::clone(&shared), rank }).collect())
+        Ok((0..world)
+            .map(|rank| LocalCollective { shared: Arc::clone(&shared), rank, eights: vec![8; world] })
+            .collect())
     }
 
     /// Whether an earlier failure broke the group (every call would fail).
@@ -391,6 +395,41 @@ impl Collective for LocalCollective {
         // bytes of this process that nothing writes during the call.
         let src = unsafe { std::slice::from_raw_parts(send.ptr as usize as *const u8, send.len) };
         self.gather(src, lens, &mut DeviceSink { recv, at: 0 })
+    }
+
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> Result<()> {
+        if words.len % 4 != 0 || words.ptr % 4 != 0 {
+            return Err(Error::LengthMismatch {
+                what: "all_reduce_max_device words (4-byte aligned, a multiple of 4 bytes)",
+                expected: words.len.next_multiple_of(4),
+                actual: words.len,
+            });
+        }
+        // SAFETY: by the caller's contract `words` is `words.len` bytes of
+        // this process, 4-byte aligned (checked), that nothing else touches
+        // during the call.
+        let values = unsafe { std::slice::from_raw_parts_mut(words.ptr as usize as *mut u32, words.len / 4) };
+        self.all_reduce_max(values)
+    }
+
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> Result<()> {
+        if send.len != 8 {
+            return Err(Error::LengthMismatch { what: "all_gather_u64_device send", expected: 8, actual: send.len });
+        }
+        let world = self.eights.len();
+        if recv.len != 8 * world {
+            return Err(Error::LengthMismatch {
+                what: "all_gather_u64_device recv",
+                expected: 8 * world,
+                actual: recv.len,
+            });
+        }
+        let eights = std::mem::take(&mut self.eights);
+        // SAFETY: the caller's contract is `all_gather_device`'s, with the
+        // lengths checked above.
+        let gathered = unsafe { self.all_gather_device(send, &eights, recv) };
+        self.eights = eights;
+        gathered
     }
 }
 

@@ -19,8 +19,13 @@
 //! itself reports it ([`Collective::device_memory`]: NCCL on the backend's
 //! stream, and [`LocalCollective`] for the CUDA emulation), and the engine
 //! then moves the packed buffers from the pack kernel to the apply kernels
-//! without the host ([`device`]); every other pairing, and any collective
-//! wrapped in [`HostStaged`], stages the exchange through the host.
+//! without the host ([`device`]), and for an engine of one bucket also
+//! reduces the vote and gathers the counts there
+//! ([`Collective::all_reduce_max_device`],
+//! [`Collective::all_gather_u64_device`]); every other pairing, and any
+//! collective wrapped in [`HostStaged`], stages the exchange through the
+//! host. A wrapper that reports its inner collective's device memory must
+//! forward all three device methods.
 //!
 //! Announced lengths are untrusted: the engines bound every rank's length
 //! by the selection rule's worst case before calling
@@ -38,7 +43,7 @@ pub mod nccl;
 pub mod shared;
 pub mod staged;
 
-pub use device::{DeviceBytes, DeviceMemory, PackedOnDevice};
+pub use device::{DeviceBytes, DeviceLens, DeviceMemory, DeviceVote, PackedOnDevice};
 pub use gathered::Gathered;
 pub use local::LocalCollective;
 #[cfg(feature = "mpi")]
@@ -100,6 +105,37 @@ pub trait Collective: Send {
         let _ = (send, lens, recv);
         Err(CollectiveError::Unsupported { what: "exchanging device memory".into() }.into())
     }
+
+    /// [`Collective::all_reduce_max`] on the `words.len / 4` `u32` words at
+    /// `words`, in device memory, in place: the vote of a step whose status
+    /// stays on the device. Every rank passes the same length (a multiple
+    /// of 4, else [`crate::Error::LengthMismatch`]). Returns within the
+    /// timeout. The default is [`CollectiveError::Unsupported`].
+    ///
+    /// # Safety
+    /// `words` is a live allocation of this collective's
+    /// [`Collective::device_memory`], 4-byte aligned, that nothing else
+    /// touches until the call returns (on a CUDA stream: only work ordered
+    /// on it).
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> Result<()> {
+        let _ = words;
+        Err(CollectiveError::Unsupported { what: "reducing device memory".into() }.into())
+    }
+
+    /// [`Collective::all_gather_u64`] in device memory: this rank's
+    /// little-endian `u64` at `send` (8 bytes), every rank's written to
+    /// `recv` (`8 * world` bytes) in rank order; other lengths are
+    /// [`crate::Error::LengthMismatch`]. Returns within the timeout. The
+    /// default is [`CollectiveError::Unsupported`].
+    ///
+    /// # Safety
+    /// As [`Collective::all_gather_device`]: live, disjoint allocations of
+    /// this collective's device memory of at least those lengths, 8-byte
+    /// aligned, untouched by anything else until the call returns.
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> Result<()> {
+        let _ = (send, recv);
+        Err(CollectiveError::Unsupported { what: "exchanging counts in device memory".into() }.into())
+    }
 }
 
 /// A borrowed collective is a collective, so an engine can run on one and
@@ -132,5 +168,13 @@ impl<C: Collective + ?Sized> Collective for &mut C {
     unsafe fn all_gather_device(&mut self, send: DeviceBytes, lens: &[u64], recv: DeviceBytes) -> Result<()> {
         // SAFETY: the caller's contract is the inner call's.
         unsafe { (**self).all_gather_device(send, lens, recv) }
+    }
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { (**self).all_reduce_max_device(words) }
+    }
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { (**self).all_gather_u64_device(send, recv) }
     }
 }

@@ -463,6 +463,58 @@ impl Collective for NcclCollective {
         self.wait("all_gather_device")
     }
 
+    /// `ncclAllReduce` (max, u32) in place on this collective's stream,
+    /// then the watchdog wait: no staging copy.
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> Result<()> {
+        self.check_usable()?;
+        if words.len % 4 != 0 {
+            let expected = words.len.next_multiple_of(4);
+            return Err(Error::LengthMismatch { what: "all_reduce_max_device words", expected, actual: words.len });
+        }
+        // SAFETY: by the caller's contract `words` holds `words.len / 4` u32
+        // of device memory ordered on this stream.
+        unsafe {
+            nccl::all_reduce(
+                words.ptr as *const _,
+                words.ptr as *mut _,
+                words.len / 4,
+                sys::ncclDataType_t::ncclUint32,
+                sys::ncclRedOp_t::ncclMax,
+                self.comm,
+                self.cu_stream(),
+            )
+        }
+        .map_err(|e| nccl_error("ncclAllReduce", e))?;
+        self.wait("all_reduce_max_device")
+    }
+
+    /// `ncclAllGather` of one u64 per rank between the caller's device
+    /// buffers on this collective's stream, then the watchdog wait.
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> Result<()> {
+        self.check_usable()?;
+        if send.len != 8 {
+            return Err(Error::LengthMismatch { what: "all_gather_u64_device send", expected: 8, actual: send.len });
+        }
+        if recv.len != 8 * self.world {
+            let expected = 8 * self.world;
+            return Err(Error::LengthMismatch { what: "all_gather_u64_device recv", expected, actual: recv.len });
+        }
+        // SAFETY: by the caller's contract, 8 and 8 * world bytes of device
+        // memory ordered on this stream.
+        unsafe {
+            nccl::all_gather(
+                send.ptr as *const _,
+                recv.ptr as *mut _,
+                1,
+                sys::ncclDataType_t::ncclUint64,
+                self.comm,
+                self.cu_stream(),
+            )
+        }
+        .map_err(|e| nccl_error("ncclAllGather", e))?;
+        self.wait("all_gather_u64_device")
+    }
+
     fn all_gather_bytes(&mut self, send: &[u8], lens: &[u64], out: &mut Gathered) -> Result<()> {
         self.check_usable()?;
         if lens.len() != self.world {

@@ -70,4 +70,12 @@ impl<C: Collective> Collective for SharedCollective<C> {
         // SAFETY: the caller's contract is the inner call's.
         unsafe { self.lock().all_gather_device(send, lens, recv) }
     }
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.lock().all_reduce_max_device(words) }
+    }
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.lock().all_gather_u64_device(send, recv) }
+    }
 }

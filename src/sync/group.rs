@@ -5,7 +5,7 @@ use super::bucket::{Bucket, Retraction};
 use super::report::{GroupReport, StepReport};
 use super::vote;
 use crate::backend::{Backend, HostPeerCheck};
-use crate::collective::{Collective, Gathered};
+use crate::collective::{Collective, DeviceVote, Gathered};
 use crate::config::SyncConfig;
 use crate::error::{CollectiveError, Error, FailureCause, Result, WireError};
 
@@ -210,21 +210,29 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         // recorded and voted, so every rank leaves this step together. The
         // one exception is the last sync's deferred verdict, the same on
         // every rank (read with this step's status where the backend can).
-        let local = self.accumulate_all(steps);
-        self.settle_deferred()?;
-        self.vote.iter_mut().for_each(|v| *v = 0);
-        match &local {
-            Some((cause, bucket, _)) => self.vote[nb + rank] = vote::encode(*cause, *bucket),
-            None => {
-                for (b, bucket) in self.buckets.iter().enumerate() {
-                    let forced = bucket.since + 1 >= bucket.config.max_accumulation_steps;
-                    self.vote[b] = u32::from(bucket.status.triggered != 0 || forced);
+        //
+        // 2. Vote. With one bucket whose backend and collective share
+        // device memory, the vote and the count exchange run there and the
+        // step reads back one block (`vote_on_device`).
+        let voted_on_device = self.votes_on_device();
+        let local = if voted_on_device {
+            self.vote_on_device(steps)?
+        } else {
+            let local = self.accumulate_all(steps);
+            self.settle_deferred()?;
+            self.vote.iter_mut().for_each(|v| *v = 0);
+            match &local {
+                Some((cause, bucket, _)) => self.vote[nb + rank] = vote::encode(*cause, *bucket),
+                None => {
+                    for (b, bucket) in self.buckets.iter().enumerate() {
+                        let forced = bucket.since + 1 >= bucket.config.max_accumulation_steps;
+                        self.vote[b] = u32::from(bucket.status.triggered != 0 || forced);
+                    }
                 }
             }
-        }
-
-        // 2. Vote.
-        self.collective.all_reduce_max(&mut self.vote)?;
+            self.collective.all_reduce_max(&mut self.vote)?;
+            local
+        };
         if self.vote[nb..].iter().any(|&w| w != 0) {
             return Err(vote::failure_error(&self.vote[nb..], local.and_then(|(_, _, e)| e)));
         }
@@ -271,7 +279,7 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         }
 
         // 4. Pack, exchange, validate, apply.
-        self.exchange(world, commit_failure)?;
+        self.exchange(world, commit_failure, voted_on_device)?;
         self.reports[0].control_bytes += (world * 8) as u64;
         report.control_bytes += (world * 8) as u64;
         if let Err(e) = self.apply_all(steps, rank, world) {
@@ -334,11 +342,70 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
         }
     }
 
+    /// Whether this step votes in device memory: one bucket, and a
+    /// collective of the backend's device memory.
+    fn votes_on_device(&self) -> bool {
+        self.buckets.len() == 1
+            && self.backend.device_memory().is_some_and(|m| self.collective.device_memory() == Some(m))
+    }
+
+    /// Step parts 1 and 2 in device memory, for one bucket: the host's
+    /// checks, the fused pass and this rank's vote words
+    /// ([`Backend::accumulate_and_vote`]), the vote's max over the ranks
+    /// in place, the pack behind it, every rank's packed length gathered
+    /// there too, and one readback of all of it with the status
+    /// ([`Backend::read_device_vote`]), into `vote` and `lens`. Then the
+    /// last sync's deferred verdicts, which came with it. Returns this
+    /// rank's own failure, as `accumulate_all` does; a backend or
+    /// collective error returns at once (a rank whose device fails cannot
+    /// take part; its peers' next collective call times out).
+    fn vote_on_device(&mut self, steps: &[BucketStep<'_, B>]) -> Result<LocalFailure> {
+        let (world, rank) = (self.collective.world_size(), self.collective.rank());
+        let bucket = &mut self.buckets[0];
+        let local: LocalFailure = if self.diverged {
+            Some((FailureCause::Diverged, None, None))
+        } else if steps.len() != 1 {
+            let err = Error::LengthMismatch { what: "bucket steps", expected: 1, actual: steps.len() };
+            Some((FailureCause::LengthMismatch, None, Some(err)))
+        } else {
+            check_len("delta", bucket.n, self.backend.buffer_len(steps[0].delta))
+                .and_then(|()| check_len("params", bucket.n, self.backend.buffer_len(steps[0].params)))
+                .err()
+                .map(|e| (FailureCause::LengthMismatch, Some(0), Some(e)))
+        };
+        let step = match &local {
+            None => Some((steps[0].delta, &*steps[0].params, bucket.tau(bucket.t + 1) as f32)),
+            Some(_) => None,
+        };
+        let device_vote = DeviceVote {
+            forced: bucket.since + 1 >= bucket.config.max_accumulation_steps,
+            rank,
+            world,
+            code: local.as_ref().map_or(0, |(cause, b, _)| vote::encode(*cause, *b)),
+            nonfinite_code: vote::encode(FailureCause::NonFinite, Some(0)),
+        };
+        let words = self.backend.accumulate_and_vote(&mut bucket.state, step, device_vote)?;
+        // SAFETY: `words` is the backend's control block, device memory of
+        // the collective's kind (checked by `votes_on_device`), which only
+        // work ordered on the shared stream touches until the readback.
+        unsafe { self.collective.all_reduce_max_device(words) }?;
+        let lens = self.backend.pack_after_device_vote(&mut bucket.state)?;
+        // SAFETY: as above; `send` and `recv` are disjoint words of it.
+        unsafe { self.collective.all_gather_u64_device(lens.send, lens.recv) }?;
+        self.lens.resize(world, 0);
+        let status = self.backend.read_device_vote(&mut bucket.state, &mut self.vote, &mut self.lens)?;
+        if local.is_none() {
+            bucket.status = status;
+        }
+        self.settle_deferred()?;
+        Ok(local)
+    }
+
     /// Step part 1 for every bucket: checks and the fused pass. Returns the
     /// first failure (cause, bucket, this rank's own error when it has more
     /// to say than the cause) instead of stopping
     /// the step, so that it can be voted.
-    fn accumulate_all(&mut self, steps: &[BucketStep<'_, B>]) -> Option<(FailureCause, Option<usize>, Option<Error>)> {
+    fn accumulate_all(&mut self, steps: &[BucketStep<'_, B>]) -> LocalFailure {
         if self.diverged {
             return Some((FailureCause::Diverged, None, None));
         }
@@ -368,14 +435,15 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
     /// syncing bucket's validated rank buffers are ready for `apply_all`
     /// (in the group's `gathered` for a single syncing bucket, else in the
     /// bucket's own).
-    fn exchange(&mut self, world: usize, failed_before: Option<(usize, Error)>) -> Result<()> {
+    fn exchange(&mut self, world: usize, failed_before: Option<(usize, Error)>, counted: bool) -> Result<()> {
         let SyncGroup { backend, collective, buckets, lens, send, gathered, syncing, .. } = self;
         let single = syncing.len() == 1;
         let limit = syncing.iter().map(|&b| buckets[b].max_bytes as u64).fold(0u64, u64::saturating_add);
 
         if single && backend.device_memory().is_some_and(|m| collective.device_memory() == Some(m)) {
             let bucket = &mut buckets[syncing[0]];
-            return exchange_on_device(backend, collective, bucket, syncing[0], lens, gathered, limit, failed_before);
+            let ctx = DeviceExchange { bucket_index: syncing[0], limit, counted };
+            return exchange_on_device(backend, collective, bucket, ctx, lens, gathered, failed_before);
         }
 
         // Pack. A failure is announced in place of the length, so that every
@@ -481,41 +549,74 @@ impl<B: Backend, C: Collective> SyncGroup<B, C> {
     }
 }
 
+/// What [`exchange_on_device`] needs to know besides the buffers.
+struct DeviceExchange {
+    /// The syncing bucket's index (for a failure announcement).
+    bucket_index: usize,
+    /// The most bytes any rank may announce.
+    limit: u64,
+    /// Whether the lengths were already exchanged in device memory with the
+    /// vote (`lens` holds them and the bucket is packed).
+    counted: bool,
+}
+
 /// [`SyncGroup`]'s exchange of one syncing bucket in device memory
 /// ([`crate::collective::device`]): the backend packs on its device, the
 /// lengths are exchanged as on the host path (with the same failure and
-/// bound verdicts), the collective gathers every rank's bytes from the
-/// packed buffer straight into the backend's receive memory, and the
-/// backend validates them there. `gathered` is left holding the offsets.
-#[allow(clippy::too_many_arguments)]
+/// bound verdicts) unless the vote in device memory already did, the
+/// collective gathers every rank's bytes from the packed buffer straight
+/// into the backend's receive memory, and the backend validates them there.
+/// `gathered` is left holding the offsets.
 fn exchange_on_device<B: Backend, C: Collective>(
     backend: &B,
     collective: &mut C,
     bucket: &mut Bucket<B::State>,
-    b: usize,
+    ctx: DeviceExchange,
     lens: &mut Vec<u64>,
     gathered: &mut Gathered,
-    limit: u64,
     failed_before: Option<(usize, Error)>,
 ) -> Result<()> {
     let mut failed = failed_before;
+    if ctx.counted {
+        // Every rank's length is known and every rank has packed: a local
+        // failure now (a commit) can no longer be announced, so this rank
+        // leaves and its peers' exchange times out.
+        if let Some((_, e)) = failed {
+            return Err(e);
+        }
+    }
     let mut packed = None;
     if failed.is_none() {
         match backend.pack_on_device(&mut bucket.state) {
             Ok(p) => packed = Some(p),
-            Err(e) => failed = Some((b, e)),
+            Err(e) if ctx.counted => return Err(e),
+            Err(e) => failed = Some((ctx.bucket_index, e)),
         }
     }
-    let announce = match (&failed, &packed) {
-        (Some((b, _)), _) => vote::failed_pack_len(*b),
-        (None, Some(p)) => p.bytes.len as u64,
-        (None, None) => unreachable!("no failure means a packed buffer"),
-    };
-    collective.all_gather_u64(announce, lens)?;
-    if let Some(err) = length_verdict(lens, limit, failed.map(|(_, e)| e)) {
+    if !ctx.counted {
+        let announce = match (&failed, &packed) {
+            (Some((b, _)), _) => vote::failed_pack_len(*b),
+            (None, Some(p)) => p.bytes.len as u64,
+            (None, None) => unreachable!("no failure means a packed buffer"),
+        };
+        collective.all_gather_u64(announce, lens)?;
+    }
+    if let Some(err) = length_verdict(lens, ctx.limit, failed.map(|(_, e)| e)) {
         return Err(err);
     }
     let packed = packed.expect("no rank failed, this one included");
+    if lens.get(collective.rank()) != Some(&(packed.bytes.len as u64)) {
+        return Err(crate::BackendError::Driver {
+            backend: "device exchange",
+            call: "pack_on_device",
+            message: format!(
+                "packed {} bytes, the count exchange says {:?}",
+                packed.bytes.len,
+                lens.get(collective.rank())
+            ),
+        }
+        .into());
+    }
     gathered.set_on_device(lens)?;
     let recv = backend.receive_on_device(&mut bucket.state, gathered.total_len())?;
     // SAFETY: `packed` is the backend's packed buffer and `recv` its receive
@@ -550,6 +651,10 @@ fn length_verdict(lens: &[u64], limit: u64, local: Option<Error>) -> Option<Erro
     let (rank, &announced) = lens.iter().enumerate().find(|&(_, &len)| len > limit)?;
     Some(Error::InvalidPeerBuffer { rank, source: WireError::AnnouncedTooLarge { announced, limit } })
 }
+
+/// This rank's own failure before the vote: the cause, the bucket, and
+/// this rank's error when it has more to say than the cause.
+type LocalFailure = Option<(FailureCause, Option<usize>, Option<Error>)>;
 
 pub(super) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected != actual {

@@ -220,6 +220,14 @@ impl<C: Collective> Collective for Tap<C> {
         // SAFETY: the caller's contract is the inner call's.
         unsafe { self.inner.all_gather_device(send, lens, recv) }
     }
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> chronos_sync::Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_reduce_max_device(words) }
+    }
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> chronos_sync::Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_gather_u64_device(send, recv) }
+    }
 }
 
 /// The engine type every harness rank runs.

@@ -268,31 +268,34 @@ mod cuda_emu {
         }
     }
 
-    /// A syncing step exchanging in device memory (`LocalCollective` moves
-    /// the emulation's) reads back one thing, on every rule: the control
-    /// block, that is the status with the pack info of the buffer the fused
-    /// pass packed once its test triggered, and the verdicts of the last
-    /// step's device validation (32 bytes per rank), which the apply
-    /// kernels checked on the device. One readback, one wait; the only
-    /// upload is each rank's (offset, length), 16 bytes. No packed byte
+    /// With the collective in device memory (`LocalCollective` moves the
+    /// emulation's), the vote and the count exchange run there too, and a
+    /// step reads back one block, on every rule: the control block with the
+    /// status, the pack info, the reduced vote (1 + W words), every rank's
+    /// packed length (8 bytes per rank) and, after a sync, that sync's
+    /// verdicts (32 bytes per rank), which its apply kernels checked on the
+    /// device. One rank: 80 bytes, 112 after a sync. One readback, one
+    /// wait; the only upload is each rank's (offset, length), 16 bytes, on
+    /// a syncing step; a non-syncing step uploads nothing. No packed byte
     /// crosses to the host or back.
     #[test]
     fn cuda_emu_transfer_budget_device_exchange() {
+        const VOTED: u64 = CONTROL + 8 + 8;
         let b = backend();
         for (name, rule, ef) in rules() {
             for Measured { counts: c, grew, .. } in
                 measure_over(&b, CudaEmuBackend::transfer_counts, rule, ef, true, Exchange::AsOffered)
             {
                 print("cuda-emu (device exchange)", name, ef, true, &c);
-                assert_eq!((c.d2h_copies, c.d2h_bytes, c.waits), (1, CONTROL + 32, 1), "{name}: readbacks");
+                assert_eq!((c.d2h_copies, c.d2h_bytes, c.waits), (1, VOTED + 32, 1), "{name}: readbacks");
                 assert_eq!((c.h2d_copies, c.h2d_bytes), (1, 16), "{name}: uploads");
                 assert!(c.buffers_created <= u64::from(grew), "{name}: {} buffers created", c.buffers_created);
             }
             for Measured { counts: c, .. } in
                 measure_over(&b, CudaEmuBackend::transfer_counts, rule, ef, false, Exchange::AsOffered)
             {
-                let budget =
-                    TransferCounts { d2h_copies: 1, d2h_bytes: CONTROL, waits: 1, ..TransferCounts::default() };
+                print("cuda-emu (device exchange)", name, ef, false, &c);
+                let budget = TransferCounts { d2h_copies: 1, d2h_bytes: VOTED, waits: 1, ..TransferCounts::default() };
                 assert_eq!(c, budget, "{name}: non-syncing");
             }
         }

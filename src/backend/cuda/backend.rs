@@ -6,10 +6,10 @@
 use super::kernels::{Arg, BINS, BLOCK, DESC_WORDS, Kernel};
 use super::peers::describe;
 use super::runner::KernelRunner;
-use super::state::{CONTROL_BYTES, Deferred, INFO_OFFSET, KernelState, Speculative, chunks};
+use super::state::{CONTROL_BYTES, ControlLayout, Deferred, INFO_OFFSET, KernelState, Speculative, chunks};
 use crate::backend::transfer::TransferCounter;
 use crate::backend::{Backend, HostPeerCheck, StepStatus, TransferCounts};
-use crate::collective::{DeviceBytes, DeviceMemory, Gathered, PackedOnDevice};
+use crate::collective::{DeviceBytes, DeviceLens, DeviceMemory, DeviceVote, Gathered, PackedOnDevice};
 use crate::config::{Selection, SyncConfig};
 use crate::error::{BackendError, CollectiveError, Error, Result};
 use crate::wire::verdict::{VERDICT_WORDS, check_verdicts};
@@ -133,15 +133,20 @@ impl<R: KernelRunner> KernelBackend<R> {
     }
 
     /// The selection and pack kernels, on accumulator `slot`, writing the
-    /// packed buffer and its pack info on the device. `after_vote`: pack
-    /// unconditionally (the vote said sync); otherwise this is the fused
-    /// pass's speculative pack, gated on the device by the status it just
-    /// wrote (`cs_pack_gate`): it packs only when this rank's own test
-    /// triggered, and its Threshold cut comes from that status.
-    fn pack_kernels(&self, st: &KernelState<R::Mem>, slot: usize, after_vote: bool) -> Result<()> {
+    /// packed buffer and its pack info on the device, behind `gate`
+    /// (`cs_pack_gate`). Under [`Gate::Trigger`] and [`Gate::DeviceVote`]
+    /// the slot is this step's new accumulator, and the Threshold rule's cut
+    /// comes from the status the fused pass just wrote.
+    fn pack_kernels(&self, st: &KernelState<R::Mem>, slot: usize, gate: Gate) -> Result<()> {
         let n = st.n;
         let status = self.p(&st.control);
-        self.launch(Kernel::PackGate, 1, &[status, Arg::U32(u32::from(after_vote)), self.p(&st.sel)])?;
+        let vote = Arg::Ptr(self.runner.ptr(&st.control) + ControlLayout::VOTE as u64);
+        let (mode, world) = match gate {
+            Gate::Trigger => (0, 0),
+            Gate::Always => (1, 0),
+            Gate::DeviceVote => (2, st.world as u32),
+        };
+        self.launch(Kernel::PackGate, 1, &[status, Arg::U32(mode), self.p(&st.sel), vote, Arg::U32(world)])?;
         let fixed = |cut: u32, rel: f32, from_status: bool| {
             self.launch(
                 Kernel::SelectFixed,
@@ -166,7 +171,7 @@ impl<R: KernelRunner> KernelBackend<R> {
                 .max(k);
                 self.cut_search(st, slot, k as u32, kmax as u32)?;
             }
-            Selection::Threshold { rel } if after_vote => {
+            Selection::Threshold { rel } if gate == Gate::Always => {
                 let cut = (rel as f32) * (st.committed_status.acc_sq / n as f32).sqrt();
                 fixed(cut.to_bits(), rel as f32, false)?;
             }
@@ -230,7 +235,7 @@ impl<R: KernelRunner> KernelBackend<R> {
         match st.speculative.take() {
             Some(spec) if spec.slot == st.committed => Ok(Some((spec.total, spec.entries))),
             _ => {
-                self.pack_kernels(st, st.committed, true)?;
+                self.pack_kernels(st, st.committed, Gate::Always)?;
                 Ok(None)
             }
         }
@@ -257,6 +262,101 @@ impl<R: KernelRunner> KernelBackend<R> {
         cut(&st.hist2, 2, &st.hist3)?;
         hist(3, &st.hist3)?;
         cut(&st.hist3, 3, &st.hist3)
+    }
+}
+
+/// When the pack kernels pack (`cs_pack_gate`'s modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// The fused pass's speculative pack: when this rank's test triggered.
+    Trigger,
+    /// A pack after the host's vote said sync.
+    Always,
+    /// After a vote reduced on the device: when it says sync and no rank
+    /// failed.
+    DeviceVote,
+}
+
+impl<R: KernelRunner> KernelBackend<R> {
+    /// Lays the control block out for `world` ranks, growing it (once per
+    /// world size) when it is too small.
+    fn ensure_control(&self, st: &mut KernelState<R::Mem>, world: usize) -> Result<ControlLayout> {
+        let layout = ControlLayout { world };
+        if self.runner.size(&st.control) < layout.len() {
+            // The status is rewritten every step, but verdicts not read yet
+            // must survive the move: read them first (the one case where
+            // they cost a readback of their own).
+            if let Deferred::Unread(ranks) = st.deferred {
+                st.host_verdicts.resize(VERDICT_WORDS * ranks, 0);
+                let at = ControlLayout { world: st.world }.verdicts();
+                self.read(&st.control, at, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
+                st.deferred = Deferred::Read;
+            }
+            st.control = self.alloc_mem(layout.len().next_power_of_two())?;
+        }
+        st.world = world;
+        Ok(layout)
+    }
+
+    /// The fused pass of `accumulate` into the spare accumulator, writing
+    /// the status into the control block; nothing is read back.
+    fn fused(
+        &self,
+        st: &KernelState<R::Mem>,
+        delta: &DeviceBuffer<R::Mem>,
+        theta: &DeviceBuffer<R::Mem>,
+        tau: f32,
+    ) -> Result<()> {
+        check_len("delta", st.n, delta.len)?;
+        check_len("theta", st.n, theta.len)?;
+        let spare = 1 - st.committed;
+        self.fill(&st.hist1[spare], BINS, 0)?;
+        self.launch(
+            Kernel::FusedPass,
+            st.grid,
+            &[
+                self.p(&st.acc[st.committed]),
+                self.p(&delta.mem),
+                self.p(&theta.mem),
+                self.p(&st.acc[spare]),
+                self.p(&st.part_acc),
+                self.p(&st.part_theta),
+                self.p(&st.part_nonfinite),
+                self.p(&st.hist1[spare]),
+                Arg::U64(st.n as u64),
+            ],
+        )?;
+        self.launch(
+            Kernel::FusedFinish,
+            1,
+            &[
+                self.p(&st.part_acc),
+                self.p(&st.part_theta),
+                self.p(&st.part_nonfinite),
+                Arg::U32(st.grid),
+                Arg::F32(tau),
+                self.p(&st.control),
+            ],
+        )
+    }
+
+    /// Reads the control block up to `len` bytes into `host_control`, and
+    /// the verdicts with it when a device validation left them unread.
+    fn read_control(&self, st: &mut KernelState<R::Mem>, len: usize) -> Result<StepStatus> {
+        let layout = ControlLayout { world: st.world };
+        let unread = matches!(st.deferred, Deferred::Unread(_));
+        let len = if unread { layout.len() } else { len };
+        st.host_control.resize(len, 0);
+        self.read(&st.control, 0, &mut st.host_control)?;
+        let raw = &st.host_control;
+        if unread {
+            st.host_verdicts.clear();
+            st.host_verdicts.extend(
+                raw[layout.verdicts()..].chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))),
+            );
+            st.deferred = Deferred::Read;
+        }
+        Ok(bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<StepStatus>()]))
     }
 }
 
@@ -318,61 +418,104 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         theta: &Self::Vector,
         tau: f32,
     ) -> Result<StepStatus> {
-        check_len("delta", st.n, delta.len)?;
-        check_len("theta", st.n, theta.len)?;
-        let spare = 1 - st.committed;
-        self.fill(&st.hist1[spare], BINS, 0)?;
-        self.launch(
-            Kernel::FusedPass,
-            st.grid,
-            &[
-                self.p(&st.acc[st.committed]),
-                self.p(&delta.mem),
-                self.p(&theta.mem),
-                self.p(&st.acc[spare]),
-                self.p(&st.part_acc),
-                self.p(&st.part_theta),
-                self.p(&st.part_nonfinite),
-                self.p(&st.hist1[spare]),
-                Arg::U64(st.n as u64),
-            ],
-        )?;
-        self.launch(
-            Kernel::FusedFinish,
-            1,
-            &[
-                self.p(&st.part_acc),
-                self.p(&st.part_theta),
-                self.p(&st.part_nonfinite),
-                Arg::U32(st.grid),
-                Arg::F32(tau),
-                self.p(&st.control),
-            ],
-        )?;
+        self.fused(st, delta, theta, tau)?;
         st.speculative = None;
-        self.pack_kernels(st, spare, false)?;
+        let spare = 1 - st.committed;
+        self.pack_kernels(st, spare, Gate::Trigger)?;
         // One readback: the status, the speculative pack's info, and the
         // verdicts of a device exchange that nobody has read yet.
-        let unread = match st.deferred {
-            Deferred::Unread(ranks) => ranks,
-            _ => 0,
-        };
-        st.host_control.resize(CONTROL_BYTES + 4 * VERDICT_WORDS * unread, 0);
-        self.read(&st.control, 0, &mut st.host_control)?;
-        let raw = &st.host_control;
-        let status: StepStatus = bytemuck::pod_read_unaligned(&raw[..std::mem::size_of::<StepStatus>()]);
-        if unread > 0 {
-            st.host_verdicts.clear();
-            st.host_verdicts.extend(
-                raw[CONTROL_BYTES..].chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes"))),
-            );
-            st.deferred = Deferred::Read;
-        }
+        let status = self.read_control(st, CONTROL_BYTES)?;
         if status.triggered != 0 {
             let (total, entries) = self.parse_pack_info(st, &st.host_control[INFO_OFFSET..INFO_OFFSET + 24])?;
             st.speculative = Some(Speculative { slot: spare, total, entries });
         }
         st.pending = Some(status);
+        Ok(status)
+    }
+
+    /// The fused pass (unless the host failed first) and `cs_vote_word`,
+    /// nothing read back; the words are in the control block.
+    fn accumulate_and_vote(
+        &self,
+        st: &mut Self::State,
+        step: Option<(&Self::Vector, &Self::Vector, f32)>,
+        vote: DeviceVote,
+    ) -> Result<DeviceBytes> {
+        if vote.rank >= vote.world || u32::try_from(vote.world).is_err() {
+            return Err(CollectiveError::InvalidRank { rank: vote.rank, world: vote.world }.into());
+        }
+        let layout = self.ensure_control(st, vote.world)?;
+        st.speculative = None;
+        st.pending = None;
+        st.voted_fused = false;
+        let code = match (vote.code, step) {
+            (0, Some((delta, theta, tau))) => {
+                self.fused(st, delta, theta, tau)?;
+                st.voted_fused = true;
+                0
+            }
+            // No step without a host failure: vote a backend failure
+            // rather than a sync of stale data.
+            (0, None) => crate::error::FailureCause::Backend.code(),
+            (code, _) => code,
+        };
+        let words = Arg::Ptr(self.runner.ptr(&st.control) + ControlLayout::VOTE as u64);
+        self.launch(
+            Kernel::VoteWord,
+            1,
+            &[
+                self.p(&st.control),
+                Arg::U32(u32::from(vote.forced)),
+                Arg::U32(vote.rank as u32),
+                Arg::U32(vote.world as u32),
+                Arg::U32(code),
+                Arg::U32(vote.nonfinite_code),
+                words,
+            ],
+        )?;
+        Ok(DeviceBytes { ptr: self.runner.ptr(&st.control) + ControlLayout::VOTE as u64, len: 4 * layout.vote_words() })
+    }
+
+    /// The pack kernels on the new accumulator behind the reduced vote
+    /// (`cs_pack_gate` mode 2); the packed length is the pack info's first
+    /// word.
+    fn pack_after_device_vote(&self, st: &mut Self::State) -> Result<DeviceLens> {
+        let layout = ControlLayout { world: st.world };
+        if st.world == 0 {
+            return Err(BackendError::Unsupported {
+                backend: self.label,
+                what: "packing after a device vote before accumulate_and_vote".into(),
+            }
+            .into());
+        }
+        self.pack_kernels(st, 1 - st.committed, Gate::DeviceVote)?;
+        let base = self.runner.ptr(&st.control);
+        Ok(DeviceLens {
+            send: DeviceBytes { ptr: base + INFO_OFFSET as u64, len: 8 },
+            recv: DeviceBytes { ptr: base + layout.lens() as u64, len: 8 * st.world },
+        })
+    }
+
+    fn read_device_vote(&self, st: &mut Self::State, vote: &mut [u32], lens: &mut [u64]) -> Result<StepStatus> {
+        let layout = ControlLayout { world: st.world };
+        check_len("vote words", layout.vote_words(), vote.len())?;
+        check_len("lens", layout.world, lens.len())?;
+        let status = self.read_control(st, layout.verdicts())?;
+        let raw = &st.host_control;
+        for (w, b) in vote.iter_mut().zip(raw[ControlLayout::VOTE..].chunks_exact(4)) {
+            *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        }
+        for (l, b) in lens.iter_mut().zip(raw[layout.lens()..].chunks_exact(8)) {
+            *l = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+        if !st.voted_fused {
+            return Ok(status);
+        }
+        st.pending = Some(status);
+        if vote[0] != 0 && vote[1..].iter().all(|&w| w == 0) {
+            let (total, entries) = self.parse_pack_info(st, &st.host_control[INFO_OFFSET..INFO_OFFSET + 24])?;
+            st.speculative = Some(Speculative { slot: 1 - st.committed, total, entries });
+        }
         Ok(status)
     }
 
@@ -487,11 +630,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         grow(self, &mut st.peer_desc, world * c * DESC_WORDS * 4)?;
         grow(self, &mut st.peer_spans, 16 * world)?;
-        let control = CONTROL_BYTES + 4 * VERDICT_WORDS * world;
-        if self.runner.size(&st.control) < control {
-            // Once per world size: the status is rewritten every step.
-            st.control = self.alloc_mem(control.next_power_of_two())?;
-        }
+        let layout = self.ensure_control(st, world)?;
         let (Some(g), Some(d), Some(sp)) = (st.peer_bytes.as_mut(), st.peer_desc.as_ref(), st.peer_spans.as_mut())
         else {
             unreachable!("grow always leaves an allocation");
@@ -501,7 +640,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         }
         self.write(sp, 0, bytemuck::cast_slice(&st.host_spans))?;
         let dtype = st.config.wire_dtype;
-        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + CONTROL_BYTES as u64);
+        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + layout.verdicts() as u64);
         self.launch(
             Kernel::ValidatePeers,
             world as u32,
@@ -511,7 +650,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             st.deferred = Deferred::Unread(world);
         } else {
             st.host_verdicts.resize(VERDICT_WORDS * world, 0);
-            self.read(&st.control, CONTROL_BYTES, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
+            self.read(&st.control, layout.verdicts(), bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
             check_verdicts(&st.host_verdicts, st.n as u64, dtype, self.label, "cs_validate_peers")?;
         }
         st.validated_offsets.clear();
@@ -529,7 +668,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             Deferred::Read => check_verdicts(&st.host_verdicts, n, dtype, self.label, "cs_validate_peers"),
             Deferred::Unread(ranks) => {
                 let mut words = vec![0u32; VERDICT_WORDS * ranks];
-                self.read(&st.control, CONTROL_BYTES, bytemuck::cast_slice_mut(&mut words))?;
+                let at = ControlLayout { world: st.world }.verdicts();
+                self.read(&st.control, at, bytemuck::cast_slice_mut(&mut words))?;
                 check_verdicts(&words, n, dtype, self.label, "cs_validate_peers")
             }
         }
@@ -587,7 +727,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             Deferred::Unread(ranks) if on_device => ranks as u32,
             _ => 0,
         };
-        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + CONTROL_BYTES as u64);
+        let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + ControlLayout { world: st.world }.verdicts() as u64);
         let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
         let run = |mode: u32, r: usize, acc: &R::Mem| {
             self.launch(

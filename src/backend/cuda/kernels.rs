@@ -83,15 +83,17 @@ pub enum Kernel {
     ApplyEntries = 10,
     /// `cs_validate_peers(g, spans, n: u64, dtype: u32, desc, verdicts)`.
     ValidatePeers = 11,
-    /// `cs_pack_gate(status, always: u32, sel)`.
+    /// `cs_pack_gate(status, mode: u32, sel, vote, world: u32)`.
     PackGate = 12,
     /// `cs_zero_if_valid(acc, n: u64, verdicts, gate_ranks: u32)`.
     ZeroIfValid = 13,
+    /// `cs_vote_word(status, forced: u32, rank: u32, world: u32, host_code: u32, nonfinite_code: u32, vote)`.
+    VoteWord = 14,
 }
 
 impl Kernel {
     /// Every kernel, in id order.
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::FillU32,
         Kernel::FusedPass,
         Kernel::FusedFinish,
@@ -106,6 +108,7 @@ impl Kernel {
         Kernel::ValidatePeers,
         Kernel::PackGate,
         Kernel::ZeroIfValid,
+        Kernel::VoteWord,
     ];
 
     /// The `extern "C"` symbol.
@@ -125,6 +128,7 @@ impl Kernel {
             Kernel::ValidatePeers => "cs_validate_peers",
             Kernel::PackGate => "cs_pack_gate",
             Kernel::ZeroIfValid => "cs_zero_if_valid",
+            Kernel::VoteWord => "cs_vote_word",
         }
     }
 

@@ -32,17 +32,27 @@
 //!
 //! Exchange in device memory ([`crate::collective::device`]): with a
 //! collective of the backend's memory (NCCL on the backend's stream; the
-//! in-process collective for the emulation), `pack_on_device` hands over
-//! the speculative packed buffer with nothing to read, the collective
-//! gathers every rank's bytes into `receive_on_device`'s memory, and the
-//! validation writes its verdicts after the control words without reading
-//! them: the apply kernels check them on the device (an invalid buffer
-//! changes nothing on any rank), and the next step's control-block readback
-//! brings them to the host, where [`crate::Backend::deferred_verdict`]
-//! reports them ([`crate::SyncGroup::settle`]). So a syncing step is one
-//! readback of 64 + 32 bytes per rank and one 16-byte upload per rank, no
-//! packed byte on the host (`transfer.rs` asserts it on the emulation,
-//! `cuda::nccl` bounds it on a GPU).
+//! in-process collective for the emulation), an engine of one bucket votes
+//! there too: `accumulate_and_vote` runs the fused pass and
+//! `cs_vote_word`, which writes this rank's vote words after the status;
+//! the collective reduces them in place; `pack_after_device_vote` runs the
+//! pack kernels behind the reduced vote (`cs_pack_gate` reads it: no sync,
+//! no work); the collective gathers every rank's packed length; and
+//! `read_device_vote` reads status, pack info, vote and lengths back in
+//! one copy. On a sync, `pack_on_device` hands over that buffer, the
+//! collective gathers every rank's bytes into `receive_on_device`'s
+//! memory, and the validation writes its verdicts into the control block
+//! without reading them: the apply kernels check them on the device (an
+//! invalid buffer changes nothing on any rank), and the next step's
+//! readback brings them to the host, where
+//! [`crate::Backend::deferred_verdict`] reports them
+//! ([`crate::SyncGroup::settle`]). So every step is one readback (64 bytes,
+//! 4 (1 + W) rounded up to 8 for the vote, 8 W for the lengths, and 32 W
+//! for the verdicts after a sync), and a syncing step uploads only each
+//! rank's (offset, length), 16 bytes; no packed byte on the host
+//! (`transfer.rs` asserts it on the emulation, `cuda::nccl` on a GPU).
+//! With several buckets the vote stays on the host and each bucket's
+//! speculative pack (on its own trigger) still saves the pack info.
 //!
 //! Device memory is allocated in `create_state`, except the staging for the
 //! gathered bytes and descriptors, which grows (to the next power of

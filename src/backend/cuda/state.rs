@@ -11,6 +11,7 @@ use crate::config::{Selection, SyncConfig, WireDtype};
 use crate::error::Result;
 use crate::wire::ChunkTable;
 use crate::wire::layout::{self, CHUNK_ELEMS};
+use crate::wire::verdict::VERDICT_WORDS;
 
 /// Device state of one [`crate::SparseSync`] on a kernel backend.
 pub struct KernelState<M> {
@@ -36,14 +37,20 @@ pub struct KernelState<M> {
     /// The step's control block, read back in one copy: the 32-byte
     /// [`StepStatus`] at 0, the pack info (packed length, entry count,
     /// values offset: three `u64`) at [`INFO_OFFSET`], and from
-    /// [`CONTROL_BYTES`] on the device validation's verdicts, one per rank
-    /// (grown to the world size by the first validation).
+    /// [`CONTROL_BYTES`] on the [`ControlLayout`] for `world` ranks (grown
+    /// once, by the first device vote or validation).
     pub(super) control: M,
     /// The control block as read back (status, pack info and, while
     /// `deferred` is `Unread`, the verdicts), reused every step.
     pub(super) host_control: Vec<u8>,
     /// Where the verdicts of the last device validation are.
     pub(super) deferred: Deferred,
+    /// The ranks the control block is laid out for (0: only the first
+    /// [`CONTROL_BYTES`] so far).
+    pub(super) world: usize,
+    /// Whether the last `accumulate_and_vote` ran the fused pass (else the
+    /// status in the control block is not this step's).
+    pub(super) voted_fused: bool,
     pub(super) sel: M,
     pub(super) counts: M,
     pub(super) desc: M,
@@ -89,6 +96,35 @@ pub(super) const INFO_OFFSET: usize = 32;
 /// Bytes of the control block read back per step: the status and the pack
 /// info (24 bytes, padded).
 pub(super) const CONTROL_BYTES: usize = 64;
+
+/// The control block past its first [`CONTROL_BYTES`], for `world` ranks:
+/// the vote words of a step voted in device memory (`1 + world` `u32`),
+/// every rank's packed length (`world` `u64`), then the device validation's
+/// verdicts (`VERDICT_WORDS` `u32` per rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ControlLayout {
+    pub(super) world: usize,
+}
+
+impl ControlLayout {
+    /// Byte offset of the vote words.
+    pub(super) const VOTE: usize = CONTROL_BYTES;
+    pub(super) fn vote_words(self) -> usize {
+        1 + self.world
+    }
+    /// Byte offset of the packed lengths (8-byte aligned).
+    pub(super) fn lens(self) -> usize {
+        (Self::VOTE + 4 * self.vote_words()).next_multiple_of(8)
+    }
+    /// Byte offset of the verdicts.
+    pub(super) fn verdicts(self) -> usize {
+        self.lens() + 8 * self.world
+    }
+    /// Bytes of the whole block.
+    pub(super) fn len(self) -> usize {
+        self.verdicts() + 4 * VERDICT_WORDS * self.world
+    }
+}
 
 /// The verdicts of the last exchange validated on the device, whose
 /// reading was deferred (a device exchange: the apply kernels check them).
@@ -156,6 +192,8 @@ impl<M: Send> KernelState<M> {
             control: alloc(CONTROL_BYTES)?,
             host_control: Vec::with_capacity(CONTROL_BYTES),
             deferred: Deferred::None,
+            world: 0,
+            voted_fused: false,
             sel: alloc(4 * SEL_WORDS)?,
             counts: alloc(8 * c)?,
             desc: alloc(4 * DESC_WORDS * c)?,

@@ -291,6 +291,14 @@ impl<C: Collective> Collective for Corrupting<C> {
         }
         Ok(())
     }
+    unsafe fn all_reduce_max_device(&mut self, words: DeviceBytes) -> chronos_sync::Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_reduce_max_device(words) }
+    }
+    unsafe fn all_gather_u64_device(&mut self, send: DeviceBytes, recv: DeviceBytes) -> chronos_sync::Result<()> {
+        // SAFETY: the caller's contract is the inner call's.
+        unsafe { self.inner.all_gather_u64_device(send, recv) }
+    }
 }
 
 /// Three ranks; at the second sync every rank receives rank 1's buffer with

@@ -140,11 +140,13 @@ fn nccl_device_exchange_matches_the_cpu_backend() {
                     let report = sync.step(&delta, &mut theta).unwrap();
                     let spent = backend.transfer_counts().since(&before);
                     assert!(report.synced, "step {step}");
-                    // The control block (status and the speculative pack's
-                    // info), the info of a pack after the vote (a rank whose
-                    // own test did not trigger), verdicts; spans: no packed
-                    // bytes.
-                    assert!(spent.d2h_bytes <= 64 + 24 + 32 * world as u64, "step {step}: {spent:?}");
+                    // One readback: the control block with the status, the
+                    // pack info, the vote and every rank's length reduced
+                    // and gathered on the device, and the last sync's
+                    // verdicts; uploads: the spans. No packed byte.
+                    let w = world as u64;
+                    assert_eq!(spent.d2h_copies, 1, "step {step}: {spent:?}");
+                    assert!(spent.d2h_bytes <= 64 + 4 * (1 + w) + 4 + 8 * w + 32 * w, "step {step}: {spent:?}");
                     assert!(spent.h2d_bytes <= 16 * world as u64, "step {step}: {spent:?}");
                 }
                 let mut got = vec![0.0f32; n];
