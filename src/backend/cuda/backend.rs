@@ -286,8 +286,8 @@ impl<R: KernelRunner> KernelBackend<R> {
             // The status is rewritten every step, but verdicts not read yet
             // must survive the move: read them first (the one case where
             // they cost a readback of their own).
-            if let Deferred::Unread(ranks) = st.deferred {
-                st.host_verdicts.resize(VERDICT_WORDS * ranks, 0);
+            if st.deferred == Deferred::Unread {
+                st.host_verdicts.resize(VERDICT_WORDS * st.world, 0);
                 let at = ControlLayout { world: st.world }.verdicts();
                 self.read(&st.control, at, bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
                 st.deferred = Deferred::Read;
@@ -344,7 +344,7 @@ impl<R: KernelRunner> KernelBackend<R> {
     /// the verdicts with it when a device validation left them unread.
     fn read_control(&self, st: &mut KernelState<R::Mem>, len: usize) -> Result<StepStatus> {
         let layout = ControlLayout { world: st.world };
-        let unread = matches!(st.deferred, Deferred::Unread(_));
+        let unread = st.deferred == Deferred::Unread;
         let len = if unread { layout.len() } else { len };
         st.host_control.resize(len, 0);
         self.read(&st.control, 0, &mut st.host_control)?;
@@ -647,7 +647,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
             &[self.p(g), self.p(sp), Arg::U64(st.n as u64), Arg::U32(u32::from(dtype.code())), self.p(d), verdicts],
         )?;
         if gathered.is_on_device() {
-            st.deferred = Deferred::Unread(world);
+            st.deferred = Deferred::Unread;
         } else {
             st.host_verdicts.resize(VERDICT_WORDS * world, 0);
             self.read(&st.control, layout.verdicts(), bytemuck::cast_slice_mut(&mut st.host_verdicts))?;
@@ -666,8 +666,8 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         match st.deferred {
             Deferred::None => Ok(()),
             Deferred::Read => check_verdicts(&st.host_verdicts, n, dtype, self.label, "cs_validate_peers"),
-            Deferred::Unread(ranks) => {
-                let mut words = vec![0u32; VERDICT_WORDS * ranks];
+            Deferred::Unread => {
+                let mut words = vec![0u32; VERDICT_WORDS * st.world];
                 let at = ControlLayout { world: st.world }.verdicts();
                 self.read(&st.control, at, bytemuck::cast_slice_mut(&mut words))?;
                 check_verdicts(&words, n, dtype, self.label, "cs_validate_peers")
@@ -723,10 +723,7 @@ impl<R: KernelRunner> Backend for KernelBackend<R> {
         let c = chunks(st.n);
         // A device exchange's verdicts are still on the device: every launch
         // below checks them there.
-        let gate_ranks = match st.deferred {
-            Deferred::Unread(ranks) if on_device => ranks as u32,
-            _ => 0,
-        };
+        let gate_ranks = if on_device && st.deferred == Deferred::Unread { st.world as u32 } else { 0 };
         let verdicts = Arg::Ptr(self.runner.ptr(&st.control) + ControlLayout { world: st.world }.verdicts() as u64);
         let rank_desc = |r: usize| Arg::Ptr(self.runner.ptr(d) + (r * c * DESC_WORDS * 4) as u64);
         let run = |mode: u32, r: usize, acc: &R::Mem| {

@@ -133,9 +133,9 @@ pub(super) enum Deferred {
     /// None outstanding: no device exchange since the last reset, or its
     /// verdicts were read when it was validated.
     None,
-    /// On the device after the control words, for this many ranks: the next
-    /// `accumulate` reads them with the status.
-    Unread(usize),
+    /// On the device, where the control block's layout for `world` ranks
+    /// puts them: the next `accumulate` reads them with the status.
+    Unread,
     /// Read back into `host_verdicts`.
     Read,
 }
